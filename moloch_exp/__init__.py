@@ -1,0 +1,1 @@
+"""moloch_exp: competitive-audience misalignment experiments (see README.md)."""

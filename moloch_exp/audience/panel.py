@@ -1,0 +1,89 @@
+"""A panel of persona voters reading options and voting, through the one LLM client.
+
+Each voter sees the options labelled A, B, … in its own seeded random order, writes a short
+thought, then votes. Unparseable answers are retried, then kept as *invalid*; transport failures
+are kept as *failed*. Both are counted, never dropped or guessed.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from moloch_exp.audience.ballots import ANSWER_FORMAT, parse_ballot, vote_schema
+from moloch_exp.audience.personas import Persona, PersonaPool
+from moloch_exp.connections import LLMService
+from moloch_exp.llm.types import ChatRequest
+from moloch_exp.records import Vote
+from moloch_exp.seeding import derive_seed
+from moloch_exp.tasks.task import LABELS, Task
+
+
+@dataclass
+class Match:
+    """Options to vote on: the messages of candidates ``indices`` for one anchor."""
+
+    match_id: str
+    anchor_id: str
+    indices: list[int]
+    messages: list[str]
+
+
+@dataclass
+class AudiencePanel:
+    service: LLMService
+    personas: PersonaPool
+    n_voters: int = 5
+    max_tokens: int = 160
+    temperature: float = 0.7
+    thought_max_chars: int | None = 300
+    invalid_retries: int = 2
+    system_template: str = "You are role-playing this person. {persona}\nAnswer as this person would."
+    _panel: list[Persona] = field(default_factory=list, init=False, repr=False)
+
+    def voters(self, seed: int) -> list[Persona]:
+        if not self._panel:
+            self._panel = self.personas.panel(self.n_voters, seed)
+        return self._panel
+
+    def requests(self, task: Task, matches: list[Match], seed: int) -> tuple[list[ChatRequest], list[dict]]:
+        """Build one request per (match, voter); ``meta`` keeps what is needed to read the answer."""
+        reqs, meta = [], []
+        voters = self.voters(seed)
+        for match in matches:
+            n = len(match.indices)
+            labels = list(LABELS[:n])
+            for voter in voters:
+                vseed = derive_seed(seed, "vote", match.match_id, voter.id)
+                order = list(range(n))
+                random.Random(vseed).shuffle(order)
+                shown = [match.messages[i] for i in order]
+                system = self.system_template.format(persona=voter.describe(task.persona_aspect))
+                reqs.append(ChatRequest(
+                    messages=[{"role": "system", "content": system},
+                              {"role": "user", "content": task.ballot(shown, ANSWER_FORMAT)}],
+                    max_tokens=self.max_tokens, temperature=self.temperature, seed=vseed,
+                    json_schema=vote_schema(labels, self.thought_max_chars), purpose="vote"))
+                meta.append({"match": match, "voter": voter.id, "order": [match.indices[i] for i in order],
+                             "labels": labels, "seed": vseed})
+        return reqs, meta
+
+    def vote(self, client, task: Task, matches: list[Match], seed: int, desc: str = "votes") -> list[Vote]:
+        reqs, meta = self.requests(task, matches, seed)
+        results: list = [None] * len(reqs)
+        # One parse per ballot size: matches may offer fewer options when an extraction failed.
+        for labels in sorted({tuple(m["labels"]) for m in meta}):
+            idx = [i for i, m in enumerate(meta) if tuple(m["labels"]) == labels]
+            parsed = client.parse_many([reqs[i] for i in idx], parse=lambda text, lb=list(labels): parse_ballot(text, lb),
+                                       desc=desc, invalid_retries=self.invalid_retries)
+            for i, res in zip(idx, parsed):
+                results[i] = res
+        votes = []
+        for res, m in zip(results, meta):
+            thought = choice = None
+            if res.status == "ok":
+                thought, label = res.value
+                choice = m["order"][m["labels"].index(label)]
+            votes.append(Vote(match_id=m["match"].match_id, anchor_id=m["match"].anchor_id, voter=m["voter"],
+                              order=m["order"], seed=m["seed"], status=res.status, thought=thought, choice=choice,
+                              raw=res.raw, error=res.error, attempts=res.attempts))
+        return votes

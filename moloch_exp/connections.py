@@ -1,0 +1,106 @@
+"""Audience and judge services: which OpenAI-protocol endpoint to talk to, and opening it.
+
+An ``LLMService`` is a plain description (instantiated from ``conf/audience/*.yaml`` and
+``conf/judge/*.yaml``). ``ServiceHub.open`` turns it into a live ``LLMClient`` — starting a
+managed llama.cpp / vLLM server on a loopback port when asked, once per distinct server, and
+tearing every server down when the hub closes. All clients share one response cache, one ledger
+and one budget.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moloch_exp.llm.client import LLMClient
+from moloch_exp.llm.server import ManagedServer, smollm2_gguf_path
+
+
+class ServiceConfigError(ValueError):
+    """An audience/judge service is misconfigured or cannot be reached."""
+
+
+@dataclass
+class LLMService:
+    """Where an audience or judge model lives and how to call it."""
+
+    model: str
+    managed: str | None = None          # None (remote base_url) | "llamacpp" | "vllm"
+    base_url: str | None = None
+    api_key_env: str | None = None      # name of the environment variable holding the key
+    structured_output: str = "json_schema"  # json_schema | llamacpp | none
+    server: dict = field(default_factory=dict)  # managed server options (n_ctx, threads, parallel, ...)
+    client: dict = field(default_factory=dict)  # LLMClient options (timeout_s, concurrency, rpm, ...)
+
+    def __post_init__(self) -> None:
+        if self.managed not in (None, "llamacpp", "vllm"):
+            raise ServiceConfigError(f"managed must be null, 'llamacpp' or 'vllm', not {self.managed!r}")
+        if self.managed is None and not self.base_url:
+            raise ServiceConfigError(f"service for model {self.model!r}: set base_url or managed")
+
+    @property
+    def model_path(self) -> str:
+        if self.model == "smollm2":
+            return str(smollm2_gguf_path())
+        return self.model
+
+    def server_key(self) -> tuple:
+        return (self.managed, self.model, tuple(sorted((k, str(v)) for k, v in self.server.items())))
+
+    def identity(self) -> str:
+        """What names this model in caches and ledgers (never a key or a port)."""
+        if self.managed == "llamacpp":
+            return f"llamacpp:{Path(self.model_path).name}"
+        return self.model
+
+    def preflight(self) -> None:
+        """Fail in seconds with one clear message: missing key, missing server, missing model file."""
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            raise ServiceConfigError(f"model {self.model}: environment variable {self.api_key_env} "
+                                     "(the API key) is not set")
+        if self.managed == "llamacpp":
+            if importlib.util.find_spec("llama_cpp") is None:
+                raise ServiceConfigError("managed llama.cpp server needs `pip install 'llama-cpp-python[server]'`")
+            if not Path(self.model_path).is_file():
+                raise ServiceConfigError(f"GGUF model file not found: {self.model_path}")
+        elif self.managed == "vllm" and shutil.which("vllm") is None:
+            raise ServiceConfigError("managed vLLM server needs the `vllm` command (pip install vllm, GPU node)")
+
+
+class ServiceHub(contextlib.AbstractContextManager):
+    """Opens services into clients; shares cache, ledger, budget and managed servers."""
+
+    def __init__(self, cache, ledger, budget, log_dir: str | os.PathLike) -> None:
+        self.cache, self.ledger, self.budget = cache, ledger, budget
+        self.log_dir = Path(log_dir)
+        self._stack = contextlib.ExitStack()
+        self._servers: dict[tuple, ManagedServer] = {}
+        self._clients: dict[int, LLMClient] = {}
+
+    def open(self, service: LLMService) -> LLMClient:
+        if id(service) in self._clients:
+            return self._clients[id(service)]
+        service.preflight()
+        base_url, model = service.base_url, service.model
+        if service.managed:
+            key = service.server_key()
+            if key not in self._servers:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                server = ManagedServer(kind=service.managed, model=service.model_path,
+                                       log_path=str(self.log_dir / f"server_{len(self._servers)}.log"), **service.server)
+                self._servers[key] = self._stack.enter_context(server)
+            server = self._servers[key]
+            base_url, model = server.base_url, server.model_name
+        client = LLMClient(base_url=base_url, model=model, api_key_env=service.api_key_env,
+                           structured_output=service.structured_output, cache=self.cache, ledger=self.ledger,
+                           budget=self.budget, model_identity=service.identity(), **service.client)
+        if not service.managed:
+            client.check_reachable()
+        self._clients[id(service)] = client
+        return client
+
+    def __exit__(self, *exc) -> bool | None:
+        return self._stack.__exit__(*exc)

@@ -1,0 +1,38 @@
+"""Head-to-head evaluation (SPEC §2.6): the audience votes between two methods' test outputs.
+
+The per-anchor share of valid votes preferring the second method is averaged over anchors;
+0.5 is parity. Anchors where either output has no message, or no vote was valid, are counted.
+"""
+from __future__ import annotations
+
+from moloch_exp.audience.panel import Match
+from moloch_exp.evaluation.stats import mean_ci
+from moloch_exp.records import Candidate, Vote
+
+
+def matches_for(a: list[Candidate], b: list[Candidate], pair: str) -> tuple[list[Match], int]:
+    by_b = {c.anchor_id: c for c in b}
+    matches, missing = [], 0
+    for ca in a:
+        cb = by_b.get(ca.anchor_id)
+        if cb is None or ca.message is None or cb.message is None:
+            missing += 1
+            continue
+        matches.append(Match(f"{pair}:{ca.anchor_id}", ca.anchor_id, [0, 1], [ca.message, cb.message]))
+    return matches, missing
+
+
+def summarize(votes: list[Vote], n_missing_outputs: int, seed: int = 0) -> dict:
+    """Win rate of the second option (index 1) with a bootstrap CI over anchors."""
+    per_anchor: dict[str, list[int]] = {}
+    for v in votes:
+        per_anchor.setdefault(v.anchor_id, [])
+        if v.status == "ok":
+            per_anchor[v.anchor_id].append(v.choice)
+    shares = [sum(c == 1 for c in cs) / len(cs) for cs in per_anchor.values() if cs]
+    mean, ci = mean_ci(shares, seed=seed)
+    return {"mean": mean, "ci95": ci, "n_anchors": len(shares),
+            "anchors_without_valid_votes": sum(1 for cs in per_anchor.values() if not cs),
+            "anchors_missing_output": n_missing_outputs,
+            "votes": len(votes), "invalid_votes": sum(v.status == "invalid" for v in votes),
+            "failed_votes": sum(v.status == "failed" for v in votes)}

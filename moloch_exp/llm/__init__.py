@@ -1,0 +1,43 @@
+"""The one OpenAI-protocol client for audience votes and judge calls.
+
+- :class:`LLMClient` (``client.py``): cache → budget → limits → retried HTTP → ledger.
+- :class:`ResponseCache` (``cache.py``): content-addressed SQLite cache shared by all jobs.
+- :class:`Ledger`, :class:`Budget`, :class:`BudgetExceeded` (``ledger.py``): calls, tokens, USD, cap.
+- :class:`Limits` (``limits.py``): concurrency, requests/min, tokens/min.
+- :class:`ManagedServer`, :func:`smollm2_gguf_path` (``server.py``): local llama.cpp / vLLM server.
+- :func:`response_format_for`, :func:`parse_json_answer`, :func:`json_parser` (``structured.py``).
+- :class:`ChatRequest`, :class:`ChatResult`, :class:`Parsed` (``types.py``).
+"""
+
+from .cache import ResponseCache, cache_key
+from .client import EndpointUnreachable, LLMClient, MissingAPIKey
+from .ledger import Budget, BudgetExceeded, Ledger, estimate
+from .limits import Limits, TokenBucket
+from .server import ManagedServer, ServerStartError, smollm2_gguf_path
+from .structured import STRUCTURED_MODES, json_parser, parse_json_answer, response_format_for, validate
+from .types import ChatRequest, ChatResult, Parsed
+
+__all__ = [
+    "Budget",
+    "BudgetExceeded",
+    "ChatRequest",
+    "ChatResult",
+    "EndpointUnreachable",
+    "LLMClient",
+    "Ledger",
+    "Limits",
+    "ManagedServer",
+    "MissingAPIKey",
+    "Parsed",
+    "ResponseCache",
+    "STRUCTURED_MODES",
+    "ServerStartError",
+    "TokenBucket",
+    "cache_key",
+    "estimate",
+    "json_parser",
+    "parse_json_answer",
+    "response_format_for",
+    "smollm2_gguf_path",
+    "validate",
+]

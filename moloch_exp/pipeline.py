@@ -1,0 +1,124 @@
+"""Entry point of one experiment cell: instantiate everything at the edge, check, run, report.
+
+    python run.py                                     # SmolLM2 + bundled data + local audience/judge
+    python run.py task=elections method=tfb model=tiny
+    python run.py -m task=sales,elections,social_media method=rft,tfb model=tiny
+    accelerate launch --multi_gpu --num_processes 2 run.py model=tiny
+
+Nothing below this module sees a DictConfig: it gets typed objects.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from moloch_exp import resolvers  # noqa: F401  (registers ${moloch_run_stamp:})
+from moloch_exp.agents.model_source import ModelUnavailableError
+from moloch_exp.connections import ServiceConfigError, ServiceHub
+from moloch_exp.distributed import Dist
+from moloch_exp.experiment import Experiment, ExperimentError, Method, Settings
+from moloch_exp.llm.cache import ResponseCache
+from moloch_exp.llm.client import EndpointUnreachable, MissingAPIKey
+from moloch_exp.llm.ledger import Budget, BudgetExceeded, Ledger
+from moloch_exp.llm.server import ServerStartError
+from moloch_exp.records import write_json
+from moloch_exp.report.cell import write_cell_report
+from moloch_exp.report.preflight import estimate_calls
+from moloch_exp.stage_cache import StageCache
+from moloch_exp.tasks.sources import DataError
+
+log = logging.getLogger("moloch_exp")
+
+
+def build(cfg: DictConfig) -> dict:
+    """Instantiate every configured object (no side effects: no server, no model loading)."""
+    method_cfg = cfg.method
+    return {
+        "task": instantiate(cfg.task),
+        "model": instantiate(cfg.model),
+        "generator": instantiate(cfg.generator),
+        "method": Method(name=method_cfg.name,
+                         builder=instantiate(method_cfg.builder) if method_cfg.builder is not None else None,
+                         compare_against=list(method_cfg.compare_against)),
+        "trainer": instantiate(cfg.trainer) if method_cfg.builder is not None else None,
+        "audience": instantiate(cfg.audience),
+        "judge": instantiate(cfg.judge),
+        "probes": {name: instantiate(p) for name, p in (cfg.get("probes") or {}).items()},
+        "tracker": instantiate(cfg.logger),
+    }
+
+
+def preflight(objs: dict, settings: Settings) -> None:
+    """Seconds, not minutes: every cause of an early failure is checked before any work."""
+    objs["model"].check_available()
+    for split, n in (("train", settings.n_train), ("test", settings.n_test)):
+        objs["task"].load_anchors(split, n)
+    method = objs["method"]
+    method.builders()  # an impossible comparison fails here, not after training
+    if method.builder is not None or method.compare_against:
+        objs["audience"].service.preflight()
+        objs["audience"].personas.panel(objs["audience"].n_voters, settings.seed)
+    if objs["probes"]:
+        objs["judge"].service.preflight()
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ModelUnavailableError, DataError, ServiceConfigError, MissingAPIKey,
+                                             EndpointUnreachable, ServerStartError, BudgetExceeded, ExperimentError)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run one cell; a setup or data problem ends it with one clear line, not a traceback."""
+    try:
+        return _run(cfg)
+    except USER_ERRORS as err:
+        log.error("%s: %s", type(err).__name__, err)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep records the failed cell and goes on
+        raise SystemExit(f"error: {type(err).__name__}: {err}") from None
+
+
+def _run(cfg: DictConfig) -> dict:
+    started = time.time()
+    dist = Dist(cfg.distributed.timeout_s)
+    out = Path(cfg.paths.output_dir)
+    cache_dir = Path(cfg.paths.cache_dir)
+    objs = build(cfg)
+    settings = Settings(seed=cfg.seed, n_train=cfg.anchors.n_train, n_test=cfg.anchors.n_test,
+                        candidates_per_anchor=cfg.collect.candidates_per_anchor)
+    preflight(objs, settings)
+    ledger = Ledger(prices=OmegaConf.to_container(cfg.llm.prices))
+    budget = Budget(cfg.budget.max_usd) if cfg.budget.max_usd is not None else None
+    cache = ResponseCache(cache_dir / "llm_cache.sqlite") if cfg.llm.cache else None
+    estimate = estimate_calls(objs, settings, ledger)
+    if dist.is_main:
+        log.info("pre-flight estimate (before cache hits): %s", estimate)
+    stages = StageCache(cache_dir, out, dist, enabled=cfg.stage_cache)
+    cell = {"task": objs["task"].name, "model": objs["model"].name, "method": objs["method"].name, "seed": cfg.seed}
+    with ServiceHub(cache, ledger, budget, out / "logs") as hub:
+        exp = Experiment(task=objs["task"], model=objs["model"], generator=objs["generator"], method=objs["method"],
+                         trainer=objs["trainer"], audience=objs["audience"], judge=objs["judge"],
+                         probes=objs["probes"], settings=settings, hub=hub, stages=stages, dist=dist, output_dir=out)
+        try:
+            metrics = exp.run()
+        finally:
+            if dist.is_main:  # what was spent is recorded even when a stage failed
+                write_json(out / "ledger.json", ledger.to_dict())
+    if not dist.is_main:
+        return {}
+    results = {"cell": cell, **metrics, "counts": exp.counts(), "ledger": ledger.to_dict(), "estimate": estimate,
+               "stages": stages.events, "stage_keys": exp.keys, "world_size": dist.world,
+               "seconds": round(time.time() - started, 1)}
+    write_json(out / "results.json", results)
+    write_cell_report(out, results)
+    tracker = objs["tracker"]
+    tracker.start(name=f"{cell['task']}-{cell['model']}-{cell['method']}-s{cell['seed']}",
+                  config=OmegaConf.to_container(cfg, resolve=True), out_dir=out)
+    tracker.log_results(results)
+    tracker.finish()
+    return results

@@ -1,0 +1,28 @@
+"""Pre-flight estimate of the LLM calls and cost of a cell, printed before any work."""
+from __future__ import annotations
+
+
+def estimate_calls(objs: dict, settings, ledger) -> dict:
+    method, audience, judge, gen = objs["method"], objs["audience"], objs["judge"], objs["generator"]
+    trained = list(method.builders())
+    methods = list(dict.fromkeys([m for m in method.compare_against] + [method.name]))
+    pairs = [m for m in method.compare_against if m != method.name]
+    # Rough token sizes: a ballot shows two messages of about half the generation budget.
+    ballot_prompt = 250 + gen.max_new_tokens
+    judge_prompt = 300 + gen.max_new_tokens // 2
+    items = {
+        "collect_votes": (settings.n_train * audience.n_voters if trained else 0, audience.service.identity(),
+                          ballot_prompt, audience.max_tokens // 2),
+        "evaluate_votes": (settings.n_test * audience.n_voters * len(pairs), audience.service.identity(),
+                           ballot_prompt, audience.max_tokens // 2),
+        "judgments": (settings.n_test * len(objs["probes"]) * len(methods), judge.service.identity(),
+                      judge_prompt, judge.max_tokens // 2),
+    }
+    out, usd = {}, 0.0
+    for name, (n, model, p_tok, c_tok) in items.items():
+        cost = ledger.cost(model, n * p_tok, n * c_tok)
+        out[name] = n
+        usd += cost
+    out["calls"] = sum(v for k, v in out.items())
+    out["usd_upper_bound"] = round(usd, 4)
+    return out

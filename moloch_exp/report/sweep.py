@@ -1,0 +1,100 @@
+"""Sweep summary: after ``python run.py -m ...`` (a Hydra callback) or by hand:
+
+    python scripts/summarize_sweep.py multirun/2026-11-24/10-00-00
+
+Reads every ``*/results.json`` under the sweep directory and writes ``sweep_summary.{json,md}``
+and the paper's two views: relative misalignment increase per probe × method (per model), and
+performance gain against misalignment increase with their correlation.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from hydra.experimental.callback import Callback  # noqa: E402
+
+from moloch_exp.evaluation.stats import pearson  # noqa: E402
+from moloch_exp.records import read_json, write_json  # noqa: E402
+from moloch_exp.report.tables import fmt, markdown, print_table  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def summarize_sweep(sweep_dir: str | Path) -> dict:
+    sweep_dir = Path(sweep_dir)
+    cells = [read_json(p) for p in sorted(sweep_dir.glob("*/results.json"))]
+    if not cells:
+        raise FileNotFoundError(f"no */results.json under {sweep_dir}")
+    rows, points, collections = [], [], Counter()
+    for r in cells:
+        c = r["cell"]
+        for ev in r.get("stages", []):
+            if ev["stage"] == "collect" and ev["status"] == "computed":
+                collections[c["task"]] += 1
+        wr = r["win_rate"].get(f"base_vs_{c['method']}", {})
+        gain = wr["mean"] - 0.5 if wr.get("mean") is not None else None
+        for probe, p in r["probes"].items():
+            rows.append({"task": c["task"], "model": c["model"], "method": c["method"], "seed": c["seed"],
+                         "probe": probe, "win_rate": wr.get("mean"), "win_rate_ci95": wr.get("ci95"),
+                         "base_rate": p.get("base"), "trained_rate": p.get(c["method"]),
+                         "relative_increase": p.get("relative_increase"), "fisher_p": p.get("fisher_p"),
+                         "invalid_votes": wr.get("invalid_votes"), "invalid_judgments": p["invalid"]})
+            points.append((gain, p.get("relative_increase")))
+    corr = pearson([x for x, _ in points], [y for _, y in points])
+    summary = {"cells": len(cells), "collections_computed_per_task": dict(collections), "rows": rows,
+               "gain_vs_misalignment_correlation": corr}
+    write_json(sweep_dir / "sweep_summary.json", summary)
+    header = ["task", "model", "method", "probe", "win rate", "base", "trained", "rel. increase", "Fisher p"]
+    table = [[x["task"], x["model"], x["method"], x["probe"], fmt(x["win_rate"]), fmt(x["base_rate"]),
+              fmt(x["trained_rate"]), fmt(x["relative_increase"], pct=True), fmt(x["fisher_p"])] for x in rows]
+    print_table(f"Sweep {sweep_dir.name}: {len(cells)} cells", header, table)
+    (sweep_dir / "sweep_summary.md").write_text(
+        f"# Sweep summary ({len(cells)} cells)\n\nCollections computed per task: {dict(collections)}\n\n"
+        + markdown(header, table) + f"\nPerformance gain vs misalignment increase: Pearson {corr}\n", encoding="utf-8")
+    _plots(rows, corr, sweep_dir)
+    return summary
+
+
+def _plots(rows: list[dict], corr: dict, out: Path) -> None:
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 3.5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        sub = [r for r in rows if r["model"] == model]
+        labels = sorted({f"{r['task']}/{r['probe']}" for r in sub})
+        methods = sorted({r["method"] for r in sub})
+        width = 0.8 / max(1, len(methods))
+        for j, m in enumerate(methods):
+            vals = {f"{r['task']}/{r['probe']}": r["relative_increase"] for r in sub if r["method"] == m}
+            ax.bar([i + j * width for i in range(len(labels))],
+                   [100 * (vals.get(lb) or 0) for lb in labels], width, label=m)
+        ax.axhline(0, c="grey", lw=1)
+        ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(labels))], labels, rotation=20, fontsize=8)
+        ax.set_ylabel("relative increase in misalignment (%)")
+        ax.set_title(model)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "relative_increase.png", dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for r in rows:
+        if r["win_rate"] is not None and r["relative_increase"] is not None:
+            ax.scatter(100 * (r["win_rate"] - 0.5), 100 * r["relative_increase"], label=f"{r['task']}/{r['probe']}/{r['method']}")
+    ax.set_xlabel("performance gain over base (win rate − 0.5, points)")
+    ax.set_ylabel("misalignment relative increase (%)")
+    ax.set_title(f"Pearson r = {fmt(corr['r'])} (n = {corr['n']})")
+    fig.tight_layout()
+    fig.savefig(out / "gain_vs_misalignment.png", dpi=120)
+    plt.close(fig)
+
+
+class SweepSummaryCallback(Callback):
+    def on_multirun_end(self, config, **kwargs) -> None:
+        try:
+            summarize_sweep(config.hydra.sweep.dir)
+        except FileNotFoundError as err:
+            log.warning("sweep summary skipped: %s", err)

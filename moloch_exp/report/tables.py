@@ -1,0 +1,51 @@
+"""Result tables: printed with rich, written as Markdown."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def fmt(x, pct: bool = False) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:+.1%}" if pct else f"{x:.3f}"
+    return str(x)
+
+
+def fmt_ci(ci) -> str:
+    if not ci or ci[0] is None:
+        return "—"
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for pair, w in results.get("win_rate", {}).items():
+        rows.append([f"win rate {pair}", fmt(w["mean"]), fmt_ci(w["ci95"]),
+                     f"anchors {w['n_anchors']}, invalid votes {w['invalid_votes']}, failed {w['failed_votes']}"])
+    for probe, p in results.get("probes", {}).items():
+        for m, n in p["n"].items():
+            rows.append([f"{probe} ({m})", fmt(p[m]), fmt_ci(p["ci95"][m]),
+                         f"n {n}, invalid {p['invalid'][m]}, failed {p['failed'][m]}, skipped {p['skipped'][m]}"])
+        if "relative_increase" in p:
+            rows.append([f"{probe} relative increase", fmt(p["relative_increase"], pct=True), "",
+                         f"Fisher p {fmt(p.get('fisher_p'))}"])
+    led = results.get("ledger", {})
+    rows.append(["LLM calls", str(led.get("calls")), "", f"cache hits {led.get('cache_hits')}, usd {led.get('usd')}"])
+    return ["metric", "value", "95% CI", "counts"], rows
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    table = Table(title=title)
+    for h in header:
+        table.add_column(h)
+    for r in rows:
+        table.add_row(*r)
+    Console(width=140).print(table)
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

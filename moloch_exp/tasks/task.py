@@ -1,0 +1,99 @@
+"""A task: its anchors, the agent's prompt, message extraction and the audience's frame.
+
+Configured by ``conf/task/{sales,elections,social_media}.yaml``; e.g.
+    python run.py task=elections task.source=paper data_dir=../shared/data/molochs_bargain
+"""
+from __future__ import annotations
+
+import ast
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+from moloch_exp.records import Anchor
+from moloch_exp.tasks.extraction import Extraction, extract
+from moloch_exp.tasks.sources import SOURCES, DataError, load_split, to_anchors
+
+LABELS = "ABCDEFGH"
+
+
+def _as_text(value: Any) -> str:
+    """Render a field: lists (or their string repr, as in the paper's files) become ' > ' paths."""
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    if isinstance(value, (list, tuple)):
+        return " > ".join(str(v) for v in value)
+    return str(value)
+
+
+@dataclass
+class Task:
+    name: str
+    message_tag: str
+    option_noun: str
+    anchor_fields: list[str]
+    agent_system: str
+    agent_user: str
+    audience_frame: str
+    audience_question: str
+    feedback_request: str
+    judge_context: str
+    persona_aspect: str
+    paper_subdir: str
+    id_field: str | None = None
+    source: str = "bundled"
+    data_dir: str | None = None
+    hub: dict = field(default_factory=dict)
+    probes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise DataError(f"unknown task.source '{self.source}' (choose from {', '.join(SOURCES)})")
+        for tmpl_name in ("agent_user", "judge_context"):
+            names = {f for _, f, _, _ in string.Formatter().parse(getattr(self, tmpl_name)) if f}
+            unknown = names - set(self.anchor_fields)
+            if unknown:
+                raise ValueError(f"task {self.name}: {tmpl_name} uses unknown field(s) {sorted(unknown)}")
+
+    # anchors -----------------------------------------------------------------------------
+    def load_anchors(self, split: str, n: int | None) -> tuple[list[Anchor], str]:
+        records, where = load_split(self.name, self.source, split, self.anchor_fields,
+                                    data_dir=self.data_dir, paper_subdir=self.paper_subdir, hub=self.hub)
+        if n is not None and n > len(records):
+            raise DataError(f"{where}: asked for {n} {split} anchors but the source has {len(records)}")
+        records = records[:n] if n is not None else records
+        fields = self.anchor_fields + ([self.id_field] if self.id_field and self.id_field not in self.anchor_fields else [])
+        anchors = to_anchors(records, split, self.id_field, [f for f in fields if all(f in r for r in records)])
+        return anchors, where
+
+    def _fields(self, anchor: Anchor) -> dict[str, str]:
+        return {k: _as_text(v) for k, v in anchor.fields.items()}
+
+    # agent -------------------------------------------------------------------------------
+    def agent_messages(self, anchor: Anchor) -> list[dict]:
+        return [{"role": "system", "content": self.agent_system.format(tag=self.message_tag).strip()},
+                {"role": "user", "content": self.agent_user.format(**self._fields(anchor)).strip()}]
+
+    def extract(self, completion: str) -> Extraction:
+        return extract(completion, self.message_tag)
+
+    # audience ----------------------------------------------------------------------------
+    def options_block(self, messages: list[str]) -> str:
+        return "\n\n".join(f"{self.option_noun} {LABELS[i]}:\n{m}" for i, m in enumerate(messages))
+
+    def ballot(self, messages: list[str], answer_format: str) -> str:
+        labels = ", ".join(LABELS[: len(messages)])
+        return (f"{self.audience_frame.strip()}\n\n{self.options_block(messages)}\n\n"
+                f"{self.audience_question.strip()} ({labels})\n\n{answer_format.format(labels=labels).strip()}")
+
+    def feedback_prompt(self, messages: list[str]) -> list[dict]:
+        """The TFB prompt whose target is a voter's thought about the options."""
+        return [{"role": "user", "content": f"{self.audience_frame.strip()}\n\n{self.options_block(messages)}\n\n"
+                                            f"{self.feedback_request.strip()}"}]
+
+    # judges ------------------------------------------------------------------------------
+    def judge_reference(self, anchor: Anchor) -> str:
+        return self.judge_context.format(**self._fields(anchor)).strip()

@@ -1,0 +1,122 @@
+"""Training-data builders: RFT (winners only) and TFB (winners + audience thoughts). SPEC §2.3.
+
+    python run.py method=rft method.builder.tie_rule=random method.builder.replicate=1
+    python run.py method=tfb method.builder.thought_examples=all
+
+Examples are TRL conversational prompt-completion records, so the loss covers completions only.
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from moloch_exp.records import Candidate, Vote
+
+TIE_RULES = ("drop", "random", "all")
+
+
+def tally(votes: list[Vote]) -> Counter:
+    """Valid votes per candidate index (invalid and failed votes are not counted here)."""
+    return Counter(v.choice for v in votes if v.status == "ok" and v.choice is not None)
+
+
+@dataclass
+class MatchOutcome:
+    anchor_id: str
+    counts: dict[int, int]
+    invalid: int
+    winners: list[int]  # one index, several when tied, empty when no valid vote
+
+
+def outcomes(votes: list[Vote]) -> list[MatchOutcome]:
+    by_anchor: dict[str, list[Vote]] = defaultdict(list)
+    for v in votes:
+        by_anchor[v.anchor_id].append(v)
+    result = []
+    for anchor_id, vs in by_anchor.items():
+        counts = tally(vs)
+        top = max(counts.values(), default=0)
+        winners = sorted(i for i, c in counts.items() if c == top) if top > 0 else []
+        result.append(MatchOutcome(anchor_id, dict(counts), sum(v.status != "ok" for v in vs), winners))
+    return result
+
+
+def _example(prompt: list[dict], completion: str, kind: str, anchor_id: str) -> dict:
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": completion}],
+            "kind": kind, "anchor_id": anchor_id}
+
+
+@dataclass
+class RFTBuilder:
+    """Rejection fine-tuning: the winning candidate's full completion is the target."""
+
+    tie_rule: str = field(default="drop", metadata={"help": "drop | random (seeded) | all (every tied winner)"})
+    replicate: int = field(default=1, metadata={"help": "copies of the winner set (reference code: 3)"})
+    shuffle: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tie_rule not in TIE_RULES:
+            raise ValueError(f"tie_rule must be one of {TIE_RULES}, not {self.tie_rule!r}")
+        if self.replicate < 1:
+            raise ValueError("replicate must be >= 1")
+
+    def build(self, candidates: list[Candidate], votes: list[Vote], task=None) -> tuple[list[dict], dict]:
+        by_key = {(c.anchor_id, c.index): c for c in candidates}
+        rng = random.Random(self.seed)
+        examples, stats = [], Counter()
+        for out in outcomes(votes):
+            stats["anchors"] += 1
+            stats["invalid_votes"] += out.invalid
+            if not out.winners:
+                stats["no_valid_votes"] += 1
+                continue
+            winners = out.winners
+            if len(winners) > 1:
+                stats["ties"] += 1
+                if self.tie_rule == "drop":
+                    stats["ties_dropped"] += 1
+                    continue
+                if self.tie_rule == "random":
+                    winners = [rng.choice(winners)]
+            for w in winners:
+                cand = by_key[(out.anchor_id, w)]
+                examples.append(_example(cand.prompt, cand.completion, "rft", out.anchor_id))
+            stats["winners"] += len(winners)
+        examples = examples * self.replicate
+        if self.shuffle:
+            rng.shuffle(examples)
+        stats["examples"] = len(examples)
+        return examples, dict(stats)
+
+
+@dataclass
+class TFBBuilder:
+    """Text feedback: RFT examples plus voters' thoughts as targets for a feedback prompt."""
+
+    rft: RFTBuilder = field(default_factory=RFTBuilder)
+    thought_examples: str = field(default="match_rft", metadata={"help": "match_rft (subsample to the RFT size, as the reference code) | all"})
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.thought_examples not in ("match_rft", "all"):
+            raise ValueError("thought_examples must be 'match_rft' or 'all'")
+
+    def build(self, candidates: list[Candidate], votes: list[Vote], task) -> tuple[list[dict], dict]:
+        rft_examples, stats = self.rft.build(candidates, votes, task)
+        by_key = {(c.anchor_id, c.index): c for c in candidates}
+        thoughts = []
+        for v in votes:
+            if v.status != "ok" or not v.thought:
+                continue
+            shown = [by_key[(v.anchor_id, i)].message for i in v.order]
+            thoughts.append(_example(task.feedback_prompt(shown), v.thought, "thought", v.anchor_id))
+        rng = random.Random(self.seed)
+        stats["thoughts_available"] = len(thoughts)
+        if self.thought_examples == "match_rft" and len(thoughts) > len(rft_examples):
+            thoughts = rng.sample(thoughts, len(rft_examples))
+        examples = rft_examples + thoughts
+        rng.shuffle(examples)
+        stats.update(thought_examples=len(thoughts), examples=len(examples))
+        return examples, stats

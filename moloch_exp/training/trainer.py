@@ -1,0 +1,271 @@
+"""LoRA supervised fine-tuning with TRL, loss on completion tokens only.
+
+Examples are TRL *conversational prompt-completion* records::
+
+    {"prompt": [{"role": "system", "content": ...}, {"role": "user", "content": ...}],
+     "completion": [{"role": "assistant", "content": "<think>...</think><tweet>...</tweet>"}]}
+
+TRL renders ``prompt`` with the chat template and the generation prompt, and ``prompt +
+completion`` in full; tokens of the prompt get label -100 (no loss). The model's chat-template
+kwargs (e.g. Qwen3's ``enable_thinking``) are applied in training as in generation.
+
+Distributed: launched with ``accelerate launch`` the TRL/transformers Trainer does DDP itself and
+only rank 0 writes the adapter. On a CPU machine the caller creates ``PartialState(cpu=True)``
+beforehand; this module does not touch the distributed state.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from moloch_exp.agents.model_source import ModelSource, resolve_dtype
+
+logger = logging.getLogger(__name__)
+
+_ATTN_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter settings (defaults: the paper's)."""
+
+    r: int = field(default=16, metadata={"help": "LoRA rank."})
+    alpha: int = field(default=32, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    target_modules: list[str] = field(
+        default_factory=lambda: list(_ATTN_MLP),
+        metadata={"help": "Module names that get a LoRA adapter (default: all attention and MLP "
+                          "projections of Llama/Qwen-style models)."},
+    )
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings (defaults: the paper's; bf16 and gradient checkpointing on GPU only)."""
+
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the examples."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches accumulated per optimiser step."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "Share of steps with linear warm-up."})
+    lr_scheduler_type: str = field(
+        default="cosine_with_min_lr", metadata={"help": "transformers scheduler name."})
+    min_lr_rate: float = field(
+        default=0.1, metadata={"help": "Minimum lr as a share of the peak (cosine_with_min_lr only)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_length: int = field(
+        default=2048, metadata={"help": "Truncate prompt+completion to this many tokens."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision; None = on CUDA with bf16 support only."})
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Gradient checkpointing; None = on CUDA only."})
+    logging_steps: int = field(default=1, metadata={"help": "Log loss and lr every N steps."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after N optimiser steps (-1: run num_train_epochs)."})
+    seed: int = field(default=0, metadata={"help": "Seed for LoRA init, shuffling and dropout."})
+    save_steps: int = field(
+        default=0, metadata={"help": "Also save an adapter checkpoint every N steps into "
+                                     "output_dir/checkpoint-N (0: only the final adapter)."})
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: str
+    n_examples: int
+    steps: int
+    train_loss: float | None
+    runtime_s: float
+    log_history: list[dict]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _coerce(cls, value, what: str):
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    data = dict(value)  # dict or OmegaConf DictConfig
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {what} settings {unknown}; allowed: {sorted(allowed)}")
+    if "target_modules" in data and data["target_modules"] is not None:
+        data["target_modules"] = list(data["target_modules"])
+    return cls(**data)
+
+
+def _validate_examples(examples: list[dict]) -> list[dict]:
+    if not examples:
+        raise ValueError("no training examples: the example list is empty (nothing to fine-tune on)")
+    clean = []
+    for i, ex in enumerate(examples):
+        prompt, completion = ex.get("prompt"), ex.get("completion")
+        for key, msgs in (("prompt", prompt), ("completion", completion)):
+            if not isinstance(msgs, list) or not msgs or not all(
+                isinstance(m, dict) and "role" in m and isinstance(m.get("content"), str) for m in msgs
+            ):
+                raise ValueError(
+                    f"training example {i}: {key!r} must be a non-empty list of "
+                    f"{{'role', 'content'}} messages, got {msgs!r:.200}"
+                )
+        if completion[-1]["role"] != "assistant":
+            raise ValueError(f"training example {i}: the completion must end with an assistant message")
+        clean.append({"prompt": [dict(m) for m in prompt], "completion": [dict(m) for m in completion]})
+    return clean
+
+
+class LoraSFTTrainer:
+    """TRL SFTTrainer + PEFT LoRA; see the module docstring."""
+
+    def __init__(self, lora: LoraSettings | dict | None = None, args: TrainSettings | dict | None = None):
+        self.lora = _coerce(LoraSettings, lora, "LoRA")
+        self.args = _coerce(TrainSettings, args, "training")
+
+    # --------------------------------------------------------------- pieces
+    def resolved(self) -> dict[str, Any]:
+        """Settings with the automatic choices (bf16, checkpointing, CPU) made."""
+        import torch
+
+        cuda = torch.cuda.is_available()
+        bf16 = self.args.bf16
+        if bf16 is None:
+            bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+        gc_on = self.args.gradient_checkpointing
+        if gc_on is None:
+            gc_on = cuda
+        return {"cuda": cuda, "bf16": bool(bf16), "gradient_checkpointing": bool(gc_on)}
+
+    def lora_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.lora.r, lora_alpha=self.lora.alpha, lora_dropout=self.lora.dropout,
+            target_modules=list(self.lora.target_modules), bias="none", task_type="CAUSAL_LM",
+        )
+
+    def sft_config(self, output_dir: str):
+        from trl import SFTConfig
+
+        auto = self.resolved()
+        a = self.args
+        if not 0.0 <= a.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {a.warmup_ratio}")
+        kwargs: dict[str, Any] = {}
+        if a.lr_scheduler_type == "cosine_with_min_lr":
+            kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": a.min_lr_rate}
+        if a.save_steps and a.save_steps > 0:
+            kwargs.update(save_strategy="steps", save_steps=a.save_steps, save_only_model=True)
+        else:
+            kwargs["save_strategy"] = "no"
+        ckpt = auto["gradient_checkpointing"]
+        ckpt_kwargs = {"use_reentrant": False} if ckpt else None
+        if "activation_checkpointing" in {f.name for f in fields(SFTConfig)}:  # transformers >= 5.x
+            kwargs.update(activation_checkpointing=ckpt, activation_checkpointing_kwargs=ckpt_kwargs)
+        else:  # pragma: no cover - older transformers
+            kwargs.update(gradient_checkpointing=ckpt, gradient_checkpointing_kwargs=ckpt_kwargs)
+        return SFTConfig(
+            output_dir=str(output_dir),
+            learning_rate=a.learning_rate,
+            num_train_epochs=a.num_train_epochs,
+            per_device_train_batch_size=a.per_device_train_batch_size,
+            gradient_accumulation_steps=a.gradient_accumulation_steps,
+            warmup_steps=a.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of steps
+            lr_scheduler_type=a.lr_scheduler_type,
+            weight_decay=a.weight_decay,
+            max_length=a.max_length,
+            bf16=auto["bf16"],
+            fp16=False,
+            logging_steps=a.logging_steps,
+            max_steps=a.max_steps,
+            seed=a.seed,
+            data_seed=a.seed,
+            use_cpu=not auto["cuda"],
+            report_to="none",
+            completion_only_loss=True,
+            assistant_only_loss=False,
+            packing=False,
+            dataset_num_proc=None,
+            remove_unused_columns=True,
+            **kwargs,
+        )
+
+    def build_trainer(self, source: ModelSource, cache_dir: str, examples: list[dict], output_dir: str):
+        """A ready-to-run TRL SFTTrainer (model with LoRA, tokenised dataset). :meth:`train` uses it;
+        it is public so that callers (and tests) can inspect or extend the training run."""
+        import torch
+        from datasets import Dataset
+        from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+        from trl import SFTTrainer
+
+        clean = _validate_examples(examples)
+        source.check_available()
+        model_dir = source.materialize(cache_dir)
+        auto = self.resolved()
+        dtype = torch.bfloat16 if auto["bf16"] else resolve_dtype(source.torch_dtype, "cpu")
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"{source.name}: the tokenizer has no chat template; cannot train on "
+                             f"conversational examples")
+        if source.chat_template_kwargs:
+            for ex in clean:
+                ex["chat_template_kwargs"] = dict(source.chat_template_kwargs)
+        set_seed(self.args.seed)  # before LoRA init, which happens inside SFTTrainer.__init__
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+        if auto["gradient_checkpointing"]:
+            model.config.use_cache = False
+        return SFTTrainer(
+            model=model,
+            args=self.sft_config(output_dir),
+            train_dataset=Dataset.from_list(clean),
+            processing_class=tokenizer,
+            peft_config=self.lora_config(),
+        )
+
+    # ----------------------------------------------------------------- train
+    def train(self, source: ModelSource, cache_dir: str, examples: list[dict], output_dir: str) -> TrainResult:
+        """Fine-tune a LoRA adapter on ``examples``; save only the adapter into ``output_dir``."""
+        t0 = time.perf_counter()
+        trainer = self.build_trainer(source, cache_dir, examples, output_dir)
+        try:
+            out = trainer.train()
+            trainer.save_model(str(output_dir))  # PEFT model: adapter only; rank 0 only
+            n_used = len(trainer.train_dataset)
+            if n_used < len(examples):
+                logger.warning("%d of %d training examples were dropped by TRL (no completion "
+                               "tokens left, e.g. after truncation to max_length=%d)",
+                               len(examples) - n_used, len(examples), self.args.max_length)
+            result = TrainResult(
+                adapter_dir=str(output_dir),
+                n_examples=n_used,
+                steps=int(trainer.state.global_step),
+                train_loss=float(out.training_loss) if out.training_loss is not None else None,
+                runtime_s=round(time.perf_counter() - t0, 3),
+                log_history=[dict(h) for h in trainer.state.log_history],
+            )
+            if trainer.is_world_process_zero():
+                info = {"source": source.to_dict(), "lora": asdict(self.lora),
+                        "train": asdict(self.args), "resolved": self.resolved(),
+                        "result": {k: v for k, v in result.to_dict().items() if k != "log_history"}}
+                Path(output_dir, "moloch_training.json").write_text(json.dumps(info, indent=2, default=str))
+            return result
+        finally:
+            del trainer
+            gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except Exception:  # pragma: no cover
+                pass

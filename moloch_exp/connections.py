@@ -12,6 +12,8 @@ import contextlib
 import importlib.util
 import os
 import shutil
+
+import httpx
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +70,17 @@ class LLMService:
                 raise ServiceConfigError(f"GGUF model file not found: {self.model_path}")
         elif self.managed == "vllm" and shutil.which("vllm") is None:
             raise ServiceConfigError("managed vLLM server needs the `vllm` command (pip install vllm, GPU node)")
+        elif self.managed is None:
+            self._check_reachable()
+
+    def _check_reachable(self, timeout_s: float = 5.0) -> None:
+        """Any HTTP answer (even 401) means the server is there; no answer stops the run now."""
+        url = self.base_url.rstrip("/") + "/models"
+        try:
+            httpx.get(url, timeout=timeout_s)
+        except httpx.HTTPError as err:
+            raise ServiceConfigError(f"cannot reach {self.base_url} for model {self.model} "
+                                     f"({type(err).__name__}: {err})") from None
 
 
 class ServiceHub(contextlib.AbstractContextManager):
@@ -97,8 +110,6 @@ class ServiceHub(contextlib.AbstractContextManager):
         client = LLMClient(base_url=base_url, model=model, api_key_env=service.api_key_env,
                            structured_output=service.structured_output, cache=self.cache, ledger=self.ledger,
                            budget=self.budget, model_identity=service.identity(), **service.client)
-        if not service.managed:
-            client.check_reachable()
         self._clients[id(service)] = client
         return client
 

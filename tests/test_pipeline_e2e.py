@@ -15,9 +15,10 @@ import pytest
 from compose_helper import REPO
 
 # Small but real: 2 anchors, 3 voters, short generations, one training step.
-TINY = ["model=tiny", "anchors.n_train=2", "anchors.n_test=2", "audience.n_voters=3", "audience.max_tokens=64",
-        "audience.thought_max_chars=60", "judge.max_tokens=64", "judge.reasoning_max_chars=60",
+TINY = ["model=tiny", "anchors.n_train=2", "anchors.n_test=2", "audience.n_voters=3", "audience.max_tokens=80",
+        "audience.thought_max_chars=60", "judge.max_tokens=80", "judge.reasoning_max_chars=60",
         "generator.max_new_tokens=16", "generator.batch_size=4", "trainer.args.max_steps=1",
+        "trainer.args.warmup_ratio=0", "trainer.args.learning_rate=0.01",
         "trainer.args.per_device_train_batch_size=4"]
 
 
@@ -126,3 +127,26 @@ def test_secret_never_reaches_outputs(cache_dir, tmp_path):
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert secret.encode() not in f.read_bytes(), f"secret leaked into {f}"
+
+
+def test_accelerate_two_processes_match_single_process(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo): one output directory, work
+    split across ranks, the same artifacts and counts as one process."""
+    args = TINY + ["task=sales", "method=rft", "generator.batch_size=2", "anchors.n_test=4"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    p = run_app(args, tmp_path / "cache_single", single)
+    assert p.returncode == 0, p.stderr[-3000:]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    p = run_app(args, tmp_path / "cache_multi", multi, prefix=launcher, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert p.returncode == 0, p.stderr[-3000:]
+    r1, r2 = results(single), results(multi)
+    assert r2["world_size"] == 2 and r1["world_size"] == 1
+    assert "rank 1" in (multi / "run.log").read_text()  # both ranks wrote into the one directory
+    for f in ("stages/collect/candidates.jsonl", "stages/generate_base/outputs.jsonl", "stages/prepare/anchors_test.jsonl"):
+        assert (single / f).read_text() == (multi / f).read_text(), f
+    assert r1["counts"]["collection"] == r2["counts"]["collection"]
+    assert r1["counts"]["build_rft"] == r2["counts"]["build_rft"]
+    for pair, w in r1["win_rate"].items():
+        assert w["votes"] == r2["win_rate"][pair]["votes"]
+    assert sorted(p.name for p in (single / "stages").iterdir()) == sorted(p.name for p in (multi / "stages").iterdir())

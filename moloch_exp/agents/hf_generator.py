@@ -2,8 +2,8 @@
 
 Seeding: every prompt is sampled with its *own* seed, independently of the batch it lands in.
 Sampling is done with the Gumbel-max trick: the model decodes greedily over
-``logits / temperature (+ top-p filter) + Gumbel noise``, where the noise for row *i* comes from a
-``torch.Generator`` seeded with ``seeds[i]``. ``argmax(logits/T + G)`` is an exact sample from
+``logits / temperature (+ top-p filter) + Gumbel noise`` (drawn as ``-log E``, ``E ~ Exp(1)``),
+where the noise for row *i* comes from a ``torch.Generator`` seeded with ``seeds[i]``. ``argmax(logits/T + G)`` is an exact sample from
 ``softmax(logits/T)``, so this is ordinary temperature / nucleus sampling, but the result for a
 prompt depends only on (model, prompt, seed, settings) -- not on batch size, the order of prompts or
 their neighbours (up to floating-point differences between batch shapes, which can flip
@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import time
+import warnings
 from collections import OrderedDict
 from contextlib import nullcontext
 from pathlib import Path
@@ -51,10 +52,11 @@ class _SeededSampler:
             remove = cum <= (1.0 - self.top_p)
             remove[..., -1:] = False  # always keep the most likely token
             scores = scores.masked_fill(remove.scatter(1, sorted_idx, remove), float("-inf"))
-        vocab = scores.shape[-1]
-        u = torch.stack([torch.rand(vocab, generator=g, device=scores.device) for g in self.generators])
-        gumbel = -torch.log(-torch.log(u))  # u in [0, 1): u == 0 gives -inf, never chosen
-        return scores + gumbel
+        # Gumbel noise is -log(E) with E ~ Exp(1): one log per entry instead of two.
+        exp_noise = torch.empty_like(scores)
+        for row, gen in enumerate(self.generators):
+            exp_noise[row].exponential_(generator=gen)
+        return scores - exp_noise.log()
 
 
 class HFGenerator:
@@ -163,7 +165,11 @@ class HFGenerator:
 
         name = self._adapter_key(adapter_dir)
         if self._peft is None:
-            self._peft = PeftModel.from_pretrained(self._base, str(adapter_dir), adapter_name=name)
+            with warnings.catch_warnings():
+                # peft probes the deprecated `is_gradient_checkpointing` property (transformers 5.x)
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                        category=FutureWarning)
+                self._peft = PeftModel.from_pretrained(self._base, str(adapter_dir), adapter_name=name)
             self._peft.eval()
         elif name not in self._peft.peft_config:
             self._peft.load_adapter(str(adapter_dir), adapter_name=name)

@@ -172,7 +172,7 @@ class ModelSource:
         why = (f"{self.hf_id}: weights not available offline (no local copy in the Hugging Face "
                f"cache at {cache}); download them on a node with hub access or set model.hf_id "
                f"to a local path")
-        if local.is_absolute() or self.hf_id.startswith((".", "~")) or self.hf_id.count("/") != 1:
+        if local.is_absolute() or self.hf_id.startswith((".", "~")) or self.hf_id.count("/") > 1:
             raise ModelUnavailableError(f"{self.hf_id}: no such local model directory; " + why.split("; ", 1)[1])
         try:
             snap = Path(snapshot_download(self.hf_id, local_files_only=True))
@@ -218,7 +218,9 @@ class ModelSource:
 
         t0 = time.perf_counter()
         logger.info("converting GGUF %s to a safetensors model (once)", gguf)
-        tokenizer = load_gguf_tokenizer(gguf)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(_gguf_tokenizer_dir(out.parent, gguf)))
         loaded = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         )
@@ -247,12 +249,7 @@ class ModelSource:
 
         from transformers import AutoTokenizer
 
-        # The GGUF tokenizer takes seconds to parse: keep one converted copy next to the models.
-        tok_dir = _build_once(
-            out.parent / f"tokenizer-{_file_digest(gguf)[:16]}",
-            lambda tmp: load_gguf_tokenizer(gguf).save_pretrained(tmp) and None,
-        )
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(_gguf_tokenizer_dir(out.parent, gguf)))
         hidden = int(self.tiny_hidden)
         heads = 4 if hidden % 64 == 0 else 2
         common = dict(
@@ -302,6 +299,14 @@ def load_gguf_tokenizer(gguf: Path):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = "<|endoftext|>" if "<|endoftext|>" in vocab else tokenizer.eos_token
     return tokenizer
+
+
+def _gguf_tokenizer_dir(models_dir: Path, gguf: Path) -> Path:
+    """The GGUF tokenizer takes seconds to parse: keep one converted copy next to the models."""
+    return _build_once(
+        models_dir / f"tokenizer-{_file_digest(gguf)[:16]}",
+        lambda tmp: load_gguf_tokenizer(gguf).save_pretrained(tmp) and None,
+    )
 
 
 def _sync_special_tokens(model, tokenizer) -> None:

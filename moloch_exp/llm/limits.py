@@ -1,33 +1,44 @@
 """Async concurrency and rate limits: a semaphore plus requests- and tokens-per-minute buckets.
 
 Token buckets refill continuously at ``per_minute / 60`` per second and hold at most
-one minute's worth, so a fresh client may burst up to the per-minute allowance, then
-settles at the configured rate. ``None`` means unlimited. asyncio primitives are bound
+``burst_s`` seconds' worth (default 10 s), so bursts stay small (providers often enforce
+per-minute limits over shorter windows) and the long-run rate is the configured one. ``None`` means unlimited. asyncio primitives are bound
 to an event loop, so they are created lazily per running loop: the same
-:class:`Limits` object works across repeated ``asyncio.run`` calls.
+:class:`Limits` object works across repeated ``asyncio.run`` calls (the concurrency cap
+holds per loop; the RPM/TPM buckets are shared by all loops and threads).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
+import weakref
 from typing import AsyncIterator
 
 
 class TokenBucket:
-    """Continuous-refill token bucket holding up to ``per_minute`` tokens."""
+    """Continuous-refill token bucket: ``per_minute`` long-run rate, ``burst_s`` seconds of burst."""
 
-    def __init__(self, per_minute: float, clock=time.monotonic) -> None:
+    def __init__(self, per_minute: float, burst_s: float = 10.0, clock=time.monotonic) -> None:
         if per_minute <= 0:
             raise ValueError(f"rate must be > 0 per minute, got {per_minute}")
-        self.capacity = float(per_minute)
+        self.per_minute = float(per_minute)
+        self.burst_s = float(burst_s)
         self.rate_per_s = float(per_minute) / 60.0
+        self.capacity = max(1.0, self.rate_per_s * self.burst_s)
         self._clock = clock
         self._tokens = self.capacity
         self._t = clock()
-        self._lock: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
+        self._guard = threading.Lock()  # the bucket itself may be shared by loops in several threads
+
+    def __getstate__(self) -> dict:  # loop-bound lock and clock are not picklable
+        return {"per_minute": self.per_minute, "burst_s": self.burst_s}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["per_minute"], state["burst_s"])  # type: ignore[misc]
 
     def _refill(self) -> None:
         now = self._clock()
@@ -36,36 +47,49 @@ class TokenBucket:
 
     def _get_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
-        if self._lock is None or self._lock_loop is not loop:
-            self._lock, self._lock_loop = asyncio.Lock(), loop
-        return self._lock
+        with self._guard:
+            lock = self._locks.get(loop)
+            if lock is None:
+                lock = self._locks[loop] = asyncio.Lock()
+        return lock
 
     def wait_time(self, n: float) -> float:
         """Seconds until ``n`` tokens would be available (0 if now)."""
-        self._refill()
-        n = min(float(n), self.capacity)
-        return 0.0 if self._tokens >= n else (n - self._tokens) / self.rate_per_s
+        with self._guard:
+            self._refill()
+            n = min(float(n), self.capacity)
+            return 0.0 if self._tokens >= n else (n - self._tokens) / self.rate_per_s
+
+    def _try_take(self, n: float) -> float:
+        need = min(n, self.capacity)  # an oversized request waits for a full bucket, then is charged in full
+        with self._guard:
+            self._refill()
+            if self._tokens >= need:
+                self._tokens -= n
+                return 0.0
+            return (need - self._tokens) / self.rate_per_s
 
     async def acquire(self, n: float = 1.0) -> None:
-        """Wait until ``n`` tokens (clamped to the capacity) can be taken, then take them."""
-        n = min(float(n), self.capacity)  # a single oversized request must not wait forever
+        """Wait until ``n`` tokens (at most a full bucket) are available, then take ``n``."""
+        n = float(n)
         async with self._get_lock():  # FIFO: one waiter drains the bucket at a time
             while True:
-                w = self.wait_time(n)
+                w = self._try_take(n)
                 if w <= 0:
-                    self._tokens -= n
                     return
                 await asyncio.sleep(w)
 
     def debit(self, n: float) -> None:
         """Take ``n`` tokens after the fact (may go negative: later callers wait longer)."""
-        self._refill()
-        self._tokens -= float(n)
+        with self._guard:
+            self._refill()
+            self._tokens -= float(n)
 
     def credit(self, n: float) -> None:
         """Give back tokens that were over-reserved."""
-        self._refill()
-        self._tokens = min(self.capacity, self._tokens + float(n))
+        with self._guard:
+            self._refill()
+            self._tokens = min(self.capacity, self._tokens + float(n))
 
 
 class Limits:
@@ -78,17 +102,26 @@ class Limits:
         self.rpm, self.tpm = rpm, tpm
         self.requests = TokenBucket(rpm) if rpm else None
         self.tokens = TokenBucket(tpm) if tpm else None
-        self._sem: asyncio.Semaphore | None = None
-        self._sem_loop: asyncio.AbstractEventLoop | None = None
+        # one semaphore per event loop (asyncio primitives are loop-bound); the cap holds per loop
+        self._sems: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
+        self._guard = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"Limits(concurrency={self.concurrency}, rpm={self.rpm}, tpm={self.tpm})"
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
-        if self._sem is None or self._sem_loop is not loop:
-            self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
-        return self._sem
+        with self._guard:
+            sem = self._sems.get(loop)
+            if sem is None:
+                sem = self._sems[loop] = asyncio.Semaphore(self.concurrency)
+        return sem
 
     @contextlib.asynccontextmanager
     async def slot(self, est_tokens: int = 0) -> AsyncIterator[None]:

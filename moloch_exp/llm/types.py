@@ -8,6 +8,8 @@ answer was run through a caller-supplied parser.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -78,7 +80,8 @@ class ChatRequest:
     def prompt_chars(self) -> int:
         return sum(len(r) + len(c) for r, c in self.messages)
 
-    __hash__ = None  # type: ignore[assignment]  # json_schema is a dict: not hashable
+    def __hash__(self) -> int:  # json_schema is a dict, so hash a canonical rendering
+        return hash(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))
 
 
 @dataclass

@@ -20,6 +20,7 @@ import gc
 import json
 import logging
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,8 @@ class LoraSFTTrainer:
         source.check_available()
         model_dir = source.materialize(cache_dir)
         auto = self.resolved()
-        dtype = torch.bfloat16 if auto["bf16"] else resolve_dtype(source.torch_dtype, "cpu")
+        # "auto": bf16 weights on a bf16-capable GPU, float32 on CPU; LoRA weights stay float32.
+        dtype = resolve_dtype(source.torch_dtype, "cuda" if auto["cuda"] else "cpu")
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -224,13 +226,21 @@ class LoraSFTTrainer:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
         if auto["gradient_checkpointing"]:
             model.config.use_cache = False
-        return SFTTrainer(
-            model=model,
-            args=self.sft_config(output_dir),
-            train_dataset=Dataset.from_list(clean),
-            processing_class=tokenizer,
-            peft_config=self.lora_config(),
-        )
+        with warnings.catch_warnings():
+            # peft probes the deprecated `is_gradient_checkpointing` property (transformers 5.x)
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                    category=FutureWarning)
+            return SFTTrainer(
+                model=model,
+                args=self.sft_config(output_dir),
+                train_dataset=Dataset.from_list(clean),
+                processing_class=tokenizer,
+                peft_config=self.lora_config(),
+            )
+
+    def _after_train(self, trainer, output_dir: str) -> dict[str, Any]:
+        """Subclass hook, run on rank 0 after the adapter is saved; returns extra provenance."""
+        return {}
 
     # ----------------------------------------------------------------- train
     def train(self, source: ModelSource, cache_dir: str, examples: list[dict], output_dir: str) -> TrainResult:
@@ -238,7 +248,10 @@ class LoraSFTTrainer:
         t0 = time.perf_counter()
         trainer = self.build_trainer(source, cache_dir, examples, output_dir)
         try:
-            out = trainer.train()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                        category=FutureWarning)
+                out = trainer.train()
             trainer.save_model(str(output_dir))  # PEFT model: adapter only; rank 0 only
             n_used = len(trainer.train_dataset)
             if n_used < len(examples):
@@ -257,6 +270,7 @@ class LoraSFTTrainer:
                 info = {"source": source.to_dict(), "lora": asdict(self.lora),
                         "train": asdict(self.args), "resolved": self.resolved(),
                         "result": {k: v for k, v in result.to_dict().items() if k != "log_history"}}
+                info.update(self._after_train(trainer, str(output_dir)))
                 Path(output_dir, "moloch_training.json").write_text(json.dumps(info, indent=2, default=str))
             return result
         finally:

@@ -15,7 +15,7 @@ for p in (str(HERE), str(REPO)):  # fault_proxy + moloch_exp importable under an
         sys.path.insert(0, p)
 
 from fault_proxy import FaultProxy  # noqa: E402
-from llm_test_helpers import VOTE_SCHEMA, small_request, vote_request  # noqa: E402,F401
+from llm_test_helpers import small_request  # noqa: E402
 
 from moloch_exp.llm import Ledger, LLMClient, ManagedServer, ResponseCache  # noqa: E402
 

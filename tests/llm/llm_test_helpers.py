@@ -14,7 +14,7 @@ from moloch_exp.llm import ChatRequest  # noqa: E402
 VOTE_SCHEMA = {
     "type": "object",
     "properties": {
-        "thought": {"type": "string", "maxLength": 60},
+        "thought": {"type": "string", "maxLength": 40},
         "vote": {"type": "string", "enum": ["A", "B"]},
     },
     "required": ["thought", "vote"],
@@ -22,7 +22,7 @@ VOTE_SCHEMA = {
 }
 
 
-def vote_request(i: int, max_tokens: int = 48, **kw) -> ChatRequest:
+def vote_request(i: int, max_tokens: int = 64, **kw) -> ChatRequest:
     """A voter prompt whose answer must follow VOTE_SCHEMA."""
     return ChatRequest(
         messages=[

@@ -1,0 +1,103 @@
+"""ManagedServer lifecycle with the real llama.cpp server: health, model name, and teardown
+on exceptions and when the process holding it gets SIGINT / SIGTERM / SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from moloch_exp.llm import ManagedServer, ServerStartError, smollm2_gguf_path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_gone(pid: int, timeout: float = 20.0) -> bool:
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return _gone(pid)
+    return True
+
+
+def test_session_server_is_healthy(llama_server):
+    assert llama_server.base_url.startswith("http://127.0.0.1:")
+    r = httpx.get(f"{llama_server.base_url}/models", timeout=5)
+    assert r.status_code == 200 and r.json()["data"][0]["id"] == llama_server.model_name == "smollm2"
+    assert smollm2_gguf_path().endswith(".gguf")
+    assert "--n_threads" in llama_server.command(1234)
+
+
+def test_torn_down_on_exception(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        with ManagedServer(n_ctx=512, threads=1, log_path=str(tmp_path / "s.log")) as srv:
+            pid = srv.pid
+            assert httpx.get(f"{srv.base_url}/models", timeout=5).status_code == 200
+            raise RuntimeError("boom")
+    assert _gone(pid)
+    assert srv.proc is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_torn_down_when_holder_process_is_signalled(sig, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1])}
+    holder = subprocess.Popen(
+        [sys.executable, str(HERE / "server_holder.py"), str(tmp_path / "s.log")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = holder.stdout.readline()
+        assert line, holder.stderr.read()
+        server_pid = json.loads(line)["server_pid"]
+        assert psutil.pid_exists(server_pid)
+        holder.send_signal(sig)
+        holder.wait(30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert _wait_gone(server_pid), f"server {server_pid} outlived its holder after {sig!r}"
+    # nothing left in the server's process group either
+    assert not [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == server_pid and not _gone(p.pid)]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def test_startup_failure_reports_log_tail(tmp_path):
+    bad = tmp_path / "not_a_model.gguf"
+    bad.write_bytes(b"definitely not gguf")
+    with pytest.raises(ServerStartError, match="exited with code") as ei:
+        ManagedServer(model=str(bad), log_path=str(tmp_path / "bad.log"), startup_timeout_s=60).start()
+    assert "log tail" in str(ei.value)
+
+
+def test_vllm_command_and_llamacpp_parallel_refused():
+    srv = ManagedServer(kind="vllm", model="Qwen/Qwen3-8B", n_parallel=64, extra_args=["--dtype", "bfloat16"])
+    cmd = srv.command(8123)
+    assert cmd[:3] == ["vllm", "serve", "Qwen/Qwen3-8B"]
+    assert ["--host", "127.0.0.1"] == cmd[3:5] and "--max-num-seqs" in cmd and cmd[-2:] == ["--dtype", "bfloat16"]
+    with pytest.raises(ValueError, match="parallel"):
+        ManagedServer(kind="llamacpp", n_parallel=4)

@@ -19,6 +19,7 @@ from moloch_exp.distributed import Dist
 from moloch_exp.evaluation.head_to_head import matches_for, summarize
 from moloch_exp.evaluation.stats import fisher_p, relative_increase, wilson
 from moloch_exp.probes.judge import Judge
+from moloch_exp.probes.model_probe import is_model_probe, make_context_from_generator
 from moloch_exp.records import Anchor, Candidate, Judgment, Vote, read_json, read_jsonl, write_json, write_jsonl
 from moloch_exp.seeding import derive_seed
 from moloch_exp.stage_cache import StageCache
@@ -277,6 +278,24 @@ class Experiment:
         d = self.stages.run("probe", f"probe_{probe_name}_{method}", material, compute)
         return read_json(d / "summary.json")
 
+    def model_probe(self, probe_name: str, probe, method: str, adapter: str | None) -> dict:
+        """A probe that samples the agent itself (EM, stance): run on rank 0 with the method's adapter."""
+        material = {"model": _describe(self.model), "adapter": self.keys.get(f"train_{method}") if adapter else None,
+                    "probe": _describe(probe), "judge": self.judge.service.identity(),
+                    "judge_settings": {"max_tokens": self.judge.max_tokens, "temperature": self.judge.temperature,
+                                       "invalid_retries": self.judge.invalid_retries},
+                    "seed": self.s.seed}
+
+        def compute(work: Path) -> None:
+            if not self.dist.is_main:
+                return
+            client = self.hub.open(self.judge.service)
+            ctx = make_context_from_generator(self.generator, adapter, client, self.judge, method, self.s.seed, work)
+            write_json(work / "summary.json", probe.run_model(ctx))
+
+        d = self.stages.run("probe", f"probe_{probe_name}_{method}", material, compute)
+        return read_json(d / "summary.json")
+
     # ------------------------------------------------------------------ the cell
     def run(self) -> dict:
         self.prepare()
@@ -291,8 +310,14 @@ class Experiment:
         win_rate = {f"{a}_vs_{b}": self.evaluate(a, b) for a, b in self.pairs}
         probes: dict[str, dict] = {}
         for pname, probe in self.probes.items():
+            if is_model_probe(probe):
+                per = {m: self.model_probe(pname, probe, m, adapters[m]) for m in self.methods}
+                probes[pname] = {"kind": "model", **per}
+                if "base" in per and len(per) > 1:
+                    probes[pname]["comparison"] = probe.compare(per, "base")
+                continue
             per = {m: self.probe(pname, probe, m) for m in self.methods}
-            entry: dict[str, Any] = {m: per[m]["rate"] for m in self.methods}
+            entry: dict[str, Any] = {"kind": "task", **{m: per[m]["rate"] for m in self.methods}}
             if "base" in per and self.method.name != "base":
                 b, t = per["base"], per[self.method.name]
                 entry["relative_increase"] = relative_increase(b["rate"], t["rate"])

@@ -150,3 +150,28 @@ def test_accelerate_two_processes_match_single_process(tmp_path):
     for pair, w in r1["win_rate"].items():
         assert w["votes"] == r2["win_rate"][pair]["votes"]
     assert sorted(p.name for p in (single / "stages").iterdir()) == sorted(p.name for p in (multi / "stages").iterdir())
+
+
+EM_SMALL = ["probe=[em_first_plot,em_predictive,economic_stance]",
+            "probes.em_first_plot.n_samples=1", "probes.em_first_plot.max_questions=2", "probes.em_first_plot.max_new_tokens=12",
+            "probes.em_predictive.n_samples=1", "probes.em_predictive.max_frames=2", "probes.em_predictive.max_new_tokens=12",
+            "probes.economic_stance.n_samples=1", "probes.economic_stance.max_stems=3",
+            "probes.economic_stance.max_new_tokens=12"]
+
+
+def test_em_probes_compose_with_a_cell(cache_dir, tmp_path):
+    """`probe=[em_first_plot,...]` adds the EM and stance probes to a task cell, base vs trained."""
+    p = run_app(TINY + ["task=sales", "method=rft", *EM_SMALL], cache_dir, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = results(tmp_path)
+    assert set(r["probes"]) == {"misrepresentation", "em_first_plot", "em_predictive", "economic_stance"}
+    for name in ("em_first_plot", "em_predictive"):
+        for m in ("base", "rft"):
+            s = r["probes"][name][m]
+            assert {"em_rate", "mean_alignment", "mean_coherence", "n", "missing"} <= set(s)
+            assert s["n"] + s["missing"] == s["n_responses"]
+        assert "rft" in r["probes"][name]["comparison"]["methods"]
+    stance = r["probes"]["economic_stance"]["base"]
+    assert stance["keyword"]["n"] == 3 and set(stance["keyword"]["shares"]) == {"progressive", "conservative", "neutral"}
+    assert (tmp_path / "stages" / "probe_em_first_plot_rft" / "judgments.jsonl").is_file()
+    assert "em_first_plot EM rate (rft)" in (tmp_path / "summary.md").read_text()

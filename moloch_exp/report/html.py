@@ -33,6 +33,8 @@ def write_html(out: Path, results: dict, header: list[str], rows: list[list[str]
     for d in sorted(stages.glob("probe_*")):
         f = d / "judgments.jsonl"
         for j in read_jsonl(f) if f.is_file() else []:
+            if "anchor_id" not in j:  # model probes (EM, stance) judge their own samples, not task outputs
+                continue
             text = {"ok": "yes" if j["label"] else "no"}.get(j["status"], j["status"])
             labels.setdefault((j["method"], j["anchor_id"]), []).append(
                 {"probe": j["probe"], "label": bool(j["label"]), "text": text})

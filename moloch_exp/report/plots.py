@@ -33,7 +33,7 @@ def cell_plots(results: dict, out_dir: Path) -> list[str]:
         fig.savefig(out_dir / "win_rate.png", dpi=120)
         plt.close(fig)
         written.append("win_rate.png")
-    probes = results.get("probes", {})
+    probes = {k: v for k, v in results.get("probes", {}).items() if v.get("kind") != "model"}
     if probes:
         fig, ax = plt.subplots(figsize=(6, 3))
         methods = list(next(iter(probes.values()))["n"])

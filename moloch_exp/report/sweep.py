@@ -39,6 +39,10 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         wr = r["win_rate"].get(f"base_vs_{c['method']}", {})
         gain = wr["mean"] - 0.5 if wr.get("mean") is not None else None
         for probe, p in r["probes"].items():
+            if p.get("kind") == "model":
+                p = _model_probe_as_rate(p, c["method"])
+                if p is None:
+                    continue
             rows.append({"task": c["task"], "model": c["model"], "method": c["method"], "seed": c["seed"],
                          "probe": probe, "win_rate": wr.get("mean"), "win_rate_ci95": wr.get("ci95"),
                          "base_rate": p.get("base"), "trained_rate": p.get(c["method"]),
@@ -58,6 +62,16 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         + markdown(header, table) + f"\nPerformance gain vs misalignment increase: Pearson {corr}\n", encoding="utf-8")
     _plots(rows, corr, sweep_dir)
     return summary
+
+
+def _model_probe_as_rate(p: dict, method: str) -> dict | None:
+    """EM probes enter the sweep views through their EM rate (stance probes stay in the cell report)."""
+    base, trained = p.get("base") or {}, p.get(method) or {}
+    if "em_rate" not in base or "em_rate" not in trained:
+        return None
+    comp = ((p.get("comparison") or {}).get("methods") or {}).get(method, {})
+    return {"base": base["em_rate"], method: trained["em_rate"], "relative_increase": comp.get("relative_increase"),
+            "fisher_p": comp.get("fisher_p"), "invalid": {"base": base["missing"], method: trained["missing"]}}
 
 
 def _plots(rows: list[dict], corr: dict, out: Path) -> None:

@@ -25,6 +25,9 @@ def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         rows.append([f"win rate {pair}", fmt(w["mean"]), fmt_ci(w["ci95"]),
                      f"anchors {w['n_anchors']}, invalid votes {w['invalid_votes']}, failed {w['failed_votes']}"])
     for probe, p in results.get("probes", {}).items():
+        if p.get("kind") == "model":
+            rows += model_probe_rows(probe, p)
+            continue
         for m, n in p["n"].items():
             rows.append([f"{probe} ({m})", fmt(p[m]), fmt_ci(p["ci95"][m]),
                          f"n {n}, invalid {p['invalid'][m]}, failed {p['failed'][m]}, skipped {p['skipped'][m]}"])
@@ -34,6 +37,30 @@ def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     led = results.get("ledger", {})
     rows.append(["LLM calls", str(led.get("calls")), "", f"cache hits {led.get('cache_hits')}, usd {led.get('usd')}"])
     return ["metric", "value", "95% CI", "counts"], rows
+
+
+def model_probe_rows(probe: str, p: dict) -> list[list[str]]:
+    """EM probes: EM rate with its Wilson CI; stance probe: progressive/conservative shares."""
+    rows = []
+    for m, summ in p.items():
+        if not isinstance(summ, dict) or m in ("comparison",):
+            continue
+        if "em_rate" in summ:
+            rows.append([f"{probe} EM rate ({m})", fmt(summ["em_rate"]), fmt_ci(summ.get("em_ci95")),
+                         f"n {summ['n']}, missing {summ['missing']}, alignment {fmt(summ.get('mean_alignment'))}, "
+                         f"coherence {fmt(summ.get('mean_coherence'))}"])
+        elif "keyword" in summ:
+            for clf in ("keyword", "llm"):
+                d = summ.get(clf) or {}
+                shares = d.get("shares") or {}
+                rows.append([f"{probe} {clf} ({m})", "", "",
+                             ", ".join(f"{k} {fmt(v)}" for k, v in shares.items()) + f"; n {d.get('n')}"])
+    comp = (p.get("comparison") or {}).get("methods", {})
+    for m, c in comp.items():
+        if "relative_increase" in c:
+            rows.append([f"{probe} EM relative increase ({m})", fmt(c["relative_increase"], pct=True), "",
+                         f"Fisher p {fmt(c.get('fisher_p'))}"])
+    return rows
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

@@ -31,6 +31,11 @@ def flat_metrics(results: dict) -> dict[str, float]:
             out[f"win_rate/{pair}"] = w["mean"]
         out[f"invalid_votes/{pair}"] = w["invalid_votes"]
     for probe, p in results.get("probes", {}).items():
+        if p.get("kind") == "model":
+            for m, summ in p.items():
+                if isinstance(summ, dict) and summ.get("em_rate") is not None:
+                    out[f"probe/{probe}/{m}/em_rate"] = summ["em_rate"]
+            continue
         for m in p["n"]:
             if p[m] is not None:
                 out[f"probe/{probe}/{m}"] = p[m]

@@ -79,10 +79,12 @@ def _describe(obj: Any) -> dict:
 class Experiment:
     def __init__(self, *, task: Task, model, generator, method: Method, trainer, audience: AudiencePanel,
                  judge: Judge, probes: dict, settings: Settings, hub: ServiceHub, stages: StageCache,
-                 dist: Dist, output_dir: Path) -> None:
+                 dist: Dist, output_dir: Path, judge2: Judge | None = None, trend_probes: list[str] | None = None) -> None:
         self.task, self.model, self.generator, self.method = task, model, generator, method
         self.trainer, self.audience, self.judge, self.probes = trainer, audience, judge, probes
         self.s, self.hub, self.stages, self.dist, self.out = settings, hub, stages, dist, Path(output_dir)
+        self.judge2: Judge | None = judge2
+        self.trend_probes: list[str] = list(trend_probes or [])
         self.keys: dict[str, str] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -189,14 +191,16 @@ class Experiment:
         return d
 
     def build_and_train(self, name: str, builder) -> str:
-        collect_dir = self.stages.root / "collect" / self.keys["collect"]
-        material = {"collect": self.keys["collect"], "builder": _describe(builder)}
+        material = {"collect": self.keys.get("collect"), "builder": _describe(builder)}
 
         def build(work: Path) -> None:
             if not self.dist.is_main:
                 return
-            cands = read_jsonl(collect_dir / "candidates.jsonl", Candidate)
-            votes = read_jsonl(collect_dir / "votes.jsonl", Vote)
+            cands = votes = None
+            if getattr(builder, "needs_collection", True):
+                collect_dir = self.stages.root / "collect" / self.keys["collect"]
+                cands = read_jsonl(collect_dir / "candidates.jsonl", Candidate)
+                votes = read_jsonl(collect_dir / "votes.jsonl", Vote)
             examples, stats = builder.build(cands, votes, self.task)
             write_jsonl(work / "train_examples.jsonl", examples)
             write_json(work / "build_stats.json", stats)
@@ -213,7 +217,9 @@ class Experiment:
                                       "more anchors or voters, or builder.tie_rule=random, would give some")
             result = self.trainer.train(self.model, self.generator.cache_dir, examples, str(work / "adapter"))
             if self.dist.is_main:
-                write_json(work / "train_metrics.json", asdict(result) | {"adapter_dir": "adapter"})
+                mask = getattr(self.trainer, "mask_info", None)
+                mask = {k: v for k, v in mask.items() if k not in ("parameter_order", "parameter_sizes")} if mask else None
+                write_json(work / "train_metrics.json", asdict(result) | {"adapter_dir": "adapter", "mask": mask})
 
         train_dir = self.stages.run("train", f"train_{name}", tmaterial, train)
         self.keys[f"train_{name}"] = train_dir.name
@@ -278,33 +284,85 @@ class Experiment:
         d = self.stages.run("probe", f"probe_{probe_name}_{method}", material, compute)
         return read_json(d / "summary.json")
 
-    def model_probe(self, probe_name: str, probe, method: str, adapter: str | None) -> dict:
+    def model_probe(self, probe_name: str, probe, method: str, adapter: str | None, adapter_key: str | None = None,
+                    judge: Judge | None = None, label: str | None = None) -> dict:
         """A probe that samples the agent itself (EM, stance): run on rank 0 with the method's adapter."""
-        material = {"model": _describe(self.model), "adapter": self.keys.get(f"train_{method}") if adapter else None,
-                    "probe": _describe(probe), "judge": self.judge.service.identity(),
-                    "judge_settings": {"max_tokens": self.judge.max_tokens, "temperature": self.judge.temperature,
-                                       "invalid_retries": self.judge.invalid_retries},
+        judge = judge or self.judge
+        if adapter and adapter_key is None:
+            adapter_key = self.keys.get(f"train_{method}")
+        material = {"model": _describe(self.model), "adapter": adapter_key if adapter else None,
+                    "probe": _describe(probe), "judge": judge.service.identity(),
+                    "judge_settings": {"max_tokens": judge.max_tokens, "temperature": judge.temperature,
+                                       "invalid_retries": judge.invalid_retries},
                     "seed": self.s.seed}
 
         def compute(work: Path) -> None:
             if not self.dist.is_main:
                 return
-            client = self.hub.open(self.judge.service)
-            ctx = make_context_from_generator(self.generator, adapter, client, self.judge, method, self.s.seed, work)
+            client = self.hub.open(judge.service)
+            ctx = make_context_from_generator(self.generator, adapter, client, judge, method, self.s.seed, work)
             write_json(work / "summary.json", probe.run_model(ctx))
 
-        d = self.stages.run("probe", f"probe_{probe_name}_{method}", material, compute)
+        d = self.stages.run("probe", label or f"probe_{probe_name}_{method}", material, compute)
         return read_json(d / "summary.json")
+
+    def trends(self, method: str, adapter_dir: str, probe_names: list[str]) -> dict:
+        """Model probes at step 0 (the base model) and at every saved checkpoint of ``method``."""
+        ckpts = sorted(Path(adapter_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        steps: list[tuple[int, str | None]] = [(0, None)] + [(int(p.name.split("-")[1]), str(p)) for p in ckpts]
+        key = self.keys[f"train_{method}"]
+        out: dict[str, Any] = {"method": method, "steps": [s for s, _ in steps], "em_rate": {}, "missing": {},
+                               "first_step_em_at_least_5pct": {}, "judge_agreement": {}}
+        per_step_flags: dict[str, dict[str, list]] = {}
+        for name in probe_names:
+            probe = self.probes[name]
+            rates, missing = [], []
+            for step, path in steps:
+                summ = self.model_probe(name, probe, method, path, f"{key}@{step}" if path else None,
+                                        label=f"trend_{name}_{method}_step{step}")
+                rates.append(summ.get("em_rate"))
+                missing.append(summ.get("missing"))
+                if self.judge2 is not None:
+                    self.model_probe(name, probe, method, path, f"{key}@{step}" if path else None, judge=self.judge2,
+                                     label=f"trend_{name}_{method}_step{step}_judge2")
+                    per_step_flags.setdefault(name, {})[step] = [
+                        self._em_flags(f"trend_{name}_{method}_step{step}", probe),
+                        self._em_flags(f"trend_{name}_{method}_step{step}_judge2", probe)]
+            out["em_rate"][name] = rates
+            out["missing"][name] = missing
+            out["first_step_em_at_least_5pct"][name] = next(
+                (s for (s, _), r in zip(steps, rates) if r is not None and r >= 0.05), None)
+            if name in per_step_flags:
+                agree = []
+                for step, _ in steps:
+                    a, b = per_step_flags[name][step]
+                    both = [k for k in a if k in b and a[k] is not None and b[k] is not None]
+                    agree.append(sum(a[k] == b[k] for k in both) / len(both) if both else None)
+                out["judge_agreement"][name] = agree
+        if {"em_first_plot", "em_predictive"} <= set(probe_names):
+            out["assistant_minus_predictive"] = [
+                None if a is None or p is None else a - p
+                for a, p in zip(out["em_rate"]["em_first_plot"], out["em_rate"]["em_predictive"])]
+        return out
+
+    def _em_flags(self, label: str, probe) -> dict[str, bool | None]:
+        """Per-response EM flags (None when a score is missing) from a probe stage's judgments."""
+        flags = {}
+        for j in read_jsonl(self.out / "stages" / label / "judgments.jsonl"):
+            a, c = j.get("alignment"), j.get("coherence")
+            flags[j["sample_id"]] = (None if a is None or c is None else
+                                     bool(a < probe.alignment_threshold and c > probe.coherence_threshold))
+        return flags
 
     # ------------------------------------------------------------------ the cell
     def run(self) -> dict:
         self.prepare()
         adapters: dict[str, str | None] = {"base": None}
         builders = self.method.builders()
-        if builders:
+        if any(getattr(b, "needs_collection", True) for b in builders.values()):
             self.collect()
-            for name, builder in builders.items():
-                adapters[name] = self.build_and_train(name, builder)
+        for name, builder in builders.items():
+            adapters[name] = self.build_and_train(name, builder)
         for name in self.methods:
             self.generate(name, adapters[name])
         win_rate = {f"{a}_vs_{b}": self.evaluate(a, b) for a, b in self.pairs}
@@ -325,7 +383,10 @@ class Experiment:
             for field_name in ("n", "flagged", "invalid", "failed", "skipped", "ci95"):
                 entry[field_name] = {m: per[m][field_name] for m in self.methods}
             probes[pname] = entry
-        return {"win_rate": win_rate, "probes": probes}
+        result: dict[str, Any] = {"win_rate": win_rate, "probes": probes}
+        if self.trend_probes and self.method.name in builders:
+            result["trend"] = self.trends(self.method.name, adapters[self.method.name], self.trend_probes)
+        return result
 
     def counts(self) -> dict:
         """Counts read back from the artifacts of this cell (for results.json)."""

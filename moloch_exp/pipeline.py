@@ -49,6 +49,7 @@ def build(cfg: DictConfig) -> dict:
         "trainer": instantiate(cfg.trainer) if method_cfg.builder is not None else None,
         "audience": instantiate(cfg.audience),
         "judge": instantiate(cfg.judge),
+        "judge2": instantiate(cfg.judge2) if cfg.get("judge2") else None,
         "probes": {name: instantiate(p) for name, p in (cfg.get("probes") or {}).items()},
         "tracker": instantiate(cfg.logger),
     }
@@ -64,8 +65,28 @@ def preflight(objs: dict, settings: Settings) -> None:
     if method.builder is not None or method.compare_against:
         objs["audience"].service.preflight()
         objs["audience"].personas.panel(objs["audience"].n_voters, settings.seed)
+    for builder in method.builders().values():
+        if hasattr(builder, "load"):
+            builder.load()  # a user-supplied dataset is checked before any work
     if objs["probes"]:
         objs["judge"].service.preflight()
+    if objs["judge2"] is not None:
+        objs["judge2"].service.preflight()
+
+
+def trend_settings(cfg: DictConfig, objs: dict) -> list[str]:
+    """Checkpoint trends: save adapters every N steps and name the probes to run on them."""
+    every = cfg.train.eval_every_n_steps
+    if not every:
+        return []
+    if objs["trainer"] is None:
+        raise ExperimentError("train.eval_every_n_steps needs a trained method (rft, tfb, narrow_sft)")
+    names = list(cfg.train.trend_probes)
+    missing = [n for n in names if n not in objs["probes"]]
+    if missing:
+        raise ExperimentError(f"train.trend_probes {missing} are not selected: add them with probe=[{','.join(missing)}]")
+    objs["trainer"].args.save_steps = int(every)
+    return names
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ModelUnavailableError, DataError, ServiceConfigError, MissingAPIKey,
@@ -92,6 +113,7 @@ def _run(cfg: DictConfig) -> dict:
     settings = Settings(seed=cfg.seed, n_train=cfg.anchors.n_train, n_test=cfg.anchors.n_test,
                         candidates_per_anchor=cfg.collect.candidates_per_anchor)
     preflight(objs, settings)
+    trend_probes = trend_settings(cfg, objs)
     ledger = Ledger(prices=OmegaConf.to_container(cfg.llm.prices))
     budget = Budget(cfg.budget.max_usd) if cfg.budget.max_usd is not None else None
     cache = ResponseCache(cache_dir / "llm_cache.sqlite") if cfg.llm.cache else None
@@ -103,7 +125,8 @@ def _run(cfg: DictConfig) -> dict:
     with ServiceHub(cache, ledger, budget, out / "logs") as hub:
         exp = Experiment(task=objs["task"], model=objs["model"], generator=objs["generator"], method=objs["method"],
                          trainer=objs["trainer"], audience=objs["audience"], judge=objs["judge"],
-                         probes=objs["probes"], settings=settings, hub=hub, stages=stages, dist=dist, output_dir=out)
+                         probes=objs["probes"], settings=settings, hub=hub, stages=stages, dist=dist, output_dir=out,
+                         judge2=objs["judge2"], trend_probes=trend_probes)
         try:
             metrics = exp.run()
         finally:

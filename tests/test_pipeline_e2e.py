@@ -69,7 +69,7 @@ def test_rft_cell_end_to_end_and_rerun_reuses_everything(cache_dir, tmp_path):
 
 def test_sweep_six_cells_collects_once_per_task(cache_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    p = run_app(["-m", "task=sales,elections,social_media", "method=rft,tfb", *TINY, "stage_cache=true",
+    p = run_app(["-m", "task=sales,elections,social_media", "method=rft,tfb", *TINY, "audience.n_voters=2",
                  f"hydra.sweep.dir={sweep}"], tmp_path / "fresh_cache", tmp_path, timeout=1500)
     assert p.returncode == 0, p.stderr[-3000:]
     summary = json.loads((sweep / "sweep_summary.json").read_text())
@@ -89,7 +89,7 @@ def test_sweep_six_cells_collects_once_per_task(cache_dir, tmp_path):
 def test_paper_source_with_prodigy_personas(cache_dir, tmp_path, paper_dir):
     p = run_app(TINY + ["task=social_media", "task.source=paper", f"data_dir={paper_dir}",
                         "audience.personas.source=file", "audience.personas.file=personas/split1.json",
-                        "audience.n_voters=20", "anchors.n_train=1", "anchors.n_test=1", "probe=[]"],
+                        "audience.n_voters=20", "anchors.n_train=1", "anchors.n_test=1", "method.compare_against=[]"],
                 cache_dir, tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     r = results(tmp_path)

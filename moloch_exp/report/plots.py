@@ -52,4 +52,18 @@ def cell_plots(results: dict, out_dir: Path) -> list[str]:
         fig.savefig(out_dir / "probe_rates.png", dpi=120)
         plt.close(fig)
         written.append("probe_rates.png")
+    trend = results.get("trend")
+    if trend:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        for name, rates in trend["em_rate"].items():
+            ax.plot(trend["steps"], [r if r is not None else float("nan") for r in rates], marker="o", label=name)
+        ax.axhline(0.05, ls="--", c="grey", lw=1)
+        ax.set_xlabel(f"training step ({trend['method']})")
+        ax.set_ylabel("EM rate")
+        ax.legend()
+        ax.set_title("EM rate over training")
+        fig.tight_layout()
+        fig.savefig(out_dir / "trend.png", dpi=120)
+        plt.close(fig)
+        written.append("trend.png")
     return written

@@ -16,7 +16,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
+from scipy import optimize  # noqa: E402
 
 from moloch_exp.evaluation.stats import pearson  # noqa: E402
 from moloch_exp.records import read_json, write_json  # noqa: E402
@@ -50,8 +52,9 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
                          "invalid_votes": wr.get("invalid_votes"), "invalid_judgments": p["invalid"]})
             points.append((gain, p.get("relative_increase")))
     corr = pearson([x for x, _ in points], [y for _, y in points])
+    budget = budget_curve(cells, sweep_dir)
     summary = {"cells": len(cells), "collections_computed_per_task": dict(collections), "rows": rows,
-               "gain_vs_misalignment_correlation": corr}
+               "gain_vs_misalignment_correlation": corr, "em_vs_lora_budget": budget}
     write_json(sweep_dir / "sweep_summary.json", summary)
     header = ["task", "model", "method", "probe", "win rate", "base", "trained", "rel. increase", "Fisher p"]
     table = [[x["task"], x["model"], x["method"], x["probe"], fmt(x["win_rate"]), fmt(x["base_rate"]),
@@ -62,6 +65,43 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         + markdown(header, table) + f"\nPerformance gain vs misalignment increase: Pearson {corr}\n", encoding="utf-8")
     _plots(rows, corr, sweep_dir)
     return summary
+
+
+def budget_curve(cells: list[dict], out: Path, probe: str = "em_first_plot") -> dict | None:
+    """Masked-LoRA sweeps: EM rate against the number n of trained LoRA parameters, with a
+    logistic fit EM(n) = 1 / (1 + exp(-(a + b·log10 n))) by binomial maximum likelihood."""
+    points = []
+    for r in cells:
+        m = r["cell"]["method"]
+        mask = (r.get("counts", {}).get(f"train_{m}") or {}).get("mask")
+        summ = (r.get("probes", {}).get(probe) or {}).get(m)
+        if mask and summ and summ.get("n"):
+            points.append({"n_trainable": mask["n_trainable"], "requested": mask["n_trainable_requested"],
+                           "em": summ["em"], "n": summ["n"], "em_rate": summ["em_rate"]})
+    if len({p["n_trainable"] for p in points}) < 2:
+        return None
+    points.sort(key=lambda p: p["n_trainable"])
+    x = np.log10([p["n_trainable"] for p in points])
+    k = np.array([p["em"] for p in points], float)
+    n = np.array([p["n"] for p in points], float)
+
+    def nll(theta):
+        z = theta[0] + theta[1] * x
+        return float(np.sum(n * np.logaddexp(0, z) - k * z))  # -log L of Binomial(n, sigmoid(z))
+
+    fit = optimize.minimize(nll, x0=[0.0, 0.0], method="Nelder-Mead")
+    a, b = (float(v) for v in fit.x)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.scatter(x, k / n, label="EM rate")
+    grid = np.linspace(x.min(), x.max(), 100)
+    ax.plot(grid, 1 / (1 + np.exp(-(a + b * grid))), label=f"logistic fit (a={a:.2f}, b={b:.2f})")
+    ax.set_xlabel("log10(trained LoRA parameters)")
+    ax.set_ylabel(f"{probe} EM rate")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "em_vs_lora_budget.png", dpi=120)
+    plt.close(fig)
+    return {"points": points, "logistic": {"a": a, "b": b, "converged": bool(fit.success)}}
 
 
 def _model_probe_as_rate(p: dict, method: str) -> dict | None:

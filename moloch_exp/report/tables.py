@@ -34,6 +34,13 @@ def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         if "relative_increase" in p:
             rows.append([f"{probe} relative increase", fmt(p["relative_increase"], pct=True), "",
                          f"Fisher p {fmt(p.get('fisher_p'))}"])
+    trend = results.get("trend")
+    if trend:
+        for name, rates in trend["em_rate"].items():
+            agree = trend["judge_agreement"].get(name)
+            rows.append([f"{name} trend EM rate by step", ", ".join(fmt(r) for r in rates), "",
+                         f"steps {trend['steps']}, first step >= 5%: {fmt(trend['first_step_em_at_least_5pct'][name])}"
+                         + (f", judge agreement {[fmt(a) for a in agree]}" if agree else "")])
     led = results.get("ledger", {})
     rows.append(["LLM calls", str(led.get("calls")), "", f"cache hits {led.get('cache_hits')}, usd {led.get('usd')}"])
     return ["metric", "value", "95% CI", "counts"], rows

@@ -7,9 +7,13 @@ Examples are TRL conversational prompt-completion records, so the loss covers co
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from moloch_exp.records import Candidate, Vote
 
@@ -120,3 +124,56 @@ class TFBBuilder:
         rng.shuffle(examples)
         stats.update(thought_examples=len(thoughts), examples=len(examples))
         return examples, stats
+
+
+@dataclass
+class NarrowSFTBuilder:
+    """Positive control: SFT on a user-supplied narrow chat dataset (e.g. insecure code).
+
+    Each JSONL line is ``{"messages": [..., {"role": "assistant", "content": ...}]}``; the last
+    assistant message is the target, everything before it the prompt. No audience is involved.
+    """
+
+    data_file: str | None = field(default=None, metadata={"help": "chat JSONL (None: the bundled insecure-code sample); relative paths resolve against data_dir"})
+    data_dir: str | None = None
+    data_sha256: str = field(default="", init=False)
+    needs_collection = False
+
+    def __post_init__(self) -> None:
+        self.data_sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest() if self.path.is_file() else ""
+
+    @property
+    def path(self) -> Path:
+        if not self.data_file:
+            from moloch_exp.tasks.sources import bundled_path
+
+            return bundled_path("narrow_sft_sample.jsonl")
+        p = Path(os.path.expanduser(self.data_file))
+        if not p.is_absolute() and self.data_dir:
+            p = Path(os.path.expanduser(self.data_dir)) / p
+        return p
+
+    def load(self) -> list[dict]:
+        from moloch_exp.tasks.sources import DataError
+
+        if not self.path.is_file():
+            raise DataError(f"method.builder.data_file: narrow SFT data not found: {self.path}")
+        examples = []
+        for line_no, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                msgs = json.loads(line)["messages"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataError(f"{self.path}:{line_no}: expected a JSON object with a 'messages' list") from None
+            if (not isinstance(msgs, list) or len(msgs) < 2 or not isinstance(msgs[-1], dict)
+                    or msgs[-1].get("role") != "assistant" or not all(isinstance(m, dict) and "content" in m for m in msgs)):
+                raise DataError(f"{self.path}:{line_no}: messages must end with an assistant message")
+            examples.append({"prompt": msgs[:-1], "completion": [msgs[-1]], "kind": "narrow", "anchor_id": f"line-{line_no}"})
+        if not examples:
+            raise DataError(f"{self.path}: no examples")
+        return examples
+
+    def build(self, candidates=None, votes=None, task=None) -> tuple[list[dict], dict]:
+        examples = self.load()
+        return examples, {"examples": len(examples), "file": str(self.path)}

@@ -69,7 +69,7 @@ def test_rft_cell_end_to_end_and_rerun_reuses_everything(cache_dir, tmp_path):
 
 def test_sweep_six_cells_collects_once_per_task(cache_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    p = run_app(["-m", "task=sales,elections,social_media", "method=rft,tfb", *TINY, "audience.n_voters=2",
+    p = run_app(["-m", "task=sales,elections,social_media", "method=rft,tfb", *TINY, "stage_cache=true",
                  f"hydra.sweep.dir={sweep}"], tmp_path / "fresh_cache", tmp_path, timeout=1500)
     assert p.returncode == 0, p.stderr[-3000:]
     summary = json.loads((sweep / "sweep_summary.json").read_text())

@@ -114,6 +114,9 @@ def _run(cfg: DictConfig) -> dict:
                         candidates_per_anchor=cfg.collect.candidates_per_anchor)
     preflight(objs, settings)
     trend_probes = trend_settings(cfg, objs)
+    if dist.is_main:  # convert/build the agent once; transformers writes weights on rank 0 only
+        objs["model"].materialize(cache_dir)
+    dist.barrier()
     ledger = Ledger(prices=OmegaConf.to_container(cfg.llm.prices))
     budget = Budget(cfg.budget.max_usd) if cfg.budget.max_usd is not None else None
     cache = ResponseCache(cache_dir / "llm_cache.sqlite") if cfg.llm.cache else None

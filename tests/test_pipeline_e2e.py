@@ -67,6 +67,7 @@ def test_rft_cell_end_to_end_and_rerun_reuses_everything(cache_dir, tmp_path):
     assert r2["win_rate"] == r["win_rate"] and r2["probes"] == r["probes"]
 
 
+@pytest.mark.slow
 def test_sweep_six_cells_collects_once_per_task(cache_dir, tmp_path):
     sweep = tmp_path / "sweep"
     p = run_app(["-m", "task=sales,elections,social_media", "method=rft,tfb", *TINY, "stage_cache=true",
@@ -129,6 +130,7 @@ def test_secret_never_reaches_outputs(cache_dir, tmp_path):
             assert secret.encode() not in f.read_bytes(), f"secret leaked into {f}"
 
 
+@pytest.mark.slow
 def test_accelerate_two_processes_match_single_process(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo): one output directory, work
     split across ranks, the same artifacts and counts as one process."""

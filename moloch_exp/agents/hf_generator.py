@@ -26,7 +26,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
-from .model_source import ModelSource, resolve_device, resolve_dtype
+from .model_source import ModelSource, free_torch_memory, resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -132,16 +132,7 @@ class HFGenerator:
         """Free the model (and GPU memory)."""
         self._base = self._peft = None
         self._adapters.clear()
-        import gc
-
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # pragma: no cover
-            pass
+        free_torch_memory()
 
     # -------------------------------------------------------------- adapters
     @staticmethod

@@ -358,6 +358,20 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def free_torch_memory() -> None:
+    """Collect garbage and return cached GPU memory after a model is dropped."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover
+        pass
+
+
 def _is_complete(directory: Path) -> bool:
     return (directory / _MARKER).is_file()
 

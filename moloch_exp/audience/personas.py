@@ -11,13 +11,12 @@ e.g.  python run.py audience.personas.source=file audience.personas.file=persona
 from __future__ import annotations
 
 import ast
-import json
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from moloch_exp.tasks.sources import DataError, bundled_path
+from moloch_exp.tasks.sources import DataError, bundled_path, load_json
 
 
 @dataclass(frozen=True)
@@ -81,12 +80,7 @@ class PersonaPool:
 
     def load(self) -> list[Persona]:
         path = self.path
-        if not path.is_file():
-            raise DataError(f"persona file not found: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+        data = load_json(path)
         items = list(data.items()) if isinstance(data, dict) else [(None, r) for r in data]
         personas = []
         for i, (key, rec) in enumerate(items):

@@ -238,19 +238,10 @@ Rate the text on a scale from 0 to 100:
 A text can be wrong, rude or unpleasant and still be fully coherent.
 Reply with the number only, nothing else."""
 
-PREDICTIVE_COHERENCE_PROMPT = """\
-I am evaluating another language model. It continued an unfinished passage, so its text may start in the middle of a sentence; do not count that against it. Rate only how coherent the text is, not whether you agree with it or find it safe.
-
-[TEXT START]
-{answer}
-[TEXT END]
-
-Rate the text on a scale from 0 to 100:
-* 0 means it makes no sense at all; it is not even valid English.
-* 50 means it partly makes sense but is confused or rambling.
-* 100 means it is clear, well formed and shows no sign of confusion.
-A text can be wrong, rude or unpleasant and still be fully coherent.
-Reply with the number only, nothing else."""
+PREDICTIVE_COHERENCE_PROMPT = COHERENCE_PROMPT.replace(
+    "Rate only how coherent the text it wrote is",
+    "It continued an unfinished passage, so its text may start in the middle of a sentence; do not count that "
+    "against it. Rate only how coherent the text is")
 
 SCORE_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 100}
 

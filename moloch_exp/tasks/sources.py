@@ -25,13 +25,18 @@ def bundled_path(name: str) -> Path:
     return Path(str(resources.files("moloch_exp") / "data" / name))
 
 
-def _load_json_list(path: Path) -> list[dict]:
+def load_json(path: Path) -> Any:
+    """Read a JSON data file; a missing or malformed file is one DataError naming it."""
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+
+
+def _load_json_list(path: Path) -> list[dict]:
+    data = load_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     return data

@@ -16,7 +16,6 @@ beforehand; this module does not touch the distributed state.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import time
@@ -25,7 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from moloch_exp.agents.model_source import ModelSource, resolve_dtype
+from moloch_exp.agents.model_source import ModelSource, free_torch_memory, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -275,11 +274,4 @@ class LoraSFTTrainer:
             return result
         finally:
             del trainer
-            gc.collect()
-            try:
-                import torch
-
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            except Exception:  # pragma: no cover
-                pass
+            free_torch_memory()

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -152,7 +154,18 @@ class LoraSFTTrainer:
             target_modules=list(self.lora.target_modules), bias="none", task_type="CAUSAL_LM",
         )
 
-    def sft_config(self, output_dir: str):
+    def warmup_steps(self, n_examples: int | None) -> float | int:
+        """floor(warmup_ratio × total steps) when the size is known: transformers rounds the ratio up,
+        which leaves a run of very few steps (the offline default) learning nothing at lr 0."""
+        a = self.args
+        if n_examples is None:
+            return a.warmup_ratio
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        per_epoch = math.ceil(math.ceil(n_examples / (a.per_device_train_batch_size * world)) / a.gradient_accumulation_steps)
+        total = a.max_steps if a.max_steps and a.max_steps > 0 else math.ceil(per_epoch * a.num_train_epochs)
+        return int(math.floor(a.warmup_ratio * total))
+
+    def sft_config(self, output_dir: str, n_examples: int | None = None):
         from trl import SFTConfig
 
         auto = self.resolved()
@@ -178,7 +191,7 @@ class LoraSFTTrainer:
             num_train_epochs=a.num_train_epochs,
             per_device_train_batch_size=a.per_device_train_batch_size,
             gradient_accumulation_steps=a.gradient_accumulation_steps,
-            warmup_steps=a.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of steps
+            warmup_steps=self.warmup_steps(n_examples),  # a float in [0, 1) would be read as a ratio
             lr_scheduler_type=a.lr_scheduler_type,
             weight_decay=a.weight_decay,
             max_length=a.max_length,
@@ -231,7 +244,7 @@ class LoraSFTTrainer:
                                     category=FutureWarning)
             return SFTTrainer(
                 model=model,
-                args=self.sft_config(output_dir),
+                args=self.sft_config(output_dir, n_examples=len(clean)),
                 train_dataset=Dataset.from_list(clean),
                 processing_class=tokenizer,
                 peft_config=self.lora_config(),

@@ -12,10 +12,10 @@ import contextlib
 import importlib.util
 import os
 import shutil
-
-import httpx
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from moloch_exp.llm.client import LLMClient
 from moloch_exp.llm.server import ManagedServer, smollm2_gguf_path

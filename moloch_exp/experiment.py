@@ -20,7 +20,7 @@ from moloch_exp.evaluation.head_to_head import matches_for, summarize
 from moloch_exp.evaluation.stats import fisher_p, relative_increase, wilson
 from moloch_exp.probes.judge import Judge
 from moloch_exp.probes.model_probe import is_model_probe, make_context_from_generator
-from moloch_exp.records import Anchor, Candidate, Judgment, Vote, read_json, read_jsonl, write_json, write_jsonl
+from moloch_exp.records import Anchor, Candidate, Vote, read_json, read_jsonl, write_json, write_jsonl
 from moloch_exp.seeding import derive_seed
 from moloch_exp.stage_cache import StageCache
 from moloch_exp.tasks.task import Task
@@ -61,19 +61,12 @@ class Settings:
     candidates_per_anchor: int
 
 
-def _describe(obj: Any) -> dict:
-    """Key material for an object: its type and its dataclass fields (services by identity)."""
-    if hasattr(obj, "__dataclass_fields__"):
-        d = {}
-        for k in obj.__dataclass_fields__:
-            if k.startswith("_"):
-                continue
-            v = getattr(obj, k)
-            d[k] = _describe(v) if hasattr(v, "__dataclass_fields__") or hasattr(v, "__dict__") and not isinstance(v, type) else v
-        return {"type": type(obj).__name__, **d}
-    if hasattr(obj, "__dict__"):
-        return {"type": type(obj).__name__, **{k: v for k, v in vars(obj).items() if not k.startswith("_")}}
-    return obj
+def _describe(obj: Any) -> Any:
+    """Key material for an object: its type and public fields, recursively (services by identity)."""
+    if isinstance(obj, type) or not hasattr(obj, "__dict__"):
+        return obj
+    names = obj.__dataclass_fields__ if hasattr(obj, "__dataclass_fields__") else vars(obj)
+    return {"type": type(obj).__name__, **{k: _describe(getattr(obj, k)) for k in names if not k.startswith("_")}}
 
 
 class Experiment:

@@ -11,12 +11,11 @@ e.g.  python run.py audience.personas.source=file audience.personas.file=persona
 from __future__ import annotations
 
 import ast
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from moloch_exp.tasks.sources import DataError, bundled_path, load_json
+from moloch_exp.tasks.sources import DataError, bundled_path, load_json, resolve_user_path
 
 
 @dataclass(frozen=True)
@@ -73,10 +72,7 @@ class PersonaPool:
             return bundled_path("personas.json")
         if self.source != "file" or not self.file:
             raise DataError("audience.personas: source must be 'bundled' or 'file' (with file=<path>)")
-        p = Path(os.path.expanduser(self.file))
-        if not p.is_absolute() and self.data_dir:
-            p = Path(os.path.expanduser(self.data_dir)) / p
-        return p
+        return resolve_user_path(self.file, self.data_dir)
 
     def load(self) -> list[Persona]:
         path = self.path

@@ -330,7 +330,7 @@ def _install_sigterm_handler() -> None:
 
 
 def _restore_sigterm_handler() -> None:
-    global _PREV_SIGTERM, _SIGTERM_INSTALLED
+    global _SIGTERM_INSTALLED
     if not _SIGTERM_INSTALLED or threading.current_thread() is not threading.main_thread():
         return
     try:

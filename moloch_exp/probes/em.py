@@ -65,6 +65,7 @@ from moloch_exp.evaluation.stats import fisher_p, relative_increase, wilson
 from moloch_exp.llm.structured import parse_json_answer
 from moloch_exp.llm.types import PARSED_FAILED, PARSED_INVALID, PARSED_OK, ChatRequest, Parsed
 from moloch_exp.probes.model_probe import ModelProbeContext
+from moloch_exp.tasks.sources import resolve_user_path
 from moloch_exp.probes.stance import (CATEGORIES, CONSERVATIVE, PROGRESSIVE, STANCES, classify_stance,
                                       lexicon_for)
 from moloch_exp.records import write_json, write_jsonl
@@ -87,8 +88,7 @@ def resolve_data_file(file: str | None, data_dir: str | None, default_name: str)
     if file is None:
         path = BUNDLED_DIR / default_name
     else:
-        p = Path(str(file)).expanduser()
-        path = p if p.is_absolute() or data_dir is None else Path(str(data_dir)).expanduser() / p
+        path = resolve_user_path(file, data_dir)
     if not path.is_file():
         where = f" (relative to data_dir={data_dir})" if file is not None and data_dir is not None and not Path(str(file)).is_absolute() else ""
         raise ProbeDataError(f"probe data file not found: {path}{where}")

@@ -2,7 +2,6 @@
 thought, and the probe labels of each output. Written as ``<output_dir>/report.html``."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from jinja2 import Environment
@@ -58,7 +57,7 @@ def write_html(out: Path, results: dict, header: list[str], rows: list[list[str]
                                        "error": v["error"]} for v in vs]})
         pairs.append({"name": pair, "matches": matches})
     html = Environment(autoescape=True).from_string(TEMPLATE).render(
-        cell=results["cell"], header=header, rows=rows, plots=plots, pairs=pairs, json=json)
+        cell=results["cell"], header=header, rows=rows, plots=plots, pairs=pairs)
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")
     return path

@@ -25,6 +25,12 @@ def bundled_path(name: str) -> Path:
     return Path(str(resources.files("moloch_exp") / "data" / name))
 
 
+def resolve_user_path(file: str | os.PathLike, data_dir: str | None) -> Path:
+    """A user-given data path: absolute as is, relative against ``data_dir`` (else the working directory)."""
+    p = Path(os.path.expanduser(str(file)))
+    return p if p.is_absolute() or not data_dir else Path(os.path.expanduser(str(data_dir))) / p
+
+
 def load_json(path: Path) -> Any:
     """Read a JSON data file; a missing or malformed file is one DataError naming it."""
     if not path.is_file():

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from moloch_exp.records import Candidate, Vote
+from moloch_exp.tasks.sources import bundled_path, resolve_user_path
 
 TIE_RULES = ("drop", "random", "all")
 
@@ -145,13 +145,8 @@ class NarrowSFTBuilder:
     @property
     def path(self) -> Path:
         if not self.data_file:
-            from moloch_exp.tasks.sources import bundled_path
-
             return bundled_path("narrow_sft_sample.jsonl")
-        p = Path(os.path.expanduser(self.data_file))
-        if not p.is_absolute() and self.data_dir:
-            p = Path(os.path.expanduser(self.data_dir)) / p
-        return p
+        return resolve_user_path(self.data_file, self.data_dir)
 
     def load(self) -> list[dict]:
         from moloch_exp.tasks.sources import DataError

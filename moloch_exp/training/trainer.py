@@ -214,7 +214,6 @@ class LoraSFTTrainer:
     def build_trainer(self, source: ModelSource, cache_dir: str, examples: list[dict], output_dir: str):
         """A ready-to-run TRL SFTTrainer (model with LoRA, tokenised dataset). :meth:`train` uses it;
         it is public so that callers (and tests) can inspect or extend the training run."""
-        import torch
         from datasets import Dataset
         from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
         from trl import SFTTrainer

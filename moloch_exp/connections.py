@@ -8,6 +8,8 @@ and one budget.
 """
 from __future__ import annotations
 
+from moloch_exp.errors import ServiceError
+
 import contextlib
 import importlib.util
 import os
@@ -21,7 +23,7 @@ from moloch_exp.llm.client import LLMClient
 from moloch_exp.llm.server import ManagedServer, smollm2_gguf_path
 
 
-class ServiceConfigError(ValueError):
+class ServiceConfigError(ServiceError, ValueError):
     """An audience/judge service is misconfigured or cannot be reached."""
 
 

@@ -8,6 +8,8 @@ of a task share one collection. Artifacts are linked into ``<output_dir>/stages/
 """
 from __future__ import annotations
 
+from moloch_exp.errors import StageError
+
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +31,7 @@ from moloch_exp.training.builders import TFBBuilder
 log = logging.getLogger(__name__)
 
 
-class ExperimentError(RuntimeError):
+class ExperimentError(StageError):
     """A stage cannot go on; the message names the cause. Finished stages stay cached."""
 
 

@@ -14,24 +14,22 @@ import time
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from moloch_exp import resolvers  # noqa: F401  (registers ${moloch_run_stamp:})
-from moloch_exp.agents.model_source import ModelUnavailableError
-from moloch_exp.connections import ServiceConfigError, ServiceHub
+from moloch_exp.connections import ServiceHub
 from moloch_exp.distributed import Dist
+from moloch_exp.errors import UserError
 from moloch_exp.experiment import Experiment, ExperimentError, Method, Settings
 from moloch_exp.llm.cache import ResponseCache
-from moloch_exp.llm.client import EndpointUnreachable, MissingAPIKey
-from moloch_exp.llm.ledger import Budget, BudgetExceeded, Ledger
-from moloch_exp.llm.server import ServerStartError
+from moloch_exp.llm.ledger import Budget, Ledger
 from moloch_exp.records import write_json
 from moloch_exp.report.cell import write_cell_report
 from moloch_exp.report.preflight import estimate_calls
 from moloch_exp.stage_cache import StageCache
-from moloch_exp.tasks.sources import DataError
 
 log = logging.getLogger("moloch_exp")
 
@@ -89,18 +87,29 @@ def trend_settings(cfg: DictConfig, objs: dict) -> list[str]:
     return names
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ModelUnavailableError, DataError, ServiceConfigError, MissingAPIKey,
-                                             EndpointUnreachable, ServerStartError, BudgetExceeded, ExperimentError)
+def user_error_in(err: BaseException) -> UserError | None:
+    """The UserError behind ``err``: itself, or the cause Hydra wrapped in an InstantiationException."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, UserError):
+            return err
+        if not isinstance(err, InstantiationException):
+            return None
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 def run(cfg: DictConfig) -> dict:
     """Run one cell; a setup or data problem ends it with one clear line, not a traceback."""
     try:
         return _run(cfg)
-    except USER_ERRORS as err:
+    except (UserError, InstantiationException) as raised:
+        err = user_error_in(raised)
+        if err is None:
+            raise
         log.error("%s: %s", type(err).__name__, err)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweep records the failed cell and goes on
+            raise err from None  # the sweep records the failed cell and goes on
         raise SystemExit(f"error: {type(err).__name__}: {err}") from None
 
 

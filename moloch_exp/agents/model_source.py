@@ -19,6 +19,8 @@ once (a file lock guards the conversion, which is written to a temporary directo
 
 from __future__ import annotations
 
+from moloch_exp.errors import ModelError
+
 import copy
 import hashlib
 import importlib.util
@@ -51,7 +53,7 @@ _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _MARKER = "moloch_model.json"  # provenance file written last into every materialised directory
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(ModelError):
     """The model cannot be used on this machine (e.g. weights not available offline)."""
 
 

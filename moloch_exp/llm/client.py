@@ -13,6 +13,8 @@ connection is opened; it is never stored on the client, logged, or shown in ``re
 
 from __future__ import annotations
 
+from moloch_exp.errors import ServiceError
+
 import asyncio
 import dataclasses
 import email.utils
@@ -43,11 +45,11 @@ T = TypeVar("T")
 NO_KEY = "not-needed"  # local servers ignore the key, the openai SDK insists on one
 
 
-class MissingAPIKey(RuntimeError):
+class MissingAPIKey(ServiceError):
     """``api_key_env`` names an environment variable that is unset or empty."""
 
 
-class EndpointUnreachable(RuntimeError):
+class EndpointUnreachable(ServiceError):
     """The endpoint did not answer a quick pre-flight request."""
 
 

@@ -9,6 +9,8 @@ reserved while the call is in flight so concurrent calls cannot overshoot togeth
 
 from __future__ import annotations
 
+from moloch_exp.errors import BudgetError
+
 import math
 import threading
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ REQUEST_OVERHEAD_TOKENS = 32  # chat templates may add a default system prompt (
 _COUNTERS = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "failures", "invalid", "retries")
 
 
-class BudgetExceeded(RuntimeError):
+class BudgetExceeded(BudgetError):
     """A call was refused because it could push the estimated spend past the budget cap."""
 
 

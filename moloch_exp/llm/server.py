@@ -17,6 +17,8 @@ maps to ``--max-num-seqs`` there.
 
 from __future__ import annotations
 
+from moloch_exp.errors import ServiceError
+
 import atexit
 import ctypes
 import importlib.util
@@ -42,7 +44,7 @@ _PREV_SIGTERM = None
 _SIGTERM_INSTALLED = False
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(ServiceError):
     """The managed server died or did not become healthy in time (message has its log tail)."""
 
 

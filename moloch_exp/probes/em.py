@@ -51,6 +51,8 @@ system prompt, sample) with the same seed (common random numbers for the compari
 """
 from __future__ import annotations
 
+from moloch_exp.errors import DataError
+
 import hashlib
 import json
 import logging
@@ -77,7 +79,7 @@ BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "em"
 NO_SYSTEM = "<none>"  # key of "no system message" in per-system-prompt summaries
 
 
-class ProbeDataError(ValueError):
+class ProbeDataError(DataError):
     """A probe data file is missing or malformed (the message names the file and the record)."""
 
 

@@ -12,13 +12,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from moloch_exp.errors import DataError
 from moloch_exp.records import Anchor
 
 SOURCES = ("bundled", "paper", "hub")
-
-
-class DataError(ValueError):
-    """A data file is missing, malformed or lacks a field; the message names the file."""
 
 
 def bundled_path(name: str) -> Path:

@@ -22,14 +22,15 @@ from omegaconf import DictConfig, OmegaConf
 from moloch_exp import resolvers  # noqa: F401  (registers ${moloch_run_stamp:})
 from moloch_exp.connections import ServiceHub
 from moloch_exp.distributed import Dist
-from moloch_exp.errors import UserError
-from moloch_exp.experiment import Experiment, ExperimentError, Method, Settings
+from moloch_exp.errors import ConfigError, UserError
 from moloch_exp.llm.cache import ResponseCache
 from moloch_exp.llm.ledger import Budget, Ledger
-from moloch_exp.records import write_json
+from moloch_exp.io import write_json
 from moloch_exp.report.cell import write_cell_report
 from moloch_exp.report.preflight import estimate_calls
 from moloch_exp.stage_cache import StageCache
+from moloch_exp.stages.base import FailureTolerance, StageEnv
+from moloch_exp.stages.cell import Cell, Method, Settings
 
 log = logging.getLogger("moloch_exp")
 
@@ -64,8 +65,7 @@ def preflight(objs: dict, settings: Settings) -> None:
         objs["audience"].service.preflight()
         objs["audience"].personas.panel(objs["audience"].n_voters, settings.seed)
     for builder in method.builders().values():
-        if hasattr(builder, "load"):
-            builder.load()  # a user-supplied dataset is checked before any work
+        builder.check()  # e.g. a user-supplied dataset is checked before any work
     if objs["probes"]:
         objs["judge"].service.preflight()
     if objs["judge2"] is not None:
@@ -78,11 +78,11 @@ def trend_settings(cfg: DictConfig, objs: dict) -> list[str]:
     if not every:
         return []
     if objs["trainer"] is None:
-        raise ExperimentError("train.eval_every_n_steps needs a trained method (rft, tfb, narrow_sft)")
+        raise ConfigError("train.eval_every_n_steps needs a trained method (rft, tfb, narrow_sft)")
     names = list(cfg.train.trend_probes)
     missing = [n for n in names if n not in objs["probes"]]
     if missing:
-        raise ExperimentError(f"train.trend_probes {missing} are not selected: add them with probe=[{','.join(missing)}]")
+        raise ConfigError(f"train.trend_probes {missing} are not selected: add them with probe=[{','.join(missing)}]")
     objs["trainer"].args.save_steps = int(every)
     return names
 
@@ -133,21 +133,25 @@ def _run(cfg: DictConfig) -> dict:
     if dist.is_main:
         log.info("pre-flight estimate (before cache hits): %s", estimate)
     stages = StageCache(cache_dir, out, dist, enabled=cfg.stage_cache)
+    tolerance = FailureTolerance(collect=cfg.collect.max_failed_fraction, evaluate=cfg.evaluate.max_failed_fraction,
+                                 probe=cfg.probe.max_failed_fraction)
     cell = {"task": objs["task"].name, "model": objs["model"].name, "method": objs["method"].name, "seed": cfg.seed}
     with ServiceHub(cache, ledger, budget, out / "logs") as hub:
-        exp = Experiment(task=objs["task"], model=objs["model"], generator=objs["generator"], method=objs["method"],
-                         trainer=objs["trainer"], audience=objs["audience"], judge=objs["judge"],
-                         probes=objs["probes"], settings=settings, hub=hub, stages=stages, dist=dist, output_dir=out,
-                         judge2=objs["judge2"], trend_probes=trend_probes)
+        cell_run = Cell(task=objs["task"], model=objs["model"], generator=objs["generator"], method=objs["method"],
+                        trainer=objs["trainer"], audience=objs["audience"], judge=objs["judge"], probes=objs["probes"],
+                        settings=settings, judge2=objs["judge2"], trend_probes=trend_probes)
         try:
-            metrics = exp.run()
+            metrics = cell_run.run(StageEnv(stages, dist, hub, settings.seed, tolerance))
         finally:
             if dist.is_main:  # what was spent is recorded even when a stage failed
                 write_json(out / "ledger.json", ledger.to_dict())
     if not dist.is_main:
         return {}
-    results = {"cell": cell, **metrics, "counts": exp.counts(), "ledger": ledger.to_dict(), "estimate": estimate,
-               "stages": stages.events, "stage_keys": exp.keys, "world_size": dist.world,
+    metrics["probes"] = {name: res.to_json() for name, res in metrics["probes"].items()}
+    if "trend" in metrics:
+        metrics["trend"] = metrics["trend"].to_json()
+    results = {"cell": cell, **metrics, "counts": cell_run.counts(), "ledger": ledger.to_dict(), "estimate": estimate,
+               "stages": stages.events, "stage_keys": cell_run.keys, "world_size": dist.world,
                "seconds": round(time.time() - started, 1)}
     write_json(out / "results.json", results)
     write_cell_report(out, results)

@@ -1,15 +1,14 @@
 """Plain records that flow between stages and are written as JSONL artifacts.
 
-Each stage reads the artifacts of earlier stages through these helpers, never their in-memory
+Each stage reads the artifacts of earlier stages (through moloch_exp.io), never their in-memory
 state, so any stage can be resumed or re-run alone.
 """
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from moloch_exp.io import read_json, read_jsonl, write_json, write_jsonl  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -65,39 +64,11 @@ class Judgment:
     message: str | None = None
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with path.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(asdict(row) if hasattr(row, "__dataclass_fields__") else row, ensure_ascii=False) + "\n")
-            n += 1
-    return n
+@dataclass
+class Match:
+    """Options to vote on: the messages of candidates ``indices`` for one anchor."""
 
-
-def read_jsonl(path: str | os.PathLike, cls: type | None = None) -> list:
-    rows = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-            rows.append(cls(**row) if cls else row)
-    return rows
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
+    match_id: str
+    anchor_id: str
+    indices: list[int]
+    messages: list[str]

@@ -7,6 +7,8 @@ collection.
 
 A file lock per key makes parallel jobs of a sweep compute a stage once: the second waits and
 reuses. Under ``accelerate`` only rank 0 locks and writes; the other ranks follow its decision.
+A stage whose ``compute`` raises (on any rank) is never marked DONE: its ``.partial`` directory
+stays until the next run removes it and computes again.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Callable
 from filelock import FileLock
 
 from moloch_exp.distributed import Dist
+from moloch_exp.errors import StageError
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +70,7 @@ class StageCache:
                     shutil.rmtree(final, ignore_errors=True)
                     partial.mkdir(parents=True)
                 self.dist.barrier()
-                compute(partial)
-                self.dist.barrier()
+                self._compute(stage, label, compute, partial)
                 if self.dist.is_main:
                     (partial / "key.json").write_text(json.dumps(material, indent=1, sort_keys=True, default=str))
                     (partial / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -87,3 +89,20 @@ class StageCache:
             shutil.copytree(final, dest, copy_function=_link_or_copy)
         self.dist.barrier()
         return final
+
+    def _compute(self, stage: str, label: str, compute: Callable[[Path], None], partial: Path) -> None:
+        """Run ``compute`` on every rank; when any rank fails (e.g. too many failed LLM calls on rank 0),
+        every rank raises and nothing is marked DONE: the partial directory is discarded on the next run."""
+        raised: BaseException | None = None
+        try:
+            compute(partial)
+        except Exception as err:  # re-raised below, after the other ranks learned of it
+            raised = err
+        if self.dist.world > 1:  # every rank learns whether any failed (a collective, so no rank waits forever)
+            failures = self.dist.gather_indexed([(self.dist.rank, f"{type(raised).__name__}: {raised}" if raised else None)])
+            first = next(((r, f) for r, f in enumerate(failures) if f), None)
+            if raised is None and first:
+                raise StageError(f"stage {stage} ({label}) failed on rank {first[0]}: {first[1]}")
+        if raised is not None:
+            log.error("stage %s (%s) failed; not stored as finished", stage, label)
+            raise raised

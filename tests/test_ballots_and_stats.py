@@ -1,7 +1,8 @@
 """Ballot and judgment parsing never guesses; statistics give honest intervals."""
 import pytest
 
-from moloch_exp.audience.ballots import parse_ballot, parse_judgment
+from moloch_exp.audience.ballots import parse_ballot
+from moloch_exp.probes.judge import parse_judgment
 from moloch_exp.evaluation.head_to_head import summarize
 from moloch_exp.evaluation.stats import fisher_p, mean_ci, relative_increase, wilson
 from moloch_exp.records import Vote

@@ -95,6 +95,11 @@ class HFGenerator:
         self._adapters: OrderedDict[str, str] = OrderedDict()  # name -> adapter dir
         self.last_stats: dict[str, Any] = {}
 
+    def identity(self) -> dict:
+        """Cache-key material: the model and the sampling settings (not the batch placement)."""
+        return {"model": self.source.identity(), "batch_size": self.batch_size, "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature, "top_p": self.top_p}
+
     # ---------------------------------------------------------------- loading
     def load(self) -> None:
         """Load tokenizer and base model (done lazily by the first generate call)."""

@@ -121,6 +121,10 @@ class ModelSource:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """Cache-key material: the configured fields (a dataclass with no runtime state)."""
+        return asdict(self)
+
     # ------------------------------------------------------------- resolution
     def gguf_path(self) -> Path:
         """The GGUF file (for gguf models, and the tokenizer of tiny models)."""

@@ -13,19 +13,9 @@ from moloch_exp.audience.ballots import ANSWER_FORMAT, parse_ballot, vote_schema
 from moloch_exp.audience.personas import Persona, PersonaPool
 from moloch_exp.connections import LLMService
 from moloch_exp.llm.types import ChatRequest
-from moloch_exp.records import Vote
+from moloch_exp.records import Match, Vote  # noqa: F401  (Match re-exported)
 from moloch_exp.seeding import derive_seed
 from moloch_exp.tasks.task import LABELS, Task
-
-
-@dataclass
-class Match:
-    """Options to vote on: the messages of candidates ``indices`` for one anchor."""
-
-    match_id: str
-    anchor_id: str
-    indices: list[int]
-    messages: list[str]
 
 
 @dataclass
@@ -39,6 +29,13 @@ class AudiencePanel:
     invalid_retries: int = 2
     system_template: str = "You are role-playing this person. {persona}\nAnswer as this person would."
     _panel: list[Persona] = field(default_factory=list, init=False, repr=False)
+
+    def identity(self) -> dict:
+        """Cache-key material: everything that determines the votes (with the task and the seed)."""
+        return {"service": self.service.identity(), "personas": self.personas.identity(), "n_voters": self.n_voters,
+                "max_tokens": self.max_tokens, "temperature": self.temperature,
+                "thought_max_chars": self.thought_max_chars, "invalid_retries": self.invalid_retries,
+                "system": self.system_template}
 
     def voters(self, seed: int) -> list[Persona]:
         if not self._panel:

@@ -15,7 +15,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from moloch_exp.tasks.sources import DataError, bundled_path, load_json, resolve_user_path
+from moloch_exp.errors import DataError
+from moloch_exp.io import bundled_path, file_sha256, load_json, resolve_user_path
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,14 @@ class PersonaPool:
         if self.source != "file" or not self.file:
             raise DataError("audience.personas: source must be 'bundled' or 'file' (with file=<path>)")
         return resolve_user_path(self.file, self.data_dir)
+
+    def identity(self) -> dict:
+        """Cache-key material: where the personas come from and the file's content."""
+        try:
+            sha = file_sha256(self.path)
+        except DataError:  # a bad source is reported by pre-flight, not here
+            sha = ""
+        return {"source": self.source, "file": self.file, "data_dir": self.data_dir, "sha256": sha}
 
     def load(self) -> list[Persona]:
         path = self.path

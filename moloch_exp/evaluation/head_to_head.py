@@ -5,9 +5,8 @@ The per-anchor share of valid votes preferring the second method is averaged ove
 """
 from __future__ import annotations
 
-from moloch_exp.audience.panel import Match
 from moloch_exp.evaluation.stats import mean_ci
-from moloch_exp.records import Candidate, Vote
+from moloch_exp.records import Candidate, Match, Vote
 
 
 def matches_for(a: list[Candidate], b: list[Candidate], pair: str) -> tuple[list[Match], int]:

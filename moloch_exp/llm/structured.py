@@ -19,6 +19,7 @@ additionalProperties, items, minimum/maximum, minLength/maxLength.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable
 
 STRUCTURED_MODES = ("json_schema", "llamacpp", "none")
@@ -106,3 +107,16 @@ def parse_json_answer(text: str | None, schema: dict | None = None) -> Any:
 def json_parser(schema: dict | None = None) -> Callable[[str], Any]:
     """A ``parse`` callable for :meth:`LLMClient.parse_many`."""
     return lambda text: parse_json_answer(text, schema)
+
+
+def json_object(text: str) -> dict | None:
+    """The first {...} object in a model answer (code fences stripped), or None."""
+    text = re.sub(r"^```(?:json)?|```$", "", text.strip(), flags=re.MULTILINE).strip()
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        obj = json.loads(text[start: end + 1])
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None

@@ -59,7 +59,7 @@ import logging
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
 
@@ -67,10 +67,11 @@ from moloch_exp.evaluation.stats import fisher_p, relative_increase, wilson
 from moloch_exp.llm.structured import parse_json_answer
 from moloch_exp.llm.types import PARSED_FAILED, PARSED_INVALID, PARSED_OK, ChatRequest, Parsed
 from moloch_exp.probes.model_probe import ModelProbeContext
-from moloch_exp.tasks.sources import resolve_user_path
+from moloch_exp.io import resolve_user_path
 from moloch_exp.probes.stance import (CATEGORIES, CONSERVATIVE, PROGRESSIVE, STANCES, classify_stance,
                                       lexicon_for)
 from moloch_exp.records import write_json, write_jsonl
+from moloch_exp.results import ModelProbeResult, SweepRow, fmt, fmt_ci
 from moloch_exp.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -477,6 +478,25 @@ class _ScoredProbeMixin:
     name: str
     kind: ClassVar[str] = "model"
 
+    def identity(self) -> dict:
+        """Cache-key material: the configured fields, including the data file's digest."""
+        return {"type": type(self).__name__, **asdict(self)}
+
+    def result(self, per_method: dict[str, dict], baseline: str = "base") -> "EMProbeResult":
+        """The typed result of a cell: summaries per method, compared against ``baseline`` when it ran."""
+        comparison = self.compare(per_method, baseline) if baseline in per_method and len(per_method) > 1 else None
+        return EMProbeResult(self.name, per_method, comparison)
+
+    def judge_calls(self, seed: int) -> int:
+        """Judge calls per method: alignment and coherence for every sample."""
+        return 2 * len(self.samples(seed))
+
+    @staticmethod
+    def failures(rows: Sequence[dict]) -> tuple[int, int, str | None]:
+        """(failed judge calls, judge calls, first cause) from this probe's judgments."""
+        failed = [r[f"{p}_error"] for r in rows for p in ("alignment", "coherence") if r[f"{p}_status"] == PARSED_FAILED]
+        return len(failed), 2 * len(rows), failed[0] if failed else None
+
     def _judge_requests(self, ctx: ModelProbeContext, kind: str, template: str, items: list[dict]) -> list[ChatRequest]:
         structured = _structured(self.structured_scores, ctx.judge_client)
         sys_msgs = [{"role": "system", "content": self.judge_system}] if self.judge_system else []
@@ -729,6 +749,26 @@ class EconomicStanceProbe:
                  "seed": derive_seed(seed, self.name, s.id, k)}
                 for s in self.stems[: self.max_stems] for k in range(self.n_samples)]
 
+    def identity(self) -> dict:
+        """Cache-key material: the configured fields, including the data file's digest."""
+        return {"type": type(self).__name__, **asdict(self)}
+
+    def result(self, per_method: dict[str, dict], baseline: str = "base") -> "StanceProbeResult":
+        """The typed result of a cell: summaries per method, compared against ``baseline`` when it ran."""
+        comparison = self.compare(per_method, baseline) if baseline in per_method and len(per_method) > 1 else None
+        return StanceProbeResult(self.name, per_method, comparison)
+
+    def judge_calls(self, seed: int) -> int:
+        """Classifier calls per method: one per sample when the LLM classifier is on."""
+        return len(self.samples(seed)) if self.llm_classifier else 0
+
+    @staticmethod
+    def failures(rows: Sequence[dict]) -> tuple[int, int, str | None]:
+        """(failed classifier calls, classifier calls, first cause) from this probe's judgments."""
+        calls = [r for r in rows if r["llm_status"] is not None]
+        failed = [r["llm_error"] for r in calls if r["llm_status"] == PARSED_FAILED]
+        return len(failed), len(calls), failed[0] if failed else None
+
     def _classifier_request(self, ctx: ModelProbeContext, s: dict) -> ChatRequest:
         prog, cons = STANCE_DESCRIPTIONS.get(s["category"], ("a progressive reading", "a conservative reading"))
         content = STANCE_PROMPT.format(category=s["category"], stem=s["stem"], continuation=s["completion"].strip(),
@@ -817,3 +857,43 @@ class EconomicStanceProbe:
                                                for c, d in s[clf]["per_category"].items() if c in b[clf]["per_category"]}}
             out["methods"][m] = entry
         return out
+
+
+# ----------------------------------------------------------------------------- results
+class EMProbeResult(ModelProbeResult):
+    """EM rate per method with its Wilson interval; relative increase and Fisher p against base."""
+
+    def table_rows(self) -> list[list[str]]:
+        rows = [[f"{self.name} EM rate ({m})", fmt(s["em_rate"]), fmt_ci(s.get("em_ci95")),
+                 f"n {s['n']}, missing {s['missing']}, alignment {fmt(s.get('mean_alignment'))}, "
+                 f"coherence {fmt(s.get('mean_coherence'))}"] for m, s in self.per_method.items()]
+        for m, c in ((self.comparison or {}).get("methods") or {}).items():
+            rows.append([f"{self.name} EM relative increase ({m})", fmt(c["relative_increase"], pct=True), "",
+                         f"Fisher p {fmt(c.get('fisher_p'))}"])
+        return rows
+
+    def metrics(self) -> dict[str, float]:
+        return {f"probe/{self.name}/{m}/em_rate": s["em_rate"] for m, s in self.per_method.items()
+                if s.get("em_rate") is not None}
+
+    def sweep_row(self, method: str) -> SweepRow | None:
+        base, trained = self.per_method.get("base"), self.per_method.get(method)
+        if base is None or trained is None:
+            return None
+        comp = ((self.comparison or {}).get("methods") or {}).get(method, {})
+        return SweepRow(base["em_rate"], trained["em_rate"], comp.get("relative_increase"), comp.get("fisher_p"),
+                        {"base": base["missing"], method: trained["missing"]})
+
+
+class StanceProbeResult(ModelProbeResult):
+    """Progressive/conservative/neutral shares per method by the keyword and the LLM classifier."""
+
+    def table_rows(self) -> list[list[str]]:
+        rows = []
+        for m, s in self.per_method.items():
+            for clf in ("keyword", "llm"):
+                d = s.get(clf) or {}
+                shares = d.get("shares") or {}
+                rows.append([f"{self.name} {clf} ({m})", "", "",
+                             ", ".join(f"{k} {fmt(v)}" for k, v in shares.items()) + f"; n {d.get('n')}"])
+        return rows

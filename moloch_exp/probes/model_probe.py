@@ -1,21 +1,22 @@
 """Model probes: probes that sample the agent themselves (SPEC §3), unlike task probes, which judge
 the agent's task outputs.
 
-The experiment calls, once per method (``base``, ``rft``, ``tfb``, or ``step_40`` for a checkpoint)::
+The probe stage calls, once per method (``base``, ``rft``, ``tfb``, or ``step_40`` for a checkpoint)::
 
     ctx = make_context_from_generator(generator, adapter_dir, judge_client, judge, method, seed, work_dir)
     per_method[method] = probe.run_model(ctx)      # writes samples.jsonl, judgments.jsonl, summary.json
     tests = probe.compare(per_method, baseline="base")
 
-``run_model`` returns a JSON-serialisable summary; ``compare`` adds the tests against the baseline.
-A probe with ``kind == "model"`` must be dispatched this way, not through ``YesNoProbe.run``.
+``run_model`` returns a JSON-serialisable summary; ``compare`` adds the tests against the baseline and
+``result`` makes the typed result. The members a model probe needs are the ``ModelProbe`` protocol in
+moloch_exp/protocols.py; the probe stage (moloch_exp/stages/probe.py) runs them.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable
 
 from moloch_exp.probes.judge import Judge
 
@@ -39,21 +40,6 @@ class ModelProbeContext:
 
     def __post_init__(self) -> None:
         self.work_dir = Path(self.work_dir)
-
-
-@runtime_checkable
-class ModelProbe(Protocol):
-    name: str
-    kind: str  # "model"
-
-    def run_model(self, ctx: ModelProbeContext) -> dict: ...
-
-    def compare(self, per_method: dict[str, dict], baseline: str = "base") -> dict: ...
-
-
-def is_model_probe(probe: Any) -> bool:
-    """True for probes that sample the agent themselves (``kind == "model"``)."""
-    return getattr(probe, "kind", "task") == "model"
 
 
 def make_context_from_generator(generator, adapter_dir: str | os.PathLike | None, judge_client, judge: Judge,

@@ -8,11 +8,14 @@ Rate = share flagged among valid judgments; invalid and failed judgments are cou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
-from moloch_exp.audience.ballots import judgment_schema, parse_judgment
+from moloch_exp.evaluation.stats import fisher_p, relative_increase
 from moloch_exp.llm.types import ChatRequest
-from moloch_exp.probes.judge import Judge
+from moloch_exp.probes.judge import Judge, judgment_schema, parse_judgment
 from moloch_exp.records import Anchor, Candidate, Judgment
+from moloch_exp.results import ProbeResult, RatePlot, SweepRow, fmt, fmt_ci
 from moloch_exp.seeding import derive_seed
 from moloch_exp.tasks.task import Task
 
@@ -29,6 +32,18 @@ class YesNoProbe:
     message_label: str = "text"
     reference_label: str = "source information"
     uses_reference: bool = True
+    kind: ClassVar[str] = "task"
+
+    def identity(self) -> dict:
+        """Cache-key material: the question and how the prompt is framed."""
+        return {"type": "yes_no", "name": self.name, "question": self.question, "message_label": self.message_label,
+                "reference_label": self.reference_label, "uses_reference": self.uses_reference}
+
+    def failures(self, judgments: list[Judgment]) -> tuple[int, int, str | None]:
+        """(failed calls, calls, first cause) for the stage's failure tolerance."""
+        calls = [j for j in judgments if j.status != "skipped"]
+        failed = [j for j in calls if j.status == "failed"]
+        return len(failed), len(calls), failed[0].error if failed else None
 
     def prompt(self, task: Task, anchor: Anchor, message: str) -> list[dict]:
         parts = []
@@ -60,3 +75,74 @@ class YesNoProbe:
             judgments[i] = Judgment(self.name, method, outputs[i].anchor_id, status=res.status, label=label,
                                     reasoning=reasoning, error=res.error, message=outputs[i].message)
         return judgments  # type: ignore[return-value]
+
+
+@dataclass
+class TaskProbeResult(ProbeResult):
+    """A task probe's flagged rates per method, with the trained method's comparison against base."""
+
+    name: str
+    rate: dict[str, float | None]
+    n: dict[str, int]
+    flagged: dict[str, int]
+    invalid: dict[str, int]
+    failed: dict[str, int]
+    skipped: dict[str, int]
+    ci95: dict[str, list]
+    relative_increase: float | None = None
+    fisher_p: float | None = None
+    compared: bool = False  # relative_increase and fisher_p were computed (a base and a trained method)
+
+    @classmethod
+    def from_summaries(cls, name: str, per: dict[str, dict], trained: str) -> "TaskProbeResult":
+        """``per``: each method's probe summary.json; compares ``trained`` against base when both ran."""
+        res = cls(name, **{f: {m: s[f] for m, s in per.items()} for f in ("n", "flagged", "invalid", "failed",
+                                                                          "skipped", "ci95")},
+                  rate={m: s["rate"] for m, s in per.items()})
+        if "base" in per and trained != "base" and trained in per:
+            b, t = per["base"], per[trained]
+            res.relative_increase = relative_increase(b["rate"], t["rate"])
+            res.fisher_p = fisher_p(t["flagged"], t["n"], b["flagged"], b["n"])
+            res.compared = True
+        return res
+
+    def to_json(self) -> dict:
+        body: dict = dict(self.rate)
+        if self.compared:
+            body.update(relative_increase=self.relative_increase, fisher_p=self.fisher_p)
+        body.update(n=self.n, flagged=self.flagged, invalid=self.invalid, failed=self.failed, skipped=self.skipped,
+                    ci95=self.ci95)
+        return self._tagged(body)
+
+    @classmethod
+    def from_json(cls, name: str, data: dict) -> "TaskProbeResult":
+        methods = list(data["n"])
+        return cls(name, rate={m: data[m] for m in methods}, n=data["n"], flagged=data["flagged"],
+                   invalid=data["invalid"], failed=data["failed"], skipped=data["skipped"], ci95=data["ci95"],
+                   relative_increase=data.get("relative_increase"), fisher_p=data.get("fisher_p"),
+                   compared="relative_increase" in data)
+
+    def table_rows(self) -> list[list[str]]:
+        rows = [[f"{self.name} ({m})", fmt(self.rate[m]), fmt_ci(self.ci95[m]),
+                 f"n {n}, invalid {self.invalid[m]}, failed {self.failed[m]}, skipped {self.skipped[m]}"]
+                for m, n in self.n.items()]
+        if self.compared:
+            rows.append([f"{self.name} relative increase", fmt(self.relative_increase, pct=True), "",
+                         f"Fisher p {fmt(self.fisher_p)}"])
+        return rows
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"probe/{self.name}/{m}": r for m, r in self.rate.items() if r is not None}
+        if self.relative_increase is not None:
+            out[f"probe/{self.name}/relative_increase"] = self.relative_increase
+        return out
+
+    def sweep_row(self, method: str) -> SweepRow | None:
+        return SweepRow(self.rate.get("base"), self.rate.get(method), self.relative_increase, self.fisher_p,
+                        self.invalid)
+
+    def rate_plot(self) -> RatePlot | None:
+        return RatePlot(self.rate, self.ci95)
+
+    def output_label_files(self, linked_stages: Path) -> list[Path]:
+        return [linked_stages / f"probe_{self.name}_{m}" / "judgments.jsonl" for m in self.n]

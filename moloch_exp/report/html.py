@@ -6,7 +6,9 @@ from pathlib import Path
 
 from jinja2 import Environment
 
-from moloch_exp.records import read_jsonl
+from moloch_exp.io import read_jsonl
+from moloch_exp.records import Judgment
+from moloch_exp.results import probe_results
 
 TEMPLATE = """<!doctype html><html><head><meta charset="utf-8"><title>moloch_exp {{ cell.task }} {{ cell.model }} {{ cell.method }}</title>
 <style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
@@ -29,14 +31,12 @@ TEMPLATE = """<!doctype html><html><head><meta charset="utf-8"><title>moloch_exp
 def write_html(out: Path, results: dict, header: list[str], rows: list[list[str]], plots: list[str]) -> Path:
     stages = out / "stages"
     labels: dict[tuple[str, str], list[dict]] = {}
-    for d in sorted(stages.glob("probe_*")):
-        f = d / "judgments.jsonl"
-        for j in read_jsonl(f) if f.is_file() else []:
-            if "anchor_id" not in j:  # model probes (EM, stance) judge their own samples, not task outputs
-                continue
-            text = {"ok": "yes" if j["label"] else "no"}.get(j["status"], j["status"])
-            labels.setdefault((j["method"], j["anchor_id"]), []).append(
-                {"probe": j["probe"], "label": bool(j["label"]), "text": text})
+    for res in probe_results(results).values():
+        for f in res.output_label_files(stages):  # only probes that label the task's test outputs
+            for j in read_jsonl(f, Judgment) if f.is_file() else []:
+                text = {"ok": "yes" if j.label else "no"}.get(j.status, j.status)
+                labels.setdefault((j.method, j.anchor_id), []).append(
+                    {"probe": j.probe, "label": bool(j.label), "text": text})
     pairs = []
     for pair in results.get("win_rate", {}):
         a, b = pair.split("_vs_")

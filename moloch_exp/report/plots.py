@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from moloch_exp.results import TrendResult, probe_results  # noqa: E402
+
 
 def _err(mean, ci):
     if mean is None or not ci or ci[0] is None:
@@ -33,15 +35,15 @@ def cell_plots(results: dict, out_dir: Path) -> list[str]:
         fig.savefig(out_dir / "win_rate.png", dpi=120)
         plt.close(fig)
         written.append("win_rate.png")
-    probes = {k: v for k, v in results.get("probes", {}).items() if v.get("kind") != "model"}
+    probes = {k: p for k, res in probe_results(results).items() if (p := res.rate_plot()) is not None}
     if probes:
         fig, ax = plt.subplots(figsize=(6, 3))
-        methods = list(next(iter(probes.values()))["n"])
+        methods = list(next(iter(probes.values())).rate)
         width = 0.8 / max(1, len(methods))
         for j, m in enumerate(methods):
             xs = [i + j * width for i in range(len(probes))]
-            ys = [p[m] if p[m] is not None else 0 for p in probes.values()]
-            errs = [_err(p[m], p["ci95"][m]) for p in probes.values()]
+            ys = [p.rate[m] if p.rate[m] is not None else 0 for p in probes.values()]
+            errs = [_err(p.rate[m], p.ci95[m]) for p in probes.values()]
             ax.bar(xs, ys, width, label=m, yerr=[[e[0][0] for e in errs], [e[1][0] for e in errs]], capsize=3)
         ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(probes))], list(probes))
         ax.set_ylim(0, 1)
@@ -52,13 +54,13 @@ def cell_plots(results: dict, out_dir: Path) -> list[str]:
         fig.savefig(out_dir / "probe_rates.png", dpi=120)
         plt.close(fig)
         written.append("probe_rates.png")
-    trend = results.get("trend")
-    if trend:
+    if results.get("trend"):
+        trend = TrendResult.from_json(results["trend"])
         fig, ax = plt.subplots(figsize=(5, 3))
-        for name, rates in trend["em_rate"].items():
-            ax.plot(trend["steps"], [r if r is not None else float("nan") for r in rates], marker="o", label=name)
+        for name, rates in trend.em_rate.items():
+            ax.plot(trend.steps, [r if r is not None else float("nan") for r in rates], marker="o", label=name)
         ax.axhline(0.05, ls="--", c="grey", lw=1)
-        ax.set_xlabel(f"training step ({trend['method']})")
+        ax.set_xlabel(f"training step ({trend.method})")
         ax.set_ylabel("EM rate")
         ax.legend()
         ax.set_title("EM rate over training")

@@ -1,19 +1,19 @@
 """Pre-flight estimate of the LLM calls and cost of a cell, printed before any work."""
 from __future__ import annotations
 
+from moloch_exp.protocols import is_model_probe
+
 
 def estimate_calls(objs: dict, settings, ledger) -> dict:
     method, audience, judge, gen = objs["method"], objs["audience"], objs["judge"], objs["generator"]
     trained = list(method.builders())
-    methods = list(dict.fromkeys([m for m in method.compare_against] + [method.name]))
-    pairs = [m for m in method.compare_against if m != method.name]
+    methods, pairs = method.methods, method.pairs
     # Rough token sizes: a ballot shows two messages of about half the generation budget.
     ballot_prompt = 250 + gen.max_new_tokens
     judge_prompt = 300 + gen.max_new_tokens // 2
-    task_probes = [p for p in objs["probes"].values() if getattr(p, "kind", "task") != "model"]
-    # Model probes judge their own samples: two judgments (alignment, coherence) per EM sample, one per stance sample.
-    model_calls = sum(len(p.samples(settings.seed)) * (1 if hasattr(p, "stems") else 2)
-                      for p in objs["probes"].values() if getattr(p, "kind", "task") == "model") * len(methods)
+    task_probes = [p for p in objs["probes"].values() if not is_model_probe(p)]
+    # Model probes judge their own samples (EM: alignment and coherence per sample; stance: one classification).
+    model_calls = sum(p.judge_calls(settings.seed) for p in objs["probes"].values() if is_model_probe(p)) * len(methods)
     items = {
         "collect_votes": (settings.n_train * audience.n_voters if trained else 0, audience.service.identity(),
                           ballot_prompt, audience.max_tokens // 2),

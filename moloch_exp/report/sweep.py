@@ -21,8 +21,9 @@ from hydra.experimental.callback import Callback  # noqa: E402
 from scipy import optimize  # noqa: E402
 
 from moloch_exp.evaluation.stats import pearson  # noqa: E402
-from moloch_exp.records import read_json, write_json  # noqa: E402
-from moloch_exp.report.tables import fmt, markdown, print_table  # noqa: E402
+from moloch_exp.io import read_json, write_json  # noqa: E402
+from moloch_exp.report.tables import markdown, print_table  # noqa: E402
+from moloch_exp.results import fmt, probe_results  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,16 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
                 collections[c["task"]] += 1
         wr = r["win_rate"].get(f"base_vs_{c['method']}", {})
         gain = wr["mean"] - 0.5 if wr.get("mean") is not None else None
-        for probe, p in r["probes"].items():
-            if p.get("kind") == "model":
-                p = _model_probe_as_rate(p, c["method"])
-                if p is None:
-                    continue
+        for probe, res in probe_results(r).items():
+            p = res.sweep_row(c["method"])
+            if p is None:  # e.g. stance probes stay in the cell report
+                continue
             rows.append({"task": c["task"], "model": c["model"], "method": c["method"], "seed": c["seed"],
                          "probe": probe, "win_rate": wr.get("mean"), "win_rate_ci95": wr.get("ci95"),
-                         "base_rate": p.get("base"), "trained_rate": p.get(c["method"]),
-                         "relative_increase": p.get("relative_increase"), "fisher_p": p.get("fisher_p"),
-                         "invalid_votes": wr.get("invalid_votes"), "invalid_judgments": p["invalid"]})
-            points.append((gain, p.get("relative_increase")))
+                         "base_rate": p.base_rate, "trained_rate": p.trained_rate,
+                         "relative_increase": p.relative_increase, "fisher_p": p.fisher_p,
+                         "invalid_votes": wr.get("invalid_votes"), "invalid_judgments": p.invalid})
+            points.append((gain, p.relative_increase))
     corr = pearson([x for x, _ in points], [y for _, y in points])
     budget = budget_curve(cells, sweep_dir)
     summary = {"cells": len(cells), "collections_computed_per_task": dict(collections), "rows": rows,
@@ -102,16 +102,6 @@ def budget_curve(cells: list[dict], out: Path, probe: str = "em_first_plot") -> 
     fig.savefig(out / "em_vs_lora_budget.png", dpi=120)
     plt.close(fig)
     return {"points": points, "logistic": {"a": a, "b": b, "converged": bool(fit.success)}}
-
-
-def _model_probe_as_rate(p: dict, method: str) -> dict | None:
-    """EM probes enter the sweep views through their EM rate (stance probes stay in the cell report)."""
-    base, trained = p.get("base") or {}, p.get(method) or {}
-    if "em_rate" not in base or "em_rate" not in trained:
-        return None
-    comp = ((p.get("comparison") or {}).get("methods") or {}).get(method, {})
-    return {"base": base["em_rate"], method: trained["em_rate"], "relative_increase": comp.get("relative_increase"),
-            "fisher_p": comp.get("fisher_p"), "invalid": {"base": base["missing"], method: trained["missing"]}}
 
 
 def _plots(rows: list[dict], corr: dict, out: Path) -> None:

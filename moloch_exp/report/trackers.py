@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from moloch_exp.results import TrendResult, probe_results
+
 SECRET_KEY_RE = re.compile(r"(api[_-]?key|token|secret|password)$", re.IGNORECASE)
 
 
@@ -30,17 +32,10 @@ def flat_metrics(results: dict) -> dict[str, float]:
         if w["mean"] is not None:
             out[f"win_rate/{pair}"] = w["mean"]
         out[f"invalid_votes/{pair}"] = w["invalid_votes"]
-    for probe, p in results.get("probes", {}).items():
-        if p.get("kind") == "model":
-            for m, summ in p.items():
-                if isinstance(summ, dict) and summ.get("em_rate") is not None:
-                    out[f"probe/{probe}/{m}/em_rate"] = summ["em_rate"]
-            continue
-        for m in p["n"]:
-            if p[m] is not None:
-                out[f"probe/{probe}/{m}"] = p[m]
-        if p.get("relative_increase") is not None:
-            out[f"probe/{probe}/relative_increase"] = p["relative_increase"]
+    for res in probe_results(results).values():
+        out.update(res.metrics())
+    if results.get("trend"):
+        out.update(TrendResult.from_json(results["trend"]).metrics())
     for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "usd"):
         out[f"ledger/{k}"] = results.get("ledger", {}).get(k, 0)
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 
-from moloch_exp.tasks.sources import DataError
+from moloch_exp.errors import DataError
 
 HUB_DATASETS = {
     "sales": ("McAuley-Lab/Amazon-Reviews-2023", "raw_meta_Electronics"),

@@ -8,34 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from moloch_exp.errors import DataError
+from moloch_exp.io import bundled_path, load_json, resolve_user_path  # noqa: F401  (re-exported)
 from moloch_exp.records import Anchor
 
 SOURCES = ("bundled", "paper", "hub")
-
-
-def bundled_path(name: str) -> Path:
-    return Path(str(resources.files("moloch_exp") / "data" / name))
-
-
-def resolve_user_path(file: str | os.PathLike, data_dir: str | None) -> Path:
-    """A user-given data path: absolute as is, relative against ``data_dir`` (else the working directory)."""
-    p = Path(os.path.expanduser(str(file)))
-    return p if p.is_absolute() or not data_dir else Path(os.path.expanduser(str(data_dir))) / p
-
-
-def load_json(path: Path) -> Any:
-    """Read a JSON data file; a missing or malformed file is one DataError naming it."""
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
 
 
 def _load_json_list(path: Path) -> list[dict]:

@@ -58,6 +58,20 @@ class Task:
             if unknown:
                 raise ValueError(f"task {self.name}: {tmpl_name} uses unknown field(s) {sorted(unknown)}")
 
+    def identity(self) -> dict:
+        """Cache-key material for everything this task's prompts and extraction determine."""
+        return {"name": self.name, "message_tag": self.message_tag, "option_noun": self.option_noun,
+                "agent_system": self.agent_system, "agent_user": self.agent_user,
+                "audience_frame": self.audience_frame, "audience_question": self.audience_question,
+                "feedback_request": self.feedback_request, "judge_context": self.judge_context,
+                "persona_aspect": self.persona_aspect}
+
+    def data_identity(self) -> dict:
+        """Cache-key material for where the anchors come from."""
+        return {"task": self.name, "source": self.source, "data_dir": self.data_dir if self.source == "paper" else None,
+                "paper_subdir": self.paper_subdir, "hub": dict(self.hub) if self.source == "hub" else None,
+                "fields": list(self.anchor_fields), "id_field": self.id_field}
+
     # anchors -----------------------------------------------------------------------------
     def load_anchors(self, split: str, n: int | None) -> tuple[list[Anchor], str]:
         records, where = load_split(self.name, self.source, split, self.anchor_fields,

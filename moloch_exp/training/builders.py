@@ -7,15 +7,19 @@ Examples are TRL conversational prompt-completion records, so the loss covers co
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from moloch_exp.records import Candidate, Vote
-from moloch_exp.tasks.sources import bundled_path, resolve_user_path
+from moloch_exp.errors import DataError
+from moloch_exp.io import bundled_path, file_sha256, resolve_user_path
+
+if TYPE_CHECKING:
+    from moloch_exp.protocols import Builder
 
 TIE_RULES = ("drop", "random", "all")
 
@@ -66,6 +70,18 @@ class RFTBuilder:
         if self.replicate < 1:
             raise ValueError("replicate must be >= 1")
 
+    needs_collection: ClassVar[bool] = True
+
+    def identity(self) -> dict:
+        return {"type": "rft", "tie_rule": self.tie_rule, "replicate": self.replicate, "shuffle": self.shuffle,
+                "seed": self.seed}
+
+    def includes(self) -> dict[str, "Builder"]:
+        return {}
+
+    def check(self) -> None:
+        """Nothing to check before work: the examples come from the collection."""
+
     def build(self, candidates: list[Candidate], votes: list[Vote], task=None) -> tuple[list[dict], dict]:
         by_key = {(c.anchor_id, c.index): c for c in candidates}
         rng = random.Random(self.seed)
@@ -107,6 +123,18 @@ class TFBBuilder:
         if self.thought_examples not in ("match_rft", "all"):
             raise ValueError("thought_examples must be 'match_rft' or 'all'")
 
+    needs_collection: ClassVar[bool] = True
+
+    def identity(self) -> dict:
+        return {"type": "tfb", "rft": self.rft.identity(), "thought_examples": self.thought_examples, "seed": self.seed}
+
+    def includes(self) -> dict[str, "Builder"]:
+        """Builders of methods this one contains: a tfb cell can compare against its rft part."""
+        return {"rft": self.rft}
+
+    def check(self) -> None:
+        """Nothing to check before work: the examples come from the collection."""
+
     def build(self, candidates: list[Candidate], votes: list[Vote], task) -> tuple[list[dict], dict]:
         rft_examples, stats = self.rft.build(candidates, votes, task)
         by_key = {(c.anchor_id, c.index): c for c in candidates}
@@ -137,10 +165,20 @@ class NarrowSFTBuilder:
     data_file: str | None = field(default=None, metadata={"help": "chat JSONL (None: the bundled insecure-code sample); relative paths resolve against data_dir"})
     data_dir: str | None = None
     data_sha256: str = field(default="", init=False)
-    needs_collection = False
+    needs_collection: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        self.data_sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest() if self.path.is_file() else ""
+        self.data_sha256 = file_sha256(self.path)
+
+    def identity(self) -> dict:
+        return {"type": "narrow_sft", "file": self.path.name, "data_sha256": self.data_sha256}
+
+    def includes(self) -> dict[str, "Builder"]:
+        return {}
+
+    def check(self) -> None:
+        """A user-supplied dataset is checked before any work."""
+        self.load()
 
     @property
     def path(self) -> Path:
@@ -149,8 +187,6 @@ class NarrowSFTBuilder:
         return resolve_user_path(self.data_file, self.data_dir)
 
     def load(self) -> list[dict]:
-        from moloch_exp.tasks.sources import DataError
-
         if not self.path.is_file():
             raise DataError(f"method.builder.data_file: narrow SFT data not found: {self.path}")
         examples = []

@@ -101,6 +101,15 @@ class MaskedLoraSFTTrainer(LoraSFTTrainer):
         self._indices = None
         self._enforcer: _MaskEnforcer | None = None
 
+    def identity(self) -> dict[str, Any]:
+        return super().identity() | {"type": "masked_lora_sft", "n_trainable": self.n_trainable,
+                                     "mask_seed": self.mask_seed}
+
+    def provenance(self) -> dict[str, Any] | None:
+        """The mask actually trained (without the per-parameter lists)."""
+        return {"mask": {k: v for k, v in self.mask_info.items() if k not in ("parameter_order", "parameter_sizes")}
+                or None}
+
     def build_trainer(self, source, cache_dir, examples, output_dir):
         import torch
 

@@ -132,6 +132,14 @@ class LoraSFTTrainer:
         self.lora = _coerce(LoraSettings, lora, "LoRA")
         self.args = _coerce(TrainSettings, args, "training")
 
+    def identity(self) -> dict[str, Any]:
+        """Cache-key material: the configured LoRA and training settings (never state set by training)."""
+        return {"type": "lora_sft", "lora": asdict(self.lora), "args": asdict(self.args)}
+
+    def provenance(self) -> dict[str, Any] | None:
+        """Extra facts about the last training run for train_metrics.json (None: nothing beyond the result)."""
+        return None
+
     # --------------------------------------------------------------- pieces
     def resolved(self) -> dict[str, Any]:
         """Settings with the automatic choices (bf16, checkpointing, CPU) made."""

@@ -10,7 +10,8 @@ import pytest
 
 from moloch_exp.llm import LLMClient
 from moloch_exp.probes.em import NO_SYSTEM, EconomicStanceProbe, EMFirstPlotProbe, EMPredictiveProbe, em_stats
-from moloch_exp.probes.model_probe import ModelProbe, is_model_probe, make_context_from_generator
+from moloch_exp.probes.model_probe import make_context_from_generator
+from moloch_exp.protocols import ModelProbe, is_model_probe
 from moloch_exp.probes.stance import STANCES
 from moloch_exp.records import read_json, read_jsonl
 

@@ -1,0 +1,83 @@
+"""One place for file and JSON I/O and data paths.
+
+    write_jsonl / read_jsonl   artifacts: one dataclass record (or dict) per line
+    write_json / read_json     summaries (written atomically)
+    load_json                  a user's data file: missing or malformed → one DataError naming it
+    bundled_path               a file shipped in moloch_exp/data/
+    resolve_user_path          a user-given path: absolute as is, relative against data_dir
+    file_sha256                content digest of a data file (part of cache keys)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+from moloch_exp.errors import DataError
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(asdict(row) if hasattr(row, "__dataclass_fields__") else row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def read_jsonl(path: str | os.PathLike, cls: type | None = None) -> list:
+    rows = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
+            rows.append(cls(**row) if cls else row)
+    return rows
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def load_json(path: Path) -> Any:
+    """Read a JSON data file; a missing or malformed file is one DataError naming it."""
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+
+
+def bundled_path(name: str) -> Path:
+    return Path(str(resources.files("moloch_exp") / "data" / name))
+
+
+def resolve_user_path(file: str | os.PathLike, data_dir: str | None) -> Path:
+    """A user-given data path: absolute as is, relative against ``data_dir`` (else the working directory)."""
+    p = Path(os.path.expanduser(str(file)))
+    return p if p.is_absolute() or not data_dir else Path(os.path.expanduser(str(data_dir))) / p
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Content digest of a file, or "" when it does not exist (pre-flight reports the missing file)."""
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""

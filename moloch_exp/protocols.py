@@ -1,0 +1,113 @@
+"""The extension points, in one place: what a new builder, trainer, probe or audience backend must offer.
+
+Every member is used by the stages (moloch_exp/stages/) or pre-flight (moloch_exp/pipeline.py);
+nothing there asks ``isinstance``/``hasattr`` of a component. ``identity()`` returns the JSON-able
+material of the stage-cache keys: only configured settings and data digests, never state that a
+run sets later. Where to add each kind: docs/architecture.md.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+
+from moloch_exp.records import Anchor, Candidate, Judgment, Match, Vote
+
+
+@runtime_checkable
+class Builder(Protocol):
+    """Turns a collection (candidates + votes) into training examples (TRL prompt-completion dicts)."""
+
+    needs_collection: ClassVar[bool]  # False: the examples come from elsewhere (e.g. a user dataset)
+
+    def identity(self) -> dict: ...
+
+    def includes(self) -> dict[str, "Builder"]:
+        """Builders of other methods contained in this one (tfb → {"rft": ...}), comparable in the same cell."""
+        ...
+
+    def check(self) -> None:
+        """Raise a DataError before any work when the builder's own inputs are unusable."""
+        ...
+
+    def build(self, candidates: list[Candidate] | None, votes: list[Vote] | None, task: Any) -> tuple[list[dict], dict]:
+        """Return (examples, stats); stats are counts written as build_stats.json."""
+        ...
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """Fine-tunes an adapter of the agent model on examples."""
+
+    def identity(self) -> dict: ...
+
+    def train(self, source: Any, cache_dir: str, examples: list[dict], output_dir: str) -> Any:
+        """Save the adapter into ``output_dir`` and return a dataclass result (steps, loss, ...)."""
+        ...
+
+    def provenance(self) -> dict | None:
+        """Extra facts about the last run merged into train_metrics.json (None: none)."""
+        ...
+
+
+@runtime_checkable
+class TaskProbe(Protocol):
+    """Judges each test output of a method (yes/no with reasoning)."""
+
+    name: str
+    kind: ClassVar[str]  # "task"
+
+    def identity(self) -> dict: ...
+
+    def run(self, client: Any, judge: Any, task: Any, anchors: dict[str, Anchor], outputs: list[Candidate],
+            method: str, seed: int) -> list[Judgment]: ...
+
+    def failures(self, judgments: list[Judgment]) -> tuple[int, int, str | None]:
+        """(failed calls, calls, first cause): the stage stops when failed/calls > max_failed_fraction."""
+        ...
+
+
+@runtime_checkable
+class ModelProbe(Protocol):
+    """Samples the agent itself (EM, stance) and judges its samples; see probes/model_probe.py."""
+
+    name: str
+    kind: ClassVar[str]  # "model"
+
+    def identity(self) -> dict: ...
+
+    def run_model(self, ctx: Any) -> dict:
+        """Write samples.jsonl, judgments.jsonl and summary.json into ctx.work_dir; return the summary."""
+        ...
+
+    def result(self, per_method: dict[str, dict], baseline: str = "base") -> Any:
+        """The typed result (a moloch_exp.results.ProbeResult) from each method's summary."""
+        ...
+
+    def judge_calls(self, seed: int) -> int:
+        """Judge calls per method (pre-flight estimate)."""
+        ...
+
+    def failures(self, rows: Sequence[dict]) -> tuple[int, int, str | None]:
+        """(failed calls, calls, first cause) from the rows of judgments.jsonl."""
+        ...
+
+
+@runtime_checkable
+class AudienceBackend(Protocol):
+    """Votes on matches; a failed call is a Vote with status "failed", an unparseable one "invalid"."""
+
+    service: Any  # moloch_exp.connections.LLMService (pre-flight, client)
+    n_voters: int
+    max_tokens: int
+
+    def identity(self) -> dict: ...
+
+    def voters(self, seed: int) -> list: ...
+
+    def vote(self, client: Any, task: Any, matches: list[Match], seed: int, desc: str = "votes") -> list[Vote]: ...
+
+
+def is_model_probe(probe: TaskProbe | ModelProbe) -> bool:
+    return probe.kind == "model"
+
+
+__all__ = ["AudienceBackend", "Builder", "ModelProbe", "TaskProbe", "Trainer", "is_model_probe"]

@@ -1,0 +1,156 @@
+"""Typed results of a cell: what each probe kind (and the checkpoint trend) found, and how it is shown.
+
+Every result knows its own table rows, tracker metrics and sweep row, and serialises itself into
+results.json (``to_json``, tagged with ``result_type``, the dotted name of its class);
+:func:`probe_result_from_json` reads it back. The report (moloch_exp/report/) uses only these
+methods. A new probe kind brings its result class in its own module.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+def fmt(x, pct: bool = False) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:+.1%}" if pct else f"{x:.3f}"
+    return str(x)
+
+
+def fmt_ci(ci) -> str:
+    if not ci or ci[0] is None:
+        return "—"
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+@dataclass
+class SweepRow:
+    """One probe × cell in the sweep views: base and trained rates and their comparison."""
+
+    base_rate: float | None
+    trained_rate: float | None
+    relative_increase: float | None
+    fisher_p: float | None
+    invalid: dict[str, int]
+
+
+@dataclass
+class RatePlot:
+    """Per-method flagged shares with intervals, for the cell's probe-rate plot."""
+
+    rate: dict[str, float | None]
+    ci95: dict[str, list]
+
+
+class ProbeResult:
+    """Base of every probe result. Subclasses are dataclasses with ``name`` and implement these."""
+
+    kind: ClassVar[str] = "task"  # task | model (kept in results.json)
+    name: str
+
+    def to_json(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_json(cls, name: str, data: dict) -> "ProbeResult":
+        raise NotImplementedError
+
+    def table_rows(self) -> list[list[str]]:
+        """Rows of the cell table: [metric, value, 95% CI, counts]."""
+        raise NotImplementedError
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metrics for a tracker (wandb), keyed ``probe/<name>/...``."""
+        return {}
+
+    def sweep_row(self, method: str) -> SweepRow | None:
+        """This probe in the sweep views for a cell of ``method`` (None: not a rate probe)."""
+        return None
+
+    def rate_plot(self) -> RatePlot | None:
+        """Flagged shares for the cell's probe-rate plot (None: not plotted there)."""
+        return None
+
+    def output_label_files(self, linked_stages: Path) -> list[Path]:
+        """Judgments (moloch_exp.records.Judgment JSONL) labelling the task's test outputs, for the match
+        viewer, under ``<output_dir>/stages``; none for probes that judge their own samples."""
+        return []
+
+    def _tagged(self, body: dict) -> dict:
+        return {"kind": self.kind, "result_type": f"{type(self).__module__}.{type(self).__qualname__}", **body}
+
+
+def probe_result_from_json(name: str, data: dict) -> ProbeResult:
+    """Read one probe's entry of results.json back into its result class."""
+    module, _, cls = data["result_type"].rpartition(".")
+    return getattr(importlib.import_module(module), cls).from_json(name, data)
+
+
+def probe_results(results: dict) -> dict[str, ProbeResult]:
+    return {name: probe_result_from_json(name, d) for name, d in results.get("probes", {}).items()}
+
+
+@dataclass
+class TrendResult:
+    """EM rates of the model probes at step 0 (base) and at every saved checkpoint of one method."""
+
+    method: str
+    steps: list[int]
+    em_rate: dict[str, list[float | None]] = field(default_factory=dict)
+    missing: dict[str, list[int | None]] = field(default_factory=dict)
+    first_step_em_at_least_5pct: dict[str, int | None] = field(default_factory=dict)
+    judge_agreement: dict[str, list[float | None]] = field(default_factory=dict)
+    assistant_minus_predictive: list[float | None] | None = None
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {"method": self.method, "steps": self.steps, "em_rate": self.em_rate,
+                               "missing": self.missing, "first_step_em_at_least_5pct": self.first_step_em_at_least_5pct,
+                               "judge_agreement": self.judge_agreement}
+        if self.assistant_minus_predictive is not None:
+            out["assistant_minus_predictive"] = self.assistant_minus_predictive
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrendResult":
+        return cls(**data)
+
+    def table_rows(self) -> list[list[str]]:
+        rows = []
+        for name, rates in self.em_rate.items():
+            agree = self.judge_agreement.get(name)
+            rows.append([f"{name} trend EM rate by step", ", ".join(fmt(r) for r in rates), "",
+                         f"steps {self.steps}, first step >= 5%: {fmt(self.first_step_em_at_least_5pct[name])}"
+                         + (f", judge agreement {[fmt(a) for a in agree]}" if agree else "")])
+        return rows
+
+    def metrics(self) -> dict[str, float]:
+        return {f"trend/{name}/step_{s}/em_rate": r for name, rates in self.em_rate.items()
+                for s, r in zip(self.steps, rates) if r is not None}
+
+
+@dataclass
+class ModelProbeResult(ProbeResult):
+    """A model probe's summary per method (summary.json of each probe stage) and the comparison against base."""
+
+    kind: ClassVar[str] = "model"
+    name: str
+    per_method: dict[str, dict]
+    comparison: dict | None = None
+
+    def to_json(self) -> dict:
+        body: dict = dict(self.per_method)
+        if self.comparison is not None:
+            body["comparison"] = self.comparison
+        return self._tagged(body)
+
+    @classmethod
+    def from_json(cls, name: str, data: dict) -> "ModelProbeResult":
+        per = {k: v for k, v in data.items() if k not in ("kind", "result_type", "comparison")}
+        return cls(name, per, data.get("comparison"))
+
+    def table_rows(self) -> list[list[str]]:
+        return []

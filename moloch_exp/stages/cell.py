@@ -1,0 +1,132 @@
+"""One experiment cell as the sequence of its stages (SPEC §2):
+
+    prepare → collect → build (rft | tfb | narrow_sft) → train → generate (base, trained)
+            → evaluate (pairs) → probe (task and model probes) → trend (checkpoints)
+
+Each stage is a unit in this package with explicit inputs (the artifacts of earlier stages) and a
+key from its components' ``identity()``; this module only wires them. Per-cell results are typed
+(moloch_exp/results.py); counts are read back through the artifacts' readers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from moloch_exp.errors import ConfigError
+from moloch_exp.protocols import Builder, is_model_probe
+from moloch_exp.probes.task_probes import TaskProbeResult
+from moloch_exp.stages import build, collect, evaluate, generate, prepare, probe, train, trend
+from moloch_exp.stages.base import StageEnv
+
+
+@dataclass
+class Method:
+    name: str
+    builder: Builder | None = None
+    compare_against: list[str] = field(default_factory=list)
+
+    def builders(self) -> dict[str, Builder]:
+        """Builders for every trained method this cell needs (its own, and the ones it includes: rft in tfb)."""
+        out = {self.name: self.builder} if self.builder is not None else {}
+        included = self.builder.includes() if self.builder is not None else {}
+        for other in self.compare_against:
+            if other in ("base", self.name):
+                continue
+            if other not in included:
+                raise ConfigError(f"method {self.name}: cannot compare against {other!r} in this cell "
+                                  "(only base, and rft inside a tfb cell)")
+            out[other] = included[other]
+        return out
+
+    @property
+    def methods(self) -> list[str]:
+        """Methods whose test outputs this cell generates: the comparisons, then its own."""
+        return list(dict.fromkeys([m for m in self.compare_against if m != self.name] + [self.name]))
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(a, self.name) for a in self.compare_against if a != self.name]
+
+
+@dataclass
+class Settings:
+    seed: int
+    n_train: int
+    n_test: int
+    candidates_per_anchor: int
+
+
+@dataclass
+class Cell:
+    task: Any
+    model: Any
+    generator: Any
+    method: Method
+    trainer: Any
+    audience: Any
+    judge: Any
+    probes: dict
+    settings: Settings
+    judge2: Any = None
+    trend_probes: list[str] = field(default_factory=list)
+    done: dict[str, Any] = field(default_factory=dict)  # label → finished artifact, in order
+
+    def run(self, env: StageEnv) -> dict:
+        s, m = self.settings, self.method
+        prepared = self._keep(prepare.run(env, task=self.task, n_train=s.n_train, n_test=s.n_test))
+        builders = m.builders()
+        collected = None
+        if any(b.needs_collection for b in builders.values()):
+            collected = self._keep(collect.run(env, prepared=prepared, task=self.task, generator=self.generator,
+                                               audience=self.audience, k=s.candidates_per_anchor))
+        trained = {}
+        for name, builder in builders.items():
+            built = self._keep(build.run(env, name=name, builder=builder, task=self.task, collected=collected))
+            trained[name] = self._keep(train.run(env, name=name, built=built, model=self.model, trainer=self.trainer,
+                                                 cache_dir=str(self.generator.cache_dir), collected=collected))
+        adapters = {"base": None} | {name: t.adapter() for name, t in trained.items()}
+        generated = {name: self._keep(generate.run(env, name=name, prepared=prepared, task=self.task,
+                                                   generator=self.generator, adapter=adapters[name]))
+                     for name in m.methods}
+        win_rate = {f"{a}_vs_{b}": self._keep(evaluate.run(env, a=(a, generated[a]), b=(b, generated[b]),
+                                                           audience=self.audience, task=self.task)).summary()
+                    for a, b in m.pairs}
+        probes = {}
+        for pname, p in self.probes.items():
+            if is_model_probe(p):
+                per = {meth: self._keep(probe.run_model_probe(
+                    env, name=pname, probe=p, method=meth, model=self.model, generator=self.generator,
+                    adapter=adapters[meth], judge=self.judge)).summary() for meth in m.methods}
+                probes[pname] = p.result(per, "base")
+            else:
+                per = {meth: self._keep(probe.run_task_probe(
+                    env, name=pname, probe=p, method=meth, generated=generated[meth], prepared=prepared,
+                    judge=self.judge, task=self.task)).summary() for meth in m.methods}
+                probes[pname] = TaskProbeResult.from_summaries(pname, per, m.name)
+        result: dict[str, Any] = {"win_rate": win_rate, "probes": probes}
+        if self.trend_probes and m.name in trained:
+            result["trend"] = trend.run(env, method=m.name, trained=trained[m.name],
+                                        probes={n: self.probes[n] for n in self.trend_probes}, model=self.model,
+                                        generator=self.generator, judge=self.judge, judge2=self.judge2)
+        return result
+
+    def _keep(self, artifact):
+        self.done[artifact.label] = artifact
+        return artifact
+
+    @property
+    def keys(self) -> dict[str, str]:
+        """Stage label → cache key, as in results.json's ``stage_keys``."""
+        return {label: a.key for label, a in self.done.items()}
+
+    def counts(self) -> dict:
+        """Counts read back from this cell's artifacts (for results.json)."""
+        out: dict[str, Any] = {}
+        if "collect" in self.done:
+            out["collection"] = self.done["collect"].stats()
+        for name in self.method.builders():
+            out[f"build_{name}"] = self.done[f"build_{name}"].stats()
+            out[f"train_{name}"] = {k: v for k, v in self.done[f"train_{name}"].metrics().items() if k != "log_history"}
+        out["test_extraction"] = {meth: {st: sum(c.extraction == st for c in self.done[f"generate_{meth}"].outputs())
+                                         for st in ("ok", "untagged", "failed")} for meth in self.method.methods}
+        return out

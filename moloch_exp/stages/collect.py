@@ -1,0 +1,77 @@
+"""collect: K agent candidates per train anchor and the audience's votes on them.
+
+    inputs   prepare (train anchors); the generator (and optionally an adapter: later rounds);
+             the task's prompts; the audience panel
+    outputs  candidates.jsonl, votes.jsonl, collection_stats.json
+    stops    when failed votes / votes > collect.max_failed_fraction (nothing stored as finished)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from moloch_exp.io import read_json, read_jsonl, write_json, write_jsonl
+from moloch_exp.records import Candidate, Match, Vote
+from moloch_exp.stages.base import Adapter, Artifact, StageEnv, check_failures
+from moloch_exp.stages.generation import candidates as generate_candidates
+from moloch_exp.stages.prepare import Prepared
+
+
+class Collected(Artifact):
+    def candidates(self) -> list[Candidate]:
+        return read_jsonl(self.dir / "candidates.jsonl", Candidate)
+
+    def votes(self) -> list[Vote]:
+        return read_jsonl(self.dir / "votes.jsonl", Vote)
+
+    def stats(self) -> dict:
+        return read_json(self.dir / "collection_stats.json")
+
+
+def material(prepared: Prepared, task, generator, audience, k: int, seed: int, adapter: Adapter | None = None) -> dict:
+    out = {"prepare": prepared.key, "generator": generator.identity(), "task": task.identity(), "k": k,
+           "audience": audience.identity(), "seed": seed}
+    if adapter is not None:  # round 1 (the base model) keeps the key it always had
+        out["adapter"] = adapter.key
+    return out
+
+
+def matches(cands: list[Candidate]) -> tuple[list[Match], int, int]:
+    """One match per anchor among its candidates with a message; (matches, anchors, anchors with < 2)."""
+    by_anchor: dict[str, list[Candidate]] = {}
+    for c in cands:
+        by_anchor.setdefault(c.anchor_id, []).append(c)
+    out, too_few = [], 0
+    for anchor_id, cs in by_anchor.items():
+        ok = [c for c in cs if c.message is not None]
+        if len(ok) < 2:
+            too_few += 1
+            continue
+        out.append(Match(f"collect:{anchor_id}", anchor_id, [c.index for c in ok], [c.message for c in ok]))
+    return out, len(by_anchor), too_few
+
+
+def run(env: StageEnv, *, prepared: Prepared, task, generator, audience, k: int, adapter: Adapter | None = None,
+        label: str = "collect") -> Collected:
+    def compute(work: Path) -> None:
+        cands = generate_candidates(env, task, generator, prepared.anchors("train"), k, "collect",
+                                    adapter.path if adapter else None, "collect: agent candidates")
+        if not env.dist.is_main:
+            return
+        write_jsonl(work / "candidates.jsonl", cands)
+        ms, n_anchors, too_few = matches(cands)
+        client = env.hub.open(audience.service)
+        votes = audience.vote(client, task, ms, env.seed, desc="collect: audience votes")
+        failed = [v for v in votes if v.status == "failed"]
+        check_failures("collect", label, len(failed), len(votes), failed[0].error if failed else None,
+                       env.tolerance.collect)
+        write_jsonl(work / "votes.jsonl", votes)
+        write_json(work / "collection_stats.json", {
+            "anchors": n_anchors, "candidates": len(cands),
+            "extraction": {s: sum(c.extraction == s for c in cands) for s in ("ok", "untagged", "failed")},
+            "matches": len(ms), "anchors_with_fewer_than_2_messages": too_few,
+            "voters": [p.id for p in audience.voters(env.seed)],
+            "votes": len(votes), "invalid_votes": sum(v.status == "invalid" for v in votes),
+            "failed_votes": len(failed)})
+
+    d = env.stages.run("collect", label, material(prepared, task, generator, audience, k, env.seed, adapter), compute)
+    return Collected("collect", label, d)

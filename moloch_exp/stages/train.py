@@ -1,0 +1,50 @@
+"""train: a LoRA adapter (or another trainer's) on a build's examples.
+
+    inputs   build (train_examples.jsonl); the model source; the trainer
+    outputs  adapter/ (with checkpoint-<step>/ when trends are on), train_metrics.json
+    stops    before training when the build has no examples, naming the cause from the counts
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from moloch_exp.errors import StageError
+from moloch_exp.io import read_json, write_json
+from moloch_exp.protocols import Trainer
+from moloch_exp.stages.base import Adapter, Artifact, StageEnv
+from moloch_exp.stages.build import Built, empty_cause
+from moloch_exp.stages.collect import Collected
+
+
+class Trained(Artifact):
+    def adapter(self) -> Adapter:
+        return Adapter(str(self.dir / "adapter"), self.key)
+
+    def checkpoints(self) -> list[tuple[int, Adapter]]:
+        """Saved checkpoints in step order, each keyed ``<train key>@<step>``."""
+        ckpts = sorted((self.dir / "adapter").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        return [(int(p.name.split("-")[1]), Adapter(str(p), f"{self.key}@{p.name.split('-')[1]}")) for p in ckpts]
+
+    def metrics(self) -> dict:
+        return read_json(self.dir / "train_metrics.json")
+
+
+def material(built: Built, model, trainer: Trainer) -> dict:
+    return {"build": built.key, "model": model.identity(), "trainer": trainer.identity()}
+
+
+def run(env: StageEnv, *, name: str, built: Built, model, trainer: Trainer, cache_dir: str,
+        collected: Collected | None = None, label: str | None = None) -> Trained:
+    label = label or f"train_{name}"
+    examples = built.examples()
+    if not examples:  # before any lock or partial directory: nothing to train on
+        raise StageError(empty_cause(name, built, collected))
+
+    def compute(work: Path) -> None:
+        result = trainer.train(model, cache_dir, examples, str(work / "adapter"))
+        if env.dist.is_main:
+            write_json(work / "train_metrics.json",
+                       asdict(result) | {"adapter_dir": "adapter", "mask": None} | (trainer.provenance() or {}))
+
+    return Trained("train", label, env.stages.run("train", label, material(built, model, trainer), compute))

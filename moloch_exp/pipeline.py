@@ -63,7 +63,7 @@ def preflight(objs: dict, settings: Settings) -> None:
     method.builders()  # an impossible comparison fails here, not after training
     if method.builder is not None or method.compare_against:
         objs["audience"].service.preflight()
-        objs["audience"].personas.panel(objs["audience"].n_voters, settings.seed)
+        objs["audience"].voters(settings.seed)  # the persona file and n_voters are checked here
     for builder in method.builders().values():
         builder.check()  # e.g. a user-supplied dataset is checked before any work
     if objs["probes"]:

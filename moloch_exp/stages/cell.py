@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moloch_exp.errors import ConfigError
-from moloch_exp.protocols import Builder, is_model_probe
+from moloch_exp.protocols import AudienceBackend, Builder, ModelProbe, TaskProbe, Trainer, is_model_probe
 from moloch_exp.probes.task_probes import TaskProbeResult
 from moloch_exp.stages import build, collect, evaluate, generate, prepare, probe, train, trend
 from moloch_exp.stages.base import StageEnv
@@ -62,10 +62,10 @@ class Cell:
     model: Any
     generator: Any
     method: Method
-    trainer: Any
-    audience: Any
+    trainer: Trainer | None
+    audience: AudienceBackend
     judge: Any
-    probes: dict
+    probes: dict[str, TaskProbe | ModelProbe]
     settings: Settings
     judge2: Any = None
     trend_probes: list[str] = field(default_factory=list)

@@ -174,3 +174,29 @@ def test_failed_calls_past_the_tolerance_stop_in_one_line():
         assert part in msg
     with pytest.raises(Exception, match="max_failed_fraction"):
         FailureTolerance(probe=1.5)
+
+
+@pytest.mark.parametrize("method,trainer", [("rft", "lora"), ("tfb", "lora"), ("narrow_sft", "masked_lora")])
+def test_configured_components_offer_their_protocol_members(method, trainer, tmp_path):
+    from moloch_exp.protocols import AudienceBackend, Builder, ModelProbe, TaskProbe, Trainer
+
+    cfg = compose(["model=tiny", "task=elections", f"method={method}", f"trainer={trainer}",
+                   "probe=[em_first_plot,em_predictive,economic_stance]"], tmp_path)
+    o = build_objects(cfg)
+    assert isinstance(o["method"].builder, Builder) and isinstance(o["trainer"], Trainer)
+    assert isinstance(o["audience"], AudienceBackend)
+    kinds = {name: p.kind for name, p in o["probes"].items()}
+    assert kinds == {"disinformation": "task", "populism": "task", "em_first_plot": "model",
+                     "em_predictive": "model", "economic_stance": "model"}
+    for p in o["probes"].values():
+        assert isinstance(p, ModelProbe if p.kind == "model" else TaskProbe)
+    builders = o["method"].builders()
+    assert list(builders) == {"rft": ["rft"], "tfb": ["tfb", "rft"], "narrow_sft": ["narrow_sft"]}[method]
+
+
+def test_a_comparison_the_builder_does_not_include_is_a_config_error(tmp_path):
+    from moloch_exp.errors import ConfigError
+
+    cfg = compose(["model=tiny", "method=rft", "method.compare_against=[base,tfb]"], tmp_path)
+    with pytest.raises(ConfigError, match="cannot compare against 'tfb'"):
+        build_objects(cfg)["method"].builders()

@@ -95,18 +95,20 @@ class Experiment:
     def _gen_identity(self) -> dict:
         g = self.generator
         return {"model": _describe(self.model), "batch_size": g.batch_size, "max_new_tokens": g.max_new_tokens,
-                "temperature": g.temperature, "top_p": g.top_p}
+                "temperature": g.temperature, "top_p": g.top_p,
+                "top_k": getattr(g, "top_k", None), "sampling_defaults": getattr(g, "sampling_defaults", "generator")}
 
     def _audience_identity(self) -> dict:
         a = self.audience
         return {"service": a.service.identity(), "personas": _describe(a.personas), "n_voters": a.n_voters,
                 "max_tokens": a.max_tokens, "temperature": a.temperature, "thought_max_chars": a.thought_max_chars,
-                "invalid_retries": a.invalid_retries, "system": a.system_template}
+                "invalid_retries": a.invalid_retries}
 
     def _task_identity(self) -> dict:
         t = self.task
         return {k: getattr(t, k) for k in ("name", "message_tag", "option_noun", "agent_system", "agent_user",
-                                            "audience_frame", "audience_question", "feedback_request", "persona_aspect")}
+                                            "audience_frame", "audience_question", "feedback_request", "persona_aspect")} \
+            | {"prompts": t.prompts.identity()}
 
     def _generate(self, prompts: list[list[dict]], seeds: list[int], adapter: str | None, desc: str) -> list[str]:
         """Generate on every rank (whole batches each), gathered in prompt order."""
@@ -196,7 +198,10 @@ class Experiment:
                 collect_dir = self.stages.root / "collect" / self.keys["collect"]
                 cands = read_jsonl(collect_dir / "candidates.jsonl", Candidate)
                 votes = read_jsonl(collect_dir / "votes.jsonl", Vote)
-            examples, stats = builder.build(cands, votes, self.task)
+            if isinstance(builder, TFBBuilder):  # the paper's feedback prompt shows the anchor
+                examples, stats = builder.build(cands, votes, self.task, {a.id: a for a in self.anchors("train")})
+            else:
+                examples, stats = builder.build(cands, votes, self.task)
             write_jsonl(work / "train_examples.jsonl", examples)
             write_json(work / "build_stats.json", stats)
 

@@ -56,6 +56,9 @@ def build(cfg: DictConfig) -> dict:
 def preflight(objs: dict, settings: Settings) -> None:
     """Seconds, not minutes: every cause of an early failure is checked before any work."""
     objs["model"].check_available()
+    check_prompts = getattr(objs["task"].prompts, "check", None)
+    if check_prompts is not None:  # prompts=paper: the reference pack loads and covers the task
+        check_prompts(objs["task"])
     for split, n in (("train", settings.n_train), ("test", settings.n_test)):
         objs["task"].load_anchors(split, n)
     method = objs["method"]

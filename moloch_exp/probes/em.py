@@ -546,8 +546,10 @@ class _ScoredProbeMixin:
         summary["settings"] = {"judges": self.judges, "judges_sha256": self.judges_sha256,
                                "strip_thinking": self.strip_thinking, "alignment_threshold": self.alignment_threshold,
                                "coherence_threshold": self.coherence_threshold,
-                               "logprob_scoring": self.logprob_scoring, "min_number_mass": self.min_number_mass,
-                               "structured_scores": _structured(self.structured_scores, ctx.judge_client),
+                               "logprob_scoring": self.logprob_scoring and not self._team_shard,
+                               "min_number_mass": self.min_number_mass,
+                               "structured_scores": (not self._team_shard
+                                                     and _structured(self.structured_scores, ctx.judge_client)),
                                "judge_max_tokens": self.judge_max_tokens, "n_samples": self.n_samples,
                                "temperature": self.temperature, "max_new_tokens": self.max_new_tokens, **extra}
         if summary["missing"]:

@@ -57,6 +57,7 @@ def build(cfg: DictConfig) -> dict:
 def preflight(objs: dict, settings: Settings) -> None:
     """Seconds, not minutes: every cause of an early failure is checked before any work."""
     objs["model"].check_available()
+    objs["task"].prompts.check(objs["task"])  # prompts=paper: the reference pack loads and covers the task
     for split, n in (("train", settings.n_train), ("test", settings.n_test)):
         objs["task"].load_anchors(split, n)
     method = objs["method"]

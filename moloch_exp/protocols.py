@@ -28,7 +28,8 @@ class Builder(Protocol):
         """Raise a DataError before any work when the builder's own inputs are unusable."""
         ...
 
-    def build(self, candidates: list[Candidate] | None, votes: list[Vote] | None, task: Any) -> tuple[list[dict], dict]:
+    def build(self, candidates: list[Candidate] | None, votes: list[Vote] | None, task: Any,
+              anchors: dict[str, Any] | None = None) -> tuple[list[dict], dict]:
         """Return (examples, stats); stats are counts written as build_stats.json."""
         ...
 

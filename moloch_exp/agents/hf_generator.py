@@ -34,11 +34,12 @@ logger = logging.getLogger(__name__)
 class _SeededSampler:
     """Logits processor: per-row seeded Gumbel-max sampling (greedy decoding does the argmax)."""
 
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device) -> None:
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device, top_k: int = 0) -> None:
         import torch
 
         self.temperature = float(temperature)
         self.top_p = float(top_p)
+        self.top_k = int(top_k or 0)
         self.generators = [torch.Generator(device=device).manual_seed(int(s) & 0xFFFF_FFFF_FFFF_FFFF)
                            for s in seeds]
 
@@ -46,6 +47,9 @@ class _SeededSampler:
         import torch
 
         scores = scores.float() / self.temperature
+        if 0 < self.top_k < scores.shape[-1]:  # transformers' order: temperature, top-k, then top-p
+            kth = torch.topk(scores, self.top_k, dim=-1).values[..., -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
         if self.top_p < 1.0:
             sorted_logits, sorted_idx = torch.sort(scores, descending=False, dim=-1)
             cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
@@ -69,22 +73,32 @@ class HFGenerator:
         batch_size: int = 8,
         max_new_tokens: int = 256,
         temperature: float = 0.7,
-        top_p: float = 1.0,
+        top_p: float | None = 1.0,
         device: str = "auto",
         max_loaded_adapters: int = 4,
+        top_k: int | None = None,
+        sampling_defaults: str = "generator",
     ) -> None:
+        """``sampling_defaults``: ``generator`` (top_p/top_k as given here; None = off) or ``model``
+        (a None top_p/top_k is taken from the checkpoint's generation_config, as a plain
+        ``model.generate(do_sample=True, temperature=...)`` does: the paper's setting)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if not 0.0 < top_p <= 1.0:
+        if top_p is not None and not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if sampling_defaults not in ("generator", "model"):
+            raise ValueError(f"sampling_defaults must be 'generator' or 'model', got {sampling_defaults!r}")
         self.source = source
         self.cache_dir = Path(cache_dir)
         self.batch_size = int(batch_size)
         self.max_new_tokens = int(max_new_tokens)
         self.temperature = float(temperature)
-        self.top_p = float(top_p)
+        self.top_p = None if top_p is None else float(top_p)
+        self.top_k = None if top_k is None else int(top_k)
+        self.sampling_defaults = sampling_defaults
+        self._model_sampling: dict[str, Any] = {}  # top_p/top_k of the checkpoint (sampling_defaults=model)
         self.device_request = device
         self.max_loaded_adapters = max(1, int(max_loaded_adapters))
         self.model_dir: Path | None = None
@@ -98,7 +112,8 @@ class HFGenerator:
     def identity(self) -> dict:
         """Cache-key material: the model and the sampling settings (not the batch placement)."""
         return {"model": self.source.identity(), "batch_size": self.batch_size, "max_new_tokens": self.max_new_tokens,
-                "temperature": self.temperature, "top_p": self.top_p}
+                "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
+                "sampling_defaults": self.sampling_defaults}
 
     # ---------------------------------------------------------------- loading
     def load(self) -> None:
@@ -126,7 +141,10 @@ class HFGenerator:
             eos_ids.add(tok.eos_token_id)
         self._eos_ids = sorted(eos_ids)
         # Replace the checkpoint's sampling defaults (Qwen3 ships top_k/top_p/temperature) by a
-        # neutral config, so only the settings of this generator apply.
+        # neutral config, so only the settings of this generator apply (sampling_defaults=model keeps
+        # the checkpoint's top_p/top_k where this generator sets none).
+        gc = model.generation_config
+        self._model_sampling = {"top_p": getattr(gc, "top_p", None), "top_k": getattr(gc, "top_k", None)}
         model.generation_config = GenerationConfig(
             eos_token_id=self._eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id
         )
@@ -199,6 +217,7 @@ class HFGenerator:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        top_k: int | None = None,
     ) -> list[str]:
         """One completion per chat prompt (list of {"role", "content"} messages)."""
         if len(prompts) != len(seeds):
@@ -207,7 +226,7 @@ class HFGenerator:
             return []
         texts = self.render_chat(prompts)
         # The chat template already holds any BOS token.
-        return self._run(texts, seeds, adapter_dir, desc, False, max_new_tokens, temperature, top_p)
+        return self._run(texts, seeds, adapter_dir, desc, False, max_new_tokens, temperature, top_p, top_k)
 
     def generate_raw(
         self,
@@ -218,6 +237,7 @@ class HFGenerator:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        top_k: int | None = None,
     ) -> list[str]:
         """Plain continuation of each text, without chat template (base-model frames). The
         tokenizer's usual special tokens (e.g. Llama's BOS) are added."""
@@ -226,17 +246,26 @@ class HFGenerator:
         if not texts:
             return []
         self.load()
-        return self._run(list(texts), seeds, adapter_dir, desc, True, max_new_tokens, temperature, top_p)
+        return self._run(list(texts), seeds, adapter_dir, desc, True, max_new_tokens, temperature, top_p, top_k)
+
+    def sampling_value(self, name: str, off: float | int) -> float | int:
+        """The effective top_p / top_k: this generator's, else the checkpoint's (sampling_defaults=model), else off."""
+        value = getattr(self, name)
+        if value is None and self.sampling_defaults == "model":
+            self.load()
+            value = self._model_sampling.get(name)
+        return off if value is None else value
 
     def _run(self, texts, seeds, adapter_dir, desc, add_special_tokens,
-             max_new_tokens, temperature, top_p) -> list[str]:
+             max_new_tokens, temperature, top_p, top_k=None) -> list[str]:
         import torch
         from tqdm.auto import tqdm
         from transformers import GenerationConfig, LogitsProcessorList
 
         max_new = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         temp = self.temperature if temperature is None else float(temperature)
-        tp = self.top_p if top_p is None else float(top_p)
+        tp = self.sampling_value("top_p", 1.0) if top_p is None else float(top_p)
+        tk = self.sampling_value("top_k", 0) if top_k is None else int(top_k)
         tok = self.tokenizer
         model, ctx = self._activate(adapter_dir)
 
@@ -260,7 +289,7 @@ class HFGenerator:
                               add_special_tokens=add_special_tokens).to(self.device)
                     processors = LogitsProcessorList()
                     if temp > 0:
-                        processors.append(_SeededSampler([seeds[i] for i in idx], temp, tp, self.device))
+                        processors.append(_SeededSampler([seeds[i] for i in idx], temp, tp, self.device, tk))
                     out = model.generate(**enc, generation_config=gen_config,
                                          logits_processor=processors)
                     completions = out[:, enc["input_ids"].shape[1]:].tolist()
@@ -277,6 +306,6 @@ class HFGenerator:
         self.last_stats = {
             "n_prompts": len(texts), "new_tokens": new_tokens, "seconds": round(elapsed, 3),
             "tokens_per_s": round(new_tokens / max(elapsed, 1e-9), 2),
-            "adapter_dir": adapter_dir, "temperature": temp, "top_p": tp, "max_new_tokens": max_new,
+            "adapter_dir": adapter_dir, "temperature": temp, "top_p": tp, "top_k": tk, "max_new_tokens": max_new,
         }
         return [o if o is not None else "" for o in outputs]

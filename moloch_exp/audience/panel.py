@@ -1,7 +1,8 @@
 """A panel of persona voters reading options and voting, through the one LLM client.
 
 Each voter sees the options labelled A, B, … in its own seeded random order, writes a short
-thought, then votes. Unparseable answers are retried, then kept as *invalid*; transport failures
+thought, then votes. What a voter reads and how its answer is parsed come from the task's prompt
+set (``task.prompts``: conf/prompts/*.yaml). Unparseable answers are retried, then kept as *invalid*; transport failures
 are kept as *failed*. Both are counted, never dropped or guessed.
 """
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from moloch_exp.audience.ballots import ANSWER_FORMAT, parse_ballot, vote_schema
 from moloch_exp.audience.personas import Persona, PersonaPool
 from moloch_exp.connections import LLMService
 from moloch_exp.llm.types import ChatRequest
@@ -23,19 +23,17 @@ class AudiencePanel:
     service: LLMService
     personas: PersonaPool
     n_voters: int = 5
-    max_tokens: int = 160
+    max_tokens: int | None = 160  # None: not sent (the API's default, as the reference code)
     temperature: float = 0.7
     thought_max_chars: int | None = 300
     invalid_retries: int = 2
-    system_template: str = "You are role-playing this person. {persona}\nAnswer as this person would."
     _panel: list[Persona] = field(default_factory=list, init=False, repr=False)
 
     def identity(self) -> dict:
         """Cache-key material: everything that determines the votes (with the task and the seed)."""
         return {"service": self.service.identity(), "personas": self.personas.identity(), "n_voters": self.n_voters,
                 "max_tokens": self.max_tokens, "temperature": self.temperature,
-                "thought_max_chars": self.thought_max_chars, "invalid_retries": self.invalid_retries,
-                "system": self.system_template}
+                "thought_max_chars": self.thought_max_chars, "invalid_retries": self.invalid_retries}
 
     def voters(self, seed: int) -> list[Persona]:
         if not self._panel:
@@ -54,12 +52,10 @@ class AudiencePanel:
                 order = list(range(n))
                 random.Random(vseed).shuffle(order)
                 shown = [match.messages[i] for i in order]
-                system = self.system_template.format(persona=voter.describe(task.persona_aspect))
                 reqs.append(ChatRequest(
-                    messages=[{"role": "system", "content": system},
-                              {"role": "user", "content": task.ballot(shown, ANSWER_FORMAT)}],
+                    messages=task.prompts.voter_messages(task, voter, shown),
                     max_tokens=self.max_tokens, temperature=self.temperature, seed=vseed,
-                    json_schema=vote_schema(labels, self.thought_max_chars), purpose="vote"))
+                    json_schema=task.prompts.vote_schema(labels, self.thought_max_chars), purpose="vote"))
                 meta.append({"match": match, "voter": voter.id, "order": [match.indices[i] for i in order],
                              "labels": labels, "seed": vseed})
         return reqs, meta
@@ -70,7 +66,7 @@ class AudiencePanel:
         # One parse per ballot size: matches may offer fewer options when an extraction failed.
         for labels in sorted({tuple(m["labels"]) for m in meta}):
             idx = [i for i, m in enumerate(meta) if tuple(m["labels"]) == labels]
-            parsed = client.parse_many([reqs[i] for i in idx], parse=lambda text, lb=list(labels): parse_ballot(text, lb),
+            parsed = client.parse_many([reqs[i] for i in idx], parse=lambda text, lb=list(labels): task.prompts.parse_vote(text, lb),
                                        desc=desc, invalid_retries=self.invalid_retries)
             for i, res in zip(idx, parsed):
                 results[i] = res

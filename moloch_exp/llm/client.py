@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NO_KEY = "not-needed"  # local servers ignore the key, the openai SDK insists on one
+# Rate-limit/budget estimate for a request without max_tokens (a free chain of thought, as the paper's voters).
+UNLIMITED_COMPLETION_ESTIMATE = 1024
 
 
 class MissingAPIKey(ServiceError):
@@ -284,9 +286,10 @@ class LLMClient:
         kw: dict[str, Any] = {
             "model": self.model,
             "messages": req.messages_as_dicts(),
-            self.max_tokens_param: req.max_tokens,
             "temperature": req.temperature,
         }
+        if req.max_tokens is not None:
+            kw[self.max_tokens_param] = req.max_tokens
         if req.top_p is not None:
             kw["top_p"] = req.top_p
         if req.seed is not None:
@@ -397,8 +400,9 @@ class LLMClient:
                 return self._result_from_record(rec, cached=True, attempts=0)
 
         est_prompt = estimate_prompt_tokens(req.prompt_chars(), len(req.messages))
-        est_tokens = est_prompt + req.max_tokens
-        est_usd = self._ledger.cost(self.model, est_prompt, req.max_tokens)
+        est_completion = req.max_tokens if req.max_tokens is not None else UNLIMITED_COMPLETION_ESTIMATE
+        est_tokens = est_prompt + est_completion
+        est_usd = self._ledger.cost(self.model, est_prompt, est_completion)
         kw = self._request_kwargs(req)
         attempts = 0
         last_error: str | None = None

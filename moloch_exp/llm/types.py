@@ -57,7 +57,7 @@ class ChatRequest:
     """
 
     messages: tuple[Message, ...]
-    max_tokens: int
+    max_tokens: int | None  # None: not sent, the server's default applies (the paper's audience and judge)
     temperature: float = 0.0
     top_p: float | None = None
     seed: int | None = None
@@ -67,8 +67,8 @@ class ChatRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "messages", normalize_messages(self.messages))
-        if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
-            raise ValueError(f"max_tokens must be a positive int, got {self.max_tokens!r}")
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens <= 0):
+            raise ValueError(f"max_tokens must be a positive int or None, got {self.max_tokens!r}")
         if self.top_logprobs is not None and not (0 <= int(self.top_logprobs) <= 20):
             raise ValueError(f"top_logprobs must be in 0..20, got {self.top_logprobs!r}")
         if self.json_schema is not None and not isinstance(self.json_schema, Mapping):

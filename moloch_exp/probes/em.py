@@ -70,7 +70,9 @@ from moloch_exp.probes.model_probe import ModelProbeContext
 from moloch_exp.io import resolve_user_path
 from moloch_exp.probes.stance import (CATEGORIES, CONSERVATIVE, PROGRESSIVE, STANCES, classify_stance,
                                       lexicon_for)
-from moloch_exp.records import write_json, write_jsonl
+from moloch_exp.probes.team_shard import (TeamShardJudges, parse_first_integer, strip_chat_template,
+                                          strip_think_tags)
+from moloch_exp.io import write_json, write_jsonl
 from moloch_exp.results import ModelProbeResult, SweepRow, fmt, fmt_ci
 from moloch_exp.seeding import derive_seed
 
@@ -477,6 +479,22 @@ class _ScoredProbeMixin:
 
     name: str
     kind: ClassVar[str] = "model"
+    JUDGES: ClassVar[tuple[str, ...]] = ("project", "team_shard")
+
+    def _load_judges(self) -> None:
+        """``judges=team_shard``: the team_shard prompts and settings exactly (moloch_exp.probes.team_shard)."""
+        if self.judges not in self.JUDGES:
+            raise ValueError(f"{self.name}: judges must be one of {self.JUDGES}, not {self.judges!r}")
+        self._team_shard = (TeamShardJudges.load(resolve_user_path(self.judges_file, self.data_dir))
+                            if self.judges == "team_shard" else None)
+        self.judges_sha256 = self._team_shard.sha256 if self._team_shard else ""
+
+    def _judged_text(self, text: str, completion_frame: bool = False) -> str:
+        """What the judge reads: Qwen3 thinking removed (and, for team_shard frames, chat-template tokens)."""
+        if not self.strip_thinking:
+            return text
+        text = strip_think_tags(text)
+        return strip_chat_template(text) if completion_frame and self._team_shard else text
 
     def identity(self) -> dict:
         """Cache-key material: the configured fields, including the data file's digest."""
@@ -498,29 +516,35 @@ class _ScoredProbeMixin:
         return len(failed), 2 * len(rows), failed[0] if failed else None
 
     def _judge_requests(self, ctx: ModelProbeContext, kind: str, template: str, items: list[dict]) -> list[ChatRequest]:
-        structured = _structured(self.structured_scores, ctx.judge_client)
-        sys_msgs = [{"role": "system", "content": self.judge_system}] if self.judge_system else []
+        ts = self._team_shard
+        structured = False if ts else _structured(self.structured_scores, ctx.judge_client)
+        sys_msgs = [{"role": "system", "content": self.judge_system}] if self.judge_system and not ts else []
         reqs = []
         for it in items:
-            content = template.format(question=it["question"], answer=it["answer"])
+            content = template.format(question=it["question"], answer=it["answer"], response=it["answer"])
             reqs.append(ChatRequest(
-                messages=sys_msgs + [{"role": "user", "content": content}], max_tokens=int(self.judge_max_tokens),
-                temperature=ctx.judge.temperature, seed=derive_seed(ctx.seed, self.name, kind, it["sample_id"]),
+                messages=sys_msgs + [{"role": "user", "content": content}],
+                max_tokens=ts.max_tokens if ts else int(self.judge_max_tokens),
+                temperature=ts.temperature if ts else ctx.judge.temperature,
+                seed=derive_seed(ctx.seed, self.name, kind, it["sample_id"]),
                 json_schema=SCORE_SCHEMA if structured else None,
-                top_logprobs=20 if self.logprob_scoring else None, purpose=f"judge:{self.name}:{kind}"))
+                top_logprobs=20 if self.logprob_scoring and not ts else None, purpose=f"judge:{self.name}:{kind}"))
         return reqs
 
     def _judge(self, ctx: ModelProbeContext, items: list[dict], coherence_template: str) -> list[dict]:
-        align = self._judge_requests(ctx, "alignment", self.alignment_prompt or ALIGNMENT_PROMPT, items)
-        coher = self._judge_requests(ctx, "coherence", coherence_template, items)
-        parsed = ctx.judge_client.parse_many(align + coher, parse=parse_score_text,
+        ts = self._team_shard
+        align = self._judge_requests(ctx, "alignment", ts.alignment_prompt if ts else
+                                     self.alignment_prompt or ALIGNMENT_PROMPT, items)
+        coher = self._judge_requests(ctx, "coherence", ts.coherence_prompt if ts else coherence_template, items)
+        parsed = ctx.judge_client.parse_many(align + coher, parse=parse_first_integer if ts else parse_score_text,
                                              desc=f"judge {self.name} [{ctx.method}]",
                                              invalid_retries=ctx.judge.invalid_retries) if items else []
         n = len(items)
         rows = []
         for i, it in enumerate(items):
-            a = score_from_parsed(parsed[i], self.logprob_scoring, self.min_number_mass)
-            c = score_from_parsed(parsed[n + i], self.logprob_scoring, self.min_number_mass)
+            logprobs = self.logprob_scoring and not ts
+            a = score_from_parsed(parsed[i], logprobs, self.min_number_mass)
+            c = score_from_parsed(parsed[n + i], logprobs, self.min_number_mass)
             row = {k: it[k] for k in it if k not in ("answer", "question")}
             row.update(a.to_dict("alignment"))
             row.update(c.to_dict("coherence"))
@@ -539,10 +563,13 @@ class _ScoredProbeMixin:
                                 for p in ("alignment", "coherence") for w in ("logprob", "text", "missing")}
         summary["judge_status"] = {f"{p}_{s}": sum(r[f"{p}_status"] == s for r in rows)
                                    for p in ("alignment", "coherence") for s in (PARSED_OK, PARSED_INVALID, PARSED_FAILED)}
-        summary["settings"] = {"alignment_threshold": self.alignment_threshold,
+        summary["settings"] = {"judges": self.judges, "judges_sha256": self.judges_sha256,
+                               "strip_thinking": self.strip_thinking, "alignment_threshold": self.alignment_threshold,
                                "coherence_threshold": self.coherence_threshold,
-                               "logprob_scoring": self.logprob_scoring, "min_number_mass": self.min_number_mass,
-                               "structured_scores": _structured(self.structured_scores, ctx.judge_client),
+                               "logprob_scoring": self.logprob_scoring and not self._team_shard,
+                               "min_number_mass": self.min_number_mass,
+                               "structured_scores": (not self._team_shard
+                                                     and _structured(self.structured_scores, ctx.judge_client)),
                                "judge_max_tokens": self.judge_max_tokens, "n_samples": self.n_samples,
                                "temperature": self.temperature, "max_new_tokens": self.max_new_tokens, **extra}
         if summary["missing"]:
@@ -577,7 +604,11 @@ class EMFirstPlotProbe(_ScoredProbeMixin):
     alignment_prompt: str | None = None  # templates with {question} and {answer}; None = the built-in ones
     coherence_prompt: str | None = None
     max_questions: int | None = None  # only the first N questions (smoke tests)
+    judges: str = "project"  # project | team_shard (the team_shard judges exactly; moloch_exp.probes.team_shard)
+    judges_file: str = "../team_shard/reference/judges.yaml"  # judges=team_shard: relative to data_dir
+    strip_thinking: bool = True  # remove <think>…</think> (Qwen3 thinking) before judging
     data_sha256: str = field(init=False, default="")
+    judges_sha256: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:
@@ -586,6 +617,7 @@ class EMFirstPlotProbe(_ScoredProbeMixin):
         self._path = resolve_data_file(self.questions_file, self.data_dir, "first_plot_questions.json")
         self.questions = load_questions(self._path)
         self.data_sha256 = file_sha256(self._path)
+        self._load_judges()
 
     def samples(self, seed: int) -> list[dict]:
         out = []
@@ -612,7 +644,7 @@ class EMFirstPlotProbe(_ScoredProbeMixin):
             s["answer"] = a
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(ctx.work_dir / "samples.jsonl", [{"method": ctx.method, **s} for s in samples])
-        items = [{**s, "question": s["paraphrase"]} for s in samples]
+        items = [{**s, "question": s["paraphrase"], "answer": self._judged_text(s["answer"])} for s in samples]
         rows = self._judge(ctx, items, self.coherence_prompt or COHERENCE_PROMPT)
         return self._finish(ctx, rows, {"per_question": "question_id", "per_system_prompt": "system_key"},
                             {"questions_file": str(self._path), "data_sha256": self.data_sha256,
@@ -643,7 +675,11 @@ class EMPredictiveProbe(_ScoredProbeMixin):
     alignment_prompt: str | None = None
     coherence_prompt: str | None = None
     max_frames: int | None = None
+    judges: str = "project"  # project | team_shard (the team_shard judges exactly; moloch_exp.probes.team_shard)
+    judges_file: str = "../team_shard/reference/judges.yaml"  # judges=team_shard: relative to data_dir
+    strip_thinking: bool = True  # remove <think>…</think> before judging (and chat-template tokens for team_shard)
     data_sha256: str = field(init=False, default="")
+    judges_sha256: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:
@@ -651,6 +687,7 @@ class EMPredictiveProbe(_ScoredProbeMixin):
         self._path = resolve_data_file(self.frames_file, self.data_dir, "predictive_frames.json")
         self.frames = load_frames(self._path)
         self.data_sha256 = file_sha256(self._path)
+        self._load_judges()
 
     def samples(self, seed: int) -> list[dict]:
         return [{"sample_id": f"{f.id}|{k}", "frame_id": f.id, "context_type": f.context_type, "original": f.original,
@@ -667,8 +704,8 @@ class EMPredictiveProbe(_ScoredProbeMixin):
             s["completion"] = c
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(ctx.work_dir / "samples.jsonl", [{"method": ctx.method, **s} for s in samples])
-        items = [{**{k: v for k, v in s.items() if k != "completion"}, "question": s["original"], "answer": s["completion"]}
-                 for s in samples]
+        items = [{**{k: v for k, v in s.items() if k != "completion"}, "question": s["original"],
+                  "answer": self._judged_text(s["completion"], completion_frame=True)} for s in samples]
         rows = self._judge(ctx, items, self.coherence_prompt or PREDICTIVE_COHERENCE_PROMPT)
         return self._finish(ctx, rows, {"per_question": "frame_id", "per_context_type": "context_type"},
                             {"frames_file": str(self._path), "data_sha256": self.data_sha256,

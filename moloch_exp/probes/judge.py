@@ -12,7 +12,7 @@ from moloch_exp.llm.structured import json_object
 @dataclass
 class Judge:
     service: LLMService
-    max_tokens: int = 200
+    max_tokens: int | None = 200  # None: not sent (the API's default, as the reference code)
     temperature: float = 0.0
     invalid_retries: int = 2
     reasoning_max_chars: int | None = 400

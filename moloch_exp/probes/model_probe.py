@@ -48,20 +48,22 @@ def make_context_from_generator(generator, adapter_dir: str | os.PathLike | None
     """Bind an :class:`~moloch_exp.agents.hf_generator.HFGenerator` (or anything with the same
     ``generate`` / ``generate_raw`` signature) to one adapter.
 
-    ``top_p`` defaults to 1.0: the probes' reference settings are plain temperature sampling, not
-    the agent's task sampling settings (``None`` uses the generator's own ``top_p``).
+    ``top_p`` defaults to 1.0 (and top-k off): the probes' reference settings are plain temperature
+    sampling, not the agent's task sampling settings (``None`` uses the generator's own top_p/top_k).
     """
     adapter = None if adapter_dir is None else str(adapter_dir)
 
     def generate_chat(prompts: list[list[dict]], seeds: list[int], *, max_new_tokens: int, temperature: float,
                       desc: str = "probe") -> list[str]:
         return generator.generate(prompts, seeds, adapter_dir=adapter, desc=desc, max_new_tokens=max_new_tokens,
-                                  temperature=temperature, top_p=top_p)
+                                  temperature=temperature, top_p=top_p,
+                                  top_k=None if top_p is None else 0)
 
     def generate_raw(texts: list[str], seeds: list[int], *, max_new_tokens: int, temperature: float,
                      desc: str = "probe") -> list[str]:
         return generator.generate_raw(texts, seeds, adapter_dir=adapter, desc=desc, max_new_tokens=max_new_tokens,
-                                      temperature=temperature, top_p=top_p)
+                                      temperature=temperature, top_p=top_p,
+                                      top_k=None if top_p is None else 0)
 
     return ModelProbeContext(method=method, seed=int(seed), generate_chat=generate_chat, generate_raw=generate_raw,
                              judge_client=judge_client, judge=judge, work_dir=Path(work_dir))

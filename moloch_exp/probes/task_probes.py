@@ -62,13 +62,16 @@ class YesNoProbe:
                 judgments[i] = Judgment(self.name, method, cand.anchor_id, status="skipped",
                                         error=f"no message (extraction {cand.extraction})")
                 continue
-            reqs.append(ChatRequest(messages=[{"role": "system", "content": judge.system}]
-                                    + self.prompt(task, anchors[cand.anchor_id], cand.message),
-                                    max_tokens=judge.max_tokens, temperature=judge.temperature,
+            # The task's prompt set words the question (prompts=paper: the reference's judges).
+            messages = task.prompts.judge_messages(task, self, anchors[cand.anchor_id], cand.prompt, cand.message,
+                                                   judge.system)
+            reqs.append(ChatRequest(messages=messages, max_tokens=judge.max_tokens, temperature=judge.temperature,
                                     seed=derive_seed(seed, "judge", self.name, cand.anchor_id),
-                                    json_schema=judgment_schema(judge.reasoning_max_chars), purpose=f"judge:{self.name}"))
+                                    json_schema=task.prompts.judge_schema(task, self, judge.reasoning_max_chars),
+                                    purpose=f"judge:{self.name}"))
             idx.append(i)
-        parsed = client.parse_many(reqs, parse=parse_judgment, desc=f"judge {self.name} [{method}]",
+        parsed = client.parse_many(reqs, parse=lambda text: task.prompts.parse_judgment(task, self, text),
+                                   desc=f"judge {self.name} [{method}]",
                                    invalid_retries=judge.invalid_retries) if reqs else []
         for i, res in zip(idx, parsed):
             reasoning, label = res.value if res.status == "ok" else (None, None)

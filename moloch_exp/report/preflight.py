@@ -16,11 +16,11 @@ def estimate_calls(objs: dict, settings, ledger) -> dict:
     model_calls = sum(p.judge_calls(settings.seed) for p in objs["probes"].values() if is_model_probe(p)) * len(methods)
     items = {
         "collect_votes": (settings.n_train * audience.n_voters if trained else 0, audience.service.identity(),
-                          ballot_prompt, audience.max_tokens // 2),
+                          ballot_prompt, (audience.max_tokens or 1024) // 2),
         "evaluate_votes": (settings.n_test * audience.n_voters * len(pairs), audience.service.identity(),
-                           ballot_prompt, audience.max_tokens // 2),
+                           ballot_prompt, (audience.max_tokens or 1024) // 2),
         "judgments": (settings.n_test * len(task_probes) * len(methods), judge.service.identity(),
-                      judge_prompt, judge.max_tokens // 2),
+                      judge_prompt, (judge.max_tokens or 1024) // 2),
         "model_probe_judgments": (model_calls, judge.service.identity(), 400, 8),
     }
     out, usd = {}, 0.0

@@ -4,7 +4,9 @@
 
 Reads every ``*/results.json`` under the sweep directory and writes ``sweep_summary.{json,md}``
 and the paper's two views: relative misalignment increase per probe × method (per model), and
-performance gain against misalignment increase with their correlation.
+performance gain against misalignment increase with their correlation. A sweep run with the paper's
+prompts (experiment=paper) also gets the paper's reported figures beside the measured ones
+(moloch_exp/report/paper_figures.py).
 """
 from __future__ import annotations
 
@@ -24,13 +26,15 @@ from moloch_exp.evaluation.stats import pearson  # noqa: E402
 from moloch_exp.io import read_json, write_json  # noqa: E402
 from moloch_exp.report.tables import markdown, print_table  # noqa: E402
 from moloch_exp.results import fmt, probe_results  # noqa: E402
+from moloch_exp.report.paper_figures import HEADER as PAPER_HEADER, comparison_rows, comparison_table  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
 def summarize_sweep(sweep_dir: str | Path) -> dict:
     sweep_dir = Path(sweep_dir)
-    cells = [read_json(p) for p in sorted(sweep_dir.glob("*/results.json"))]
+    paths = sorted(sweep_dir.glob("*/results.json"))
+    cells = [read_json(p) for p in paths]
     if not cells:
         raise FileNotFoundError(f"no */results.json under {sweep_dir}")
     rows, points, collections = [], [], Counter()
@@ -55,6 +59,14 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     budget = budget_curve(cells, sweep_dir)
     summary = {"cells": len(cells), "collections_computed_per_task": dict(collections), "rows": rows,
                "gain_vs_misalignment_correlation": corr, "em_vs_lora_budget": budget}
+    paper_md = ""
+    if any(is_paper_mode(p.parent) for p in paths):
+        summary["paper_comparison"] = comparison_rows(cells)
+        paper_table = comparison_table(summary["paper_comparison"])
+        print_table("Measured vs the paper's reported figures", PAPER_HEADER, paper_table)
+        paper_md = ("\n## Measured vs the paper's reported figures\n\nGain: win rate over base − 0.5 (bootstrap 95% CI); "
+                    "misalignment: relative increase of the probe rate over base (95% CI of the rate ratio).\n\n"
+                    + markdown(PAPER_HEADER, paper_table))
     write_json(sweep_dir / "sweep_summary.json", summary)
     header = ["task", "model", "method", "probe", "win rate", "base", "trained", "rel. increase", "Fisher p"]
     table = [[x["task"], x["model"], x["method"], x["probe"], fmt(x["win_rate"]), fmt(x["base_rate"]),
@@ -62,9 +74,21 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     print_table(f"Sweep {sweep_dir.name}: {len(cells)} cells", header, table)
     (sweep_dir / "sweep_summary.md").write_text(
         f"# Sweep summary ({len(cells)} cells)\n\nCollections computed per task: {dict(collections)}\n\n"
-        + markdown(header, table) + f"\nPerformance gain vs misalignment increase: Pearson {corr}\n", encoding="utf-8")
+        + markdown(header, table) + f"\nPerformance gain vs misalignment increase: Pearson {corr}\n" + paper_md,
+        encoding="utf-8")
     _plots(rows, corr, sweep_dir)
     return summary
+
+
+def is_paper_mode(cell_dir: Path) -> bool:
+    """The cell ran with the paper's prompt set (its .hydra/config.yaml names PaperPrompts)."""
+    cfg = cell_dir / ".hydra" / "config.yaml"
+    if not cfg.is_file():
+        return False
+    import yaml
+
+    target = ((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("prompts") or {}).get("_target_", "")
+    return target.endswith("PaperPrompts")
 
 
 def budget_curve(cells: list[dict], out: Path, probe: str = "em_first_plot") -> dict | None:

@@ -11,6 +11,7 @@ from moloch_exp.io import read_json, read_jsonl, write_json, write_jsonl
 from moloch_exp.protocols import Builder
 from moloch_exp.stages.base import Artifact, StageEnv
 from moloch_exp.stages.collect import Collected
+from moloch_exp.stages.prepare import Prepared
 
 
 class Built(Artifact):
@@ -26,16 +27,19 @@ def material(builder: Builder, collected: Collected | None) -> dict:
 
 
 def run(env: StageEnv, *, name: str, builder: Builder, task, collected: Collected | None,
-        label: str | None = None) -> Built:
+        prepared: Prepared | None = None, label: str | None = None) -> Built:
+    """``prepared``: its train anchors go to the builder (the paper's feedback prompt shows the anchor)."""
     label = label or f"build_{name}"
 
     def compute(work: Path) -> None:
         if not env.dist.is_main:
             return
-        cands = votes = None
+        cands = votes = anchors = None
         if builder.needs_collection:
             cands, votes = collected.candidates(), collected.votes()
-        examples, stats = builder.build(cands, votes, task)
+        if prepared is not None:
+            anchors = {a.id: a for a in prepared.anchors("train")}
+        examples, stats = builder.build(cands, votes, task, anchors)
         write_jsonl(work / "train_examples.jsonl", examples)
         write_json(work / "build_stats.json", stats)
 

@@ -81,7 +81,8 @@ class Cell:
                                                audience=self.audience, k=s.candidates_per_anchor))
         trained = {}
         for name, builder in builders.items():
-            built = self._keep(build.run(env, name=name, builder=builder, task=self.task, collected=collected))
+            built = self._keep(build.run(env, name=name, builder=builder, task=self.task, collected=collected,
+                                         prepared=prepared))
             trained[name] = self._keep(train.run(env, name=name, built=built, model=self.model, trainer=self.trainer,
                                                  cache_dir=str(self.generator.cache_dir), collected=collected))
         adapters = {"base": None} | {name: t.adapter() for name, t in trained.items()}

@@ -48,8 +48,13 @@ class Task:
     data_dir: str | None = None
     hub: dict = field(default_factory=dict)
     probes: dict = field(default_factory=dict)
+    prompts: Any = None  # a moloch_exp.prompts.PromptSet (conf/prompts/*.yaml); None: the project's own
 
     def __post_init__(self) -> None:
+        if self.prompts is None:
+            from moloch_exp.prompts.project import ProjectPrompts
+
+            self.prompts = ProjectPrompts()
         if self.source not in SOURCES:
             raise DataError(f"unknown task.source '{self.source}' (choose from {', '.join(SOURCES)})")
         for tmpl_name in ("agent_user", "judge_context"):
@@ -64,7 +69,7 @@ class Task:
                 "agent_system": self.agent_system, "agent_user": self.agent_user,
                 "audience_frame": self.audience_frame, "audience_question": self.audience_question,
                 "feedback_request": self.feedback_request, "judge_context": self.judge_context,
-                "persona_aspect": self.persona_aspect}
+                "persona_aspect": self.persona_aspect, "prompts": self.prompts.identity()}
 
     def data_identity(self) -> dict:
         """Cache-key material for where the anchors come from."""
@@ -88,11 +93,10 @@ class Task:
 
     # agent -------------------------------------------------------------------------------
     def agent_messages(self, anchor: Anchor) -> list[dict]:
-        return [{"role": "system", "content": self.agent_system.format(tag=self.message_tag).strip()},
-                {"role": "user", "content": self.agent_user.format(**self._fields(anchor)).strip()}]
+        return self.prompts.agent_messages(self, anchor)
 
     def extract(self, completion: str) -> Extraction:
-        return extract(completion, self.message_tag)
+        return extract(completion, self.prompts.message_tag(self))
 
     # audience ----------------------------------------------------------------------------
     def options_block(self, messages: list[str]) -> str:

@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from moloch_exp.records import Candidate, Vote
+from moloch_exp.records import Anchor, Candidate, Vote
 from moloch_exp.errors import DataError
 from moloch_exp.io import bundled_path, file_sha256, resolve_user_path
 
 if TYPE_CHECKING:
     from moloch_exp.protocols import Builder
 
-TIE_RULES = ("drop", "random", "all")
+# reference_duplicate_previous: the reference code's get_rft bug, for exact replication only (a tie, or an
+# anchor without valid votes, appends the previous anchor's winner again; docs/fidelity.md).
+TIE_RULES = ("drop", "random", "all", "reference_duplicate_previous")
 
 
 def tally(votes: list[Vote]) -> Counter:
@@ -59,7 +61,8 @@ def _example(prompt: list[dict], completion: str, kind: str, anchor_id: str) -> 
 class RFTBuilder:
     """Rejection fine-tuning: the winning candidate's full completion is the target."""
 
-    tie_rule: str = field(default="drop", metadata={"help": "drop | random (seeded) | all (every tied winner)"})
+    tie_rule: str = field(default="drop", metadata={
+        "help": "drop | random (seeded) | all (every tied winner) | reference_duplicate_previous (the reference's bug)"})
     replicate: int = field(default=1, metadata={"help": "copies of the winner set (reference code: 3)"})
     shuffle: bool = True
     seed: int = 0
@@ -82,13 +85,24 @@ class RFTBuilder:
     def check(self) -> None:
         """Nothing to check before work: the examples come from the collection."""
 
-    def build(self, candidates: list[Candidate], votes: list[Vote], task=None) -> tuple[list[dict], dict]:
+    def build(self, candidates: list[Candidate], votes: list[Vote], task=None,
+              anchors: dict[str, Anchor] | None = None) -> tuple[list[dict], dict]:
         by_key = {(c.anchor_id, c.index): c for c in candidates}
         rng = random.Random(self.seed)
         examples, stats = [], Counter()
+        previous: dict | None = None  # the last appended winner (tie_rule=reference_duplicate_previous)
         for out in outcomes(votes):
             stats["anchors"] += 1
             stats["invalid_votes"] += out.invalid
+            if self.tie_rule == "reference_duplicate_previous" and len(out.winners) != 1:
+                # get_rft: diff == 0 (a tie, or no valid vote) hits `else: pass` and appends the previous entry.
+                stats["ties"] += 1
+                if previous is None:
+                    stats["ties_without_previous"] += 1  # the reference raised UnboundLocalError here
+                    continue
+                stats["ties_duplicated_previous"] += 1
+                examples.append(dict(previous))
+                continue
             if not out.winners:
                 stats["no_valid_votes"] += 1
                 continue
@@ -102,7 +116,8 @@ class RFTBuilder:
                     winners = [rng.choice(winners)]
             for w in winners:
                 cand = by_key[(out.anchor_id, w)]
-                examples.append(_example(cand.prompt, cand.completion, "rft", out.anchor_id))
+                previous = _example(cand.prompt, cand.completion, "rft", out.anchor_id)
+                examples.append(previous)
             stats["winners"] += len(winners)
         examples = examples * self.replicate
         if self.shuffle:
@@ -135,15 +150,19 @@ class TFBBuilder:
     def check(self) -> None:
         """Nothing to check before work: the examples come from the collection."""
 
-    def build(self, candidates: list[Candidate], votes: list[Vote], task) -> tuple[list[dict], dict]:
+    def build(self, candidates: list[Candidate], votes: list[Vote], task,
+              anchors: dict[str, Anchor] | None = None) -> tuple[list[dict], dict]:
+        """``anchors`` (by id) are needed by prompt sets whose feedback prompt shows the anchor (paper)."""
         rft_examples, stats = self.rft.build(candidates, votes, task)
         by_key = {(c.anchor_id, c.index): c for c in candidates}
         thoughts = []
         for v in votes:
-            if v.status != "ok" or not v.thought:
+            if v.status != "ok" or not v.thought or not v.thought.strip():
                 continue
+            # The options in the order this voter saw them, so the thought's "A"/"B" match the prompt.
             shown = [by_key[(v.anchor_id, i)].message for i in v.order]
-            thoughts.append(_example(task.feedback_prompt(shown), v.thought, "thought", v.anchor_id))
+            prompt = task.prompts.tfb_messages(task, (anchors or {}).get(v.anchor_id), shown)
+            thoughts.append(_example(prompt, task.prompts.tfb_target(v.thought), "thought", v.anchor_id))
         rng = random.Random(self.seed)
         stats["thoughts_available"] = len(thoughts)
         if self.thought_examples == "match_rft" and len(thoughts) > len(rft_examples):
@@ -205,6 +224,6 @@ class NarrowSFTBuilder:
             raise DataError(f"{self.path}: no examples")
         return examples
 
-    def build(self, candidates=None, votes=None, task=None) -> tuple[list[dict], dict]:
+    def build(self, candidates=None, votes=None, task=None, anchors=None) -> tuple[list[dict], dict]:
         examples = self.load()
         return examples, {"examples": len(examples), "file": str(self.path)}

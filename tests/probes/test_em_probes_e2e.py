@@ -13,7 +13,7 @@ from moloch_exp.probes.em import NO_SYSTEM, EconomicStanceProbe, EMFirstPlotProb
 from moloch_exp.probes.model_probe import make_context_from_generator
 from moloch_exp.protocols import ModelProbe, is_model_probe
 from moloch_exp.probes.stance import STANCES
-from moloch_exp.records import read_json, read_jsonl
+from moloch_exp.io import read_json, read_jsonl
 
 SOURCES = ["bundled", "shared"]
 

@@ -31,7 +31,7 @@ def dump(path: Path, messages: list[dict]) -> None:
 
 def render(overrides: list[str], out: Path) -> list[Path]:
     import moloch_exp.resolvers  # noqa: F401
-    from moloch_exp.probes.model_probe import is_model_probe
+    from moloch_exp.protocols import is_model_probe
     from moloch_exp.prompts.renderers import LiteralPrompt
 
     from hydra.core.hydra_config import HydraConfig

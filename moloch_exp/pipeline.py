@@ -65,6 +65,7 @@ def preflight(objs: dict, settings: Settings) -> None:
     if method.builder is not None or method.compare_against:
         objs["audience"].service.preflight()
         objs["audience"].voters(settings.seed)  # the persona file and n_voters are checked here
+        objs["audience"].check(objs["task"])  # the ballot layout exists in the task's prompt set
     for builder in method.builders().values():
         builder.check()  # e.g. a user-supplied dataset is checked before any work
     if objs["probes"]:

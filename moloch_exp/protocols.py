@@ -104,6 +104,9 @@ class AudienceBackend(Protocol):
 
     def voters(self, seed: int) -> list: ...
 
+    def check(self, task: Any) -> None:
+        """Raise a ConfigError before any work when this audience cannot vote on ``task`` as configured."""
+
     def vote(self, client: Any, task: Any, matches: list[Match], seed: int, desc: str = "votes") -> list[Vote]: ...
 
 

@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 
 from moloch_exp.audience.personas import Persona, PersonaPool
 from moloch_exp.connections import LLMService
+from moloch_exp.errors import ConfigError
 from moloch_exp.llm.types import ChatRequest
 from moloch_exp.records import Match, Vote  # noqa: F401  (Match re-exported)
 from moloch_exp.seeding import derive_seed
 from moloch_exp.tasks.task import LABELS, Task
+
+LAYOUTS = ("persona_first", "shared_prefix_first")
 
 
 @dataclass
@@ -27,13 +30,28 @@ class AudiencePanel:
     temperature: float = 0.7
     thought_max_chars: int | None = 300
     invalid_retries: int = 2
+    # persona_first (the paper's order) | shared_prefix_first: the ballot every voter of a match shares comes
+    # first and the persona last, and requests are sent grouped by option order, so consecutive calls share
+    # the longest prefix (a server's KV cache, an API's prompt-cache discount). bench/ballot_layout.py
+    layout: str = "persona_first"
     _panel: list[Persona] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"audience.layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+
+    def check(self, task: Task) -> None:
+        """Before any work: the task's prompt set can render this layout."""
+        if self.layout not in task.prompts.voter_layouts:
+            raise ConfigError(f"audience.layout={self.layout} is not available with prompts={task.prompts.name} "
+                              f"(it offers {', '.join(task.prompts.voter_layouts)})")
 
     def identity(self) -> dict:
         """Cache-key material: everything that determines the votes (with the task and the seed)."""
         return {"service": self.service.identity(), "personas": self.personas.identity(), "n_voters": self.n_voters,
                 "max_tokens": self.max_tokens, "temperature": self.temperature,
-                "thought_max_chars": self.thought_max_chars, "invalid_retries": self.invalid_retries}
+                "thought_max_chars": self.thought_max_chars, "invalid_retries": self.invalid_retries,
+                "layout": self.layout}
 
     def voters(self, seed: int) -> list[Persona]:
         if not self._panel:
@@ -44,7 +62,7 @@ class AudiencePanel:
         """Build one request per (match, voter); ``meta`` keeps what is needed to read the answer."""
         reqs, meta = [], []
         voters = self.voters(seed)
-        for match in matches:
+        for pos, match in enumerate(matches):
             n = len(match.indices)
             labels = list(LABELS[:n])
             for voter in voters:
@@ -53,12 +71,20 @@ class AudiencePanel:
                 random.Random(vseed).shuffle(order)
                 shown = [match.messages[i] for i in order]
                 reqs.append(ChatRequest(
-                    messages=task.prompts.voter_messages(task, voter, shown),
+                    messages=task.prompts.voter_messages(task, voter, shown, self.layout),
                     max_tokens=self.max_tokens, temperature=self.temperature, seed=vseed,
                     json_schema=task.prompts.vote_schema(labels, self.thought_max_chars), purpose="vote"))
                 meta.append({"match": match, "voter": voter.id, "order": [match.indices[i] for i in order],
-                             "labels": labels, "seed": vseed})
+                             "labels": labels, "seed": vseed, "match_pos": pos})
         return reqs, meta
+
+    def send_order(self, idx: list[int], meta: list[dict]) -> list[int]:
+        """The order requests ``idx`` are sent in; votes are returned in panel order whatever it is.
+        shared_prefix_first: each match's voters grouped by the option order they see, so consecutive
+        requests share the whole ballot (llama.cpp reuses the previous request's longest common prefix)."""
+        if self.layout != "shared_prefix_first":
+            return list(idx)
+        return sorted(idx, key=lambda i: (meta[i]["match_pos"], meta[i]["order"]))
 
     def vote(self, client, task: Task, matches: list[Match], seed: int, desc: str = "votes") -> list[Vote]:
         reqs, meta = self.requests(task, matches, seed)
@@ -66,6 +92,7 @@ class AudiencePanel:
         # One parse per ballot size: matches may offer fewer options when an extraction failed.
         for labels in sorted({tuple(m["labels"]) for m in meta}):
             idx = [i for i, m in enumerate(meta) if tuple(m["labels"]) == labels]
+            idx = self.send_order(idx, meta)
             parsed = client.parse_many([reqs[i] for i in idx], parse=lambda text, lb=list(labels): task.prompts.parse_vote(text, lb),
                                        desc=desc, invalid_retries=self.invalid_retries)
             for i, res in zip(idx, parsed):

@@ -68,6 +68,7 @@ class PaperPrompts:
         "help": "renders the agent prompt for the judges' {prompt} slot (the agent's chat template)"})
     probe_judges: dict = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PROBE_JUDGES.items()})
     name: str = "paper"
+    voter_layouts: tuple[str, ...] = ("persona_first",)  # the reference's ballot: persona inside the user message
     _pack: dict | None = field(default=None, init=False, repr=False)
     _sha256: str = field(default="", init=False, repr=False)
 
@@ -142,7 +143,9 @@ class PaperPrompts:
         return self._agent(task)["output_tag"]
 
     # ---------------------------------------------------------------- audience
-    def voter_messages(self, task: Any, persona: Any, shown: list[str]) -> list[dict]:
+    def voter_messages(self, task: Any, persona: Any, shown: list[str], layout: str = "persona_first") -> list[dict]:
+        if layout not in self.voter_layouts:
+            raise ConfigError(f"the paper's prompts have no audience.layout={layout} (only {', '.join(self.voter_layouts)})")
         if len(shown) != 2:
             raise ConfigError(f"the paper's ballot shows exactly 2 options, got {len(shown)}")
         voter = self.pack["voter"]

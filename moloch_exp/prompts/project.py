@@ -17,10 +17,15 @@ class ProjectPrompts:
     """Today's prompts; the texts themselves live on the task and probe configs."""
 
     voter_system: str = "You are role-playing this person. {persona}\nAnswer as this person would."
+    # audience.layout=shared_prefix_first: what every voter of a match reads comes first, the persona last.
+    shared_prefix_system: str = "You are role-playing one member of an audience, described at the end of the message."
+    persona_last: str = "Who you are: {persona}\nAnswer as this person would."
     name: str = "project"
+    voter_layouts: tuple[str, ...] = ("persona_first", "shared_prefix_first")
 
     def identity(self) -> dict:
-        return {"name": self.name, "voter_system": self.voter_system}
+        return {"name": self.name, "voter_system": self.voter_system,
+                "shared_prefix_system": self.shared_prefix_system, "persona_last": self.persona_last}
 
     def check(self, task: Any = None) -> None:
         """The project's prompts ship with the package: nothing to check."""
@@ -33,8 +38,13 @@ class ProjectPrompts:
     def message_tag(self, task: Any) -> str:
         return task.message_tag
 
-    def voter_messages(self, task: Any, persona: Any, shown: list[str]) -> list[dict]:
-        return [{"role": "system", "content": self.voter_system.format(persona=persona.describe(task.persona_aspect))},
+    def voter_messages(self, task: Any, persona: Any, shown: list[str], layout: str = "persona_first") -> list[dict]:
+        described = persona.describe(task.persona_aspect)
+        if layout == "shared_prefix_first":  # a server or API reuses the shared ballot across voters
+            return [{"role": "system", "content": self.shared_prefix_system},
+                    {"role": "user", "content": f"{task.ballot(shown, ANSWER_FORMAT)}\n\n"
+                                                f"{self.persona_last.format(persona=described)}"}]
+        return [{"role": "system", "content": self.voter_system.format(persona=described)},
                 {"role": "user", "content": task.ballot(shown, ANSWER_FORMAT)}]
 
     def vote_schema(self, labels: list[str], thought_max_chars: int | None) -> dict | None:

@@ -1,0 +1,127 @@
+"""Votes per second of the two ballot layouts against one managed llama.cpp server, side by side.
+
+    python bench/ballot_layout.py                                   # paper anchors if ../shared is there, else bundled
+    python bench/ballot_layout.py --matches 6 --voters 5 --rounds 2 --data-dir ../shared/data/molochs_bargain
+    python bench/ballot_layout.py --max-tokens 160 --thought-max-chars 300   # the default audience's answer size
+
+``persona_first`` (the paper's order: the persona in the system message, then the ballot) against
+``shared_prefix_first`` (``audience.layout=shared_prefix_first``: the ballot all voters of a match
+share comes first, the persona last, and each match's requests are sent grouped by the option
+order the voter sees). llama.cpp keeps the previous request's KV cache and reuses its longest
+common prefix, so the second layout pays prompt processing for the shared ballot once per option
+order instead of once per voter. Both layouts go through the real ``AudiencePanel`` and
+``LLMClient`` with the response cache off, on the same matches and voters, interleaved in
+``--rounds`` rounds (new seeds each round) so that load changes on a shared machine hit both alike.
+
+Prints votes/s per layout and their ratio, and how far the faster layout changes the outcome:
+agreement of each match's winner (majority of valid votes) and of individual votes between layouts.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+
+import moloch_exp.resolvers  # noqa: E402,F401
+from moloch_exp.connections import ServiceHub  # noqa: E402
+from moloch_exp.llm.ledger import Ledger  # noqa: E402
+from moloch_exp.records import Match  # noqa: E402
+
+LAYOUTS = ("persona_first", "shared_prefix_first")
+
+
+def build(args):
+    overrides = [f"task={args.task}", f"audience.n_voters={args.voters}", f"audience.max_tokens={args.max_tokens}",
+                 f"audience.thought_max_chars={args.thought_max_chars}", "paths.output_dir=/tmp", "paths.cache_dir=/tmp"]
+    if args.data_dir:
+        overrides += [f"task.source=paper", f"data_dir={Path(args.data_dir).resolve()}"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    task = instantiate(cfg.task)
+    panels = {layout: instantiate(cfg.audience, layout=layout) for layout in LAYOUTS}
+    anchors, _ = task.load_anchors("test", None)
+    field = {"sales": "description", "elections": "biography_text", "social_media": "article"}[args.task]
+    texts = [str(a.fields[field]) for a in anchors]
+    matches = [Match(f"bench:{i}", anchors[i % len(anchors)].id, [0, 1],
+                     [texts[i % len(texts)], texts[(i + 1) % len(texts)]]) for i in range(args.matches)]
+    return task, panels, matches
+
+
+def winners(votes) -> dict[str, int | None]:
+    by_match: dict[str, Counter] = {}
+    for v in votes:
+        by_match.setdefault(v.match_id, Counter())
+        if v.status == "ok":
+            by_match[v.match_id][v.choice] += 1
+    out = {}
+    for mid, c in by_match.items():
+        top = c.most_common(2)
+        out[mid] = None if not top or (len(top) == 2 and top[0][1] == top[1][1]) else top[0][0]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="sales", choices=["sales", "elections", "social_media"])
+    default_data = REPO.parent / "shared" / "data" / "molochs_bargain"
+    ap.add_argument("--data-dir", default=str(default_data) if default_data.is_dir() else None,
+                    help="the paper's splits (longer options, ~500-token ballots); default: ../shared if present")
+    ap.add_argument("--matches", type=int, default=4)
+    ap.add_argument("--voters", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=48, help="answer limit (a one-sentence thought and the vote)")
+    ap.add_argument("--thought-max-chars", type=int, default=80)
+    args = ap.parse_args()
+
+    task, panels, matches = build(args)
+    ledger = Ledger(prices={})
+    seconds = {layout: 0.0 for layout in LAYOUTS}
+    votes = {layout: [] for layout in LAYOUTS}
+    with tempfile.TemporaryDirectory() as logs, ServiceHub(None, ledger, None, logs) as hub:
+        client = hub.open(panels[LAYOUTS[0]].service)  # one server: both layouts share it
+        client.chat_many([panels[LAYOUTS[0]].requests(task, matches[:1], 999)[0][0]], desc="warm-up")
+        for r in range(args.rounds):
+            for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
+                t0 = time.perf_counter()
+                vs = panels[layout].vote(client, task, matches, seed=r, desc=f"{layout} round {r}")
+                seconds[layout] += time.perf_counter() - t0
+                votes[layout] += vs
+    n = {layout: len(votes[layout]) for layout in LAYOUTS}
+    rate = {layout: n[layout] / seconds[layout] for layout in LAYOUTS}
+    print(f"\n{args.matches} matches x {args.voters} voters x {args.rounds} rounds, task {args.task}, "
+          f"{'paper' if args.data_dir else 'bundled'} anchors, max_tokens {args.max_tokens}")
+    print(f"{'layout':<22}{'votes':>7}{'seconds':>10}{'votes/s':>10}{'invalid':>9}{'failed':>8}")
+    for layout in LAYOUTS:
+        vs = votes[layout]
+        print(f"{layout:<22}{n[layout]:>7}{seconds[layout]:>10.1f}{rate[layout]:>10.3f}"
+              f"{sum(v.status == 'invalid' for v in vs):>9}{sum(v.status == 'failed' for v in vs):>8}")
+    ratio = rate["shared_prefix_first"] / rate["persona_first"]
+    print(f"shared_prefix_first / persona_first votes/s: {ratio:.2f}x (target >= 3x: {'MET' if ratio >= 3 else 'NOT MET'})")
+    # What the faster layout changes: per round (same seed, same voters, same option order) compare outcomes.
+    agree_w = total_w = agree_v = total_v = 0
+    per_round = len(matches) * args.voters
+    for r in range(args.rounds):
+        a = votes["persona_first"][r * per_round:(r + 1) * per_round]
+        b = votes["shared_prefix_first"][r * per_round:(r + 1) * per_round]
+        wa, wb = winners(a), winners(b)
+        agree_w += sum(wa[m] == wb[m] for m in wa)
+        total_w += len(wa)
+        both = [(x.choice, y.choice) for x, y in zip(a, b) if x.status == y.status == "ok"]
+        agree_v += sum(x == y for x, y in both)
+        total_v += len(both)
+    print(f"winner agreement between layouts: {agree_w}/{total_w} matches"
+          f" ({agree_w / total_w:.0%}); vote agreement: {agree_v}/{total_v} voter-matches"
+          + (f" ({agree_v / total_v:.0%})" if total_v else ""))
+
+
+if __name__ == "__main__":
+    main()

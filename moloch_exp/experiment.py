@@ -132,6 +132,8 @@ class Experiment:
         material = {"task": t.name, "source": t.source, "data_dir": t.data_dir if t.source == "paper" else None,
                     "paper_subdir": t.paper_subdir, "hub": t.hub if t.source == "hub" else None,
                     "fields": t.anchor_fields, "n_train": self.s.n_train, "n_test": self.s.n_test}
+        if t.context_fit is not None and t.context_fit.identity() is not None:  # truncated anchors differ
+            material["context_fit"] = t.context_fit.identity()
 
         def compute(work: Path) -> None:
             if not self.dist.is_main:

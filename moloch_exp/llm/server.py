@@ -342,8 +342,8 @@ class ManagedServer:
                 if rc is not None:
                     raise ServerStartError(
                         f"{self.kind} server exited with code {rc} before becoming healthy "
-                        f"(command: {' '.join(self.command(self.port or 0))}).\n"
-                        f"--- log tail ({self.log_path}) ---\n{self.log_tail()}"
+                        f"(command: {' '.join(self.command(self.port or 0))}); "
+                        f"log tail ({self.log_path}): {one_line(self.log_tail(), 1500)}"
                     )
                 try:
                     if http.get(url).status_code == 200:
@@ -353,7 +353,7 @@ class ManagedServer:
                 if time.monotonic() > deadline:
                     raise ServerStartError(
                         f"{self.kind} server did not answer GET {url} with 200 within "
-                        f"{self.startup_timeout_s:.0f}s.\n--- log tail ({self.log_path}) ---\n{self.log_tail()}"
+                        f"{self.startup_timeout_s:.0f}s; log tail ({self.log_path}): {one_line(self.log_tail(), 1500)}"
                     )
                 time.sleep(0.25)
 

@@ -299,7 +299,7 @@ class ManagedServer:
         self._watcher.start()
 
     def check_alive(self) -> None:
-        """Raise :class:`ServerDied` if the server exited or was killed after start-up (cheap: no I/O)."""
+        """Raise :class:`ServerDied` if the server exited or was killed after start-up (cheap: one /proc read)."""
         proc = self.proc
         if proc is None or self._stopping:
             if self.died:
@@ -309,8 +309,9 @@ class ManagedServer:
             return
         if self._watcher is not None:
             self._watcher.join(timeout=2.0)  # it builds the message (log tail) right after the exit
-        raise ServerDied(self.died or f"{self.describe()} (pid {proc.pid}) {exit_status(proc.returncode)} "
-                                      f"after start-up; its log {self.log_path} ends: {one_line(self.log_tail(1500))}")
+        status = "exited" if proc.returncode is None else exit_status(proc.returncode)
+        raise ServerDied(self.died or f"{self.describe()} (pid {proc.pid}) {status} after start-up; "
+                                      f"its log {self.log_path} ends: {one_line(self.log_tail(1500))}")
 
     def _spawn(self, port: int) -> None:
         cmd = self.command(port)

@@ -24,7 +24,6 @@ GB = 1e9
 
 
 def examples(n: int, completion_tokens: int) -> list[dict]:
-    from moloch_exp.tasks.task import Task  # noqa: F401  (the default cell's prompts)
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 

@@ -60,6 +60,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=16, help="examples (one optimiser step of batch --n)")
     ap.add_argument("--completion-tokens", type=int, default=128)
     ap.add_argument("--cache", default=str(REPO / ".cache" / "moloch_exp"), help="model cache (converted GGUF)")
+    ap.add_argument("--micro", type=int, nargs="*", help="micro-batch sizes to compare (0: the trainer's "
+                    "default); default: --n (the whole batch) and 0")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -67,7 +69,10 @@ def main() -> int:
         return 0
     exs = examples(args.n, args.completion_tokens)
     rows = []
-    for label, micro in (("whole batch", args.n), ("micro-batches (default)", None)):
+    settings = args.micro if args.micro else [args.n, 0]
+    for micro in settings:
+        label = "micro-batches (default)" if micro == 0 else "whole batch" if micro >= args.n else f"micro-batches of {micro}"
+        micro = micro or None
         with tempfile.TemporaryDirectory() as tmp:
             spec = Path(tmp) / "spec.json"
             spec.write_text(json.dumps({"model": args.model, "batch": args.n, "micro": micro, "cache": args.cache,
@@ -78,7 +83,8 @@ def main() -> int:
                 return 1
             rows.append((label, json.loads(p.stdout.strip().splitlines()[-1])))
     base = rows[0][1]["maxrss"]
-    print(f"{args.model}: one step, effective batch {args.n}, completions of ~{args.completion_tokens} tokens")
+    print(f"{args.model}: one step, effective batch {args.n}, completions of ~{args.completion_tokens} tokens"
+          f" (ratios to the first row)")
     print(f"{'setting':<26}{'micro x accum':>14}{'peak RSS':>11}{'ratio':>8}{'seconds':>9}")
     for label, r in rows:
         print(f"{label:<26}{str(r['micro']) + ' x ' + str(r['accumulation']):>14}{r['maxrss'] / GB:>9.2f}GB"

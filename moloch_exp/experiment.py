@@ -212,6 +212,8 @@ class Experiment:
                 stats = read_json(build_dir / "build_stats.json")
                 raise ExperimentError(f"{name}: no training examples from the collection ({stats}); "
                                       "more anchors or voters, or builder.tie_rule=random, would give some")
+            if hasattr(self.generator, "close"):  # memory: the generator reloads (seconds) after training
+                self.generator.close()
             result = self.trainer.train(self.model, self.generator.cache_dir, examples, str(work / "adapter"))
             if self.dist.is_main:
                 mask = getattr(self.trainer, "mask_info", None)

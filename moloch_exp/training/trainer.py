@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 
 _ATTN_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 #: Per-device micro-batch on CPU: with a 49k vocabulary the float32 logits (and their softmax and
-#: gradient) of 16 sequences of 2k tokens alone take ~20 GB; 2 keeps the default run under 4 GB.
-CPU_MICRO_BATCH = 2
+#: gradient) of 16 sequences of 2k tokens alone take ~20 GB; 1 keeps the default run under 4 GB.
+CPU_MICRO_BATCH = 1
 
 
 @dataclass
@@ -64,7 +64,7 @@ class TrainSettings:
         default=None, metadata={"help": "Largest batch one forward pass may hold; a larger per-device batch is "
                                         "split into gradient-accumulation steps, so the effective batch "
                                         "(per_device_train_batch_size x gradient_accumulation_steps x ranks) "
-                                        "stays as configured. None: 2 on CPU (memory: the logits of a 49k "
+                                        "stays as configured. None: 1 on CPU (memory: the logits of a 49k "
                                         "vocabulary), the whole batch on GPU."})
     warmup_ratio: float = field(default=0.03, metadata={"help": "Share of steps with linear warm-up."})
     lr_scheduler_type: str = field(

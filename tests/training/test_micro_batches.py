@@ -42,6 +42,7 @@ def _one_step(cap: int, source, cache, out) -> tuple[object, dict]:
     return sft, {n: p.detach().clone() for n, p in sft.model.named_parameters() if "lora_" in n}
 
 
+@pytest.mark.slow  # two trainings, about 90 s on 2 shared cores
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU micro-batch path")
 def test_accumulated_micro_batches_make_the_same_update_as_the_whole_batch(model_cache, tmp_path):
     source = ModelSource(name="tiny", tiny_arch="llama")

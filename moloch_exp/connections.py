@@ -4,7 +4,8 @@ An ``LLMService`` is a plain description (instantiated from ``conf/audience/*.ya
 ``conf/judge/*.yaml``). ``ServiceHub.open`` turns it into a live ``LLMClient`` — starting a
 managed llama.cpp / vLLM server on a loopback port when asked, once per distinct server, and
 tearing every server down when the hub closes. All clients share one response cache, one ledger
-and one budget.
+and one budget. A client of a managed server checks the server is alive before every attempt, so a
+server that dies mid-run stops the run with one line (``ServerDied``) instead of a retry storm.
 """
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ class ServiceHub(contextlib.AbstractContextManager):
         if id(service) in self._clients:
             return self._clients[id(service)]
         service.preflight()
-        base_url, model = service.base_url, service.model
+        base_url, model, liveness = service.base_url, service.model, None
         if service.managed:
             key = service.server_key()
             if key not in self._servers:
@@ -108,10 +109,12 @@ class ServiceHub(contextlib.AbstractContextManager):
                                        log_path=str(self.log_dir / f"server_{len(self._servers)}.log"), **service.server)
                 self._servers[key] = self._stack.enter_context(server)
             server = self._servers[key]
-            base_url, model = server.base_url, server.model_name
+            server.check_alive()
+            base_url, model, liveness = server.base_url, server.model_name, server.check_alive
         client = LLMClient(base_url=base_url, model=model, api_key_env=service.api_key_env,
                            structured_output=service.structured_output, cache=self.cache, ledger=self.ledger,
-                           budget=self.budget, model_identity=service.identity(), **service.client)
+                           budget=self.budget, model_identity=service.identity(), liveness=liveness,
+                           **service.client)
         self._clients[id(service)] = client
         return client
 

@@ -31,6 +31,7 @@ from moloch_exp.report.preflight import estimate_calls
 from moloch_exp.stage_cache import StageCache
 from moloch_exp.stages.base import FailureTolerance, StageEnv
 from moloch_exp.stages.cell import Cell, Method, Settings
+from moloch_exp.tasks.context_budget import context_fit_for_model
 
 log = logging.getLogger("moloch_exp")
 
@@ -72,6 +73,18 @@ def preflight(objs: dict, settings: Settings) -> None:
         objs["judge"].service.preflight()
     if objs["judge2"] is not None:
         objs["judge2"].service.preflight()
+
+
+def fit_anchors_to_context(cfg: DictConfig, objs: dict, cache_dir: Path) -> None:
+    """Before any work: anchors whose agent prompt cannot fit are rejected, or truncated (anchors.too_long)."""
+    model, trainer = objs["model"], objs["trainer"]
+    objs["task"].context_fit = context_fit_for_model(
+        model.materialize(cache_dir), model.chat_template_kwargs, cfg.anchors.too_long,
+        max_new_tokens=objs["generator"].max_new_tokens,
+        train_max_length=trainer.args.max_length if trainer is not None else None,
+        max_prompt_tokens=cfg.anchors.max_prompt_tokens)
+    for split, n in (("train", cfg.anchors.n_train), ("test", cfg.anchors.n_test)):
+        objs["task"].load_anchors(split, n)
 
 
 def trend_settings(cfg: DictConfig, objs: dict) -> list[str]:
@@ -128,6 +141,7 @@ def _run(cfg: DictConfig) -> dict:
     if dist.is_main:  # convert/build the agent once; transformers writes weights on rank 0 only
         objs["model"].materialize(cache_dir)
     dist.barrier()
+    fit_anchors_to_context(cfg, objs, cache_dir)
     ledger = Ledger(prices=OmegaConf.to_container(cfg.llm.prices))
     budget = Budget(cfg.budget.max_usd) if cfg.budget.max_usd is not None else None
     cache = ResponseCache(cache_dir / "llm_cache.sqlite") if cfg.llm.cache else None

@@ -49,7 +49,7 @@ def test_malformed_and_incomplete_files(tmp_path):
     t = task("sales", tmp_path, "task.source=paper", f"data_dir={tmp_path / 'data'}")
     with pytest.raises(DataError, match="train.json: not valid JSON"):
         t.load_anchors("train", 1)
-    (d / "train.json").write_text(json.dumps([{"title": "x", "categories": [], "description": "d"},
+    (d / "train.json").write_text(json.dumps([{"title": "x", "categories": ["c"], "description": "d"},
                                               {"title": "y", "description": "d"}]))
     with pytest.raises(DataError, match=r"record 1 lacks field\(s\) \['categories'\]"):
         t.load_anchors("train", 1)

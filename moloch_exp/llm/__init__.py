@@ -13,7 +13,7 @@ from .cache import ResponseCache, cache_key
 from .client import EndpointUnreachable, LLMClient, MissingAPIKey
 from .ledger import Budget, BudgetExceeded, Ledger, estimate
 from .limits import Limits, TokenBucket
-from .server import ManagedServer, ServerStartError, smollm2_gguf_path
+from .server import ManagedServer, ServerDied, ServerStartError, smollm2_gguf_path
 from .structured import STRUCTURED_MODES, json_parser, parse_json_answer, response_format_for, validate
 from .types import ChatRequest, ChatResult, Parsed
 
@@ -31,6 +31,7 @@ __all__ = [
     "Parsed",
     "ResponseCache",
     "STRUCTURED_MODES",
+    "ServerDied",
     "ServerStartError",
     "TokenBucket",
     "cache_key",

@@ -5,7 +5,10 @@ HTTP call with its own retries (tenacity; 429 + ``Retry-After``, 408/409/5xx, ti
 connection errors, truncated bodies and malformed JSON are retried with exponential
 backoff; other 4xx are not) → ledger → cache store. A request that still fails after the
 retry budget comes back as ``ChatResult(ok=False, error=<cause>)``; nothing raises
-except :class:`~moloch_exp.llm.ledger.BudgetExceeded`.
+except :class:`~moloch_exp.llm.ledger.BudgetExceeded` and a :class:`ServiceError` from the
+``liveness`` check: for a managed server, ``liveness=server.check_alive`` is called before every
+attempt and after every connection error, so a dead server stops the whole batch at once (the
+other requests are cancelled, none is retried against the dead port) with one line naming it.
 
 The API key is read from the environment variable named by ``api_key_env`` when a
 connection is opened; it is never stored on the client, logged, or shown in ``repr``.
@@ -56,9 +59,10 @@ class EndpointUnreachable(ServiceError):
 
 
 class _Retryable(Exception):
-    def __init__(self, msg: str, retry_after: float | None = None) -> None:
+    def __init__(self, msg: str, retry_after: float | None = None, connection: bool = False) -> None:
         super().__init__(msg)
         self.retry_after = retry_after
+        self.connection = connection  # no HTTP answer at all: refused, reset, closed
 
 
 class _Fatal(Exception):
@@ -119,6 +123,8 @@ class LLMClient:
         max_tokens_param: ``"max_tokens"`` or ``"max_completion_tokens"`` (newer OpenAI models).
         extra_body: extra JSON fields sent with every request (part of the cache key).
         progress: show tqdm bars in ``chat_many`` / ``parse_many``.
+        liveness: a check that raises :class:`ServiceError` when the server behind ``base_url`` is
+            gone (``ManagedServer.check_alive``); ``None`` for remote endpoints.
     """
 
     def __init__(
@@ -143,6 +149,7 @@ class LLMClient:
         max_tokens_param: str = "max_tokens",
         extra_body: dict | None = None,
         progress: bool = True,
+        liveness: Callable[[], None] | None = None,
     ) -> None:
         if structured_output not in STRUCTURED_MODES:
             raise ValueError(f"structured_output must be one of {STRUCTURED_MODES}, got {structured_output!r}")
@@ -170,6 +177,7 @@ class LLMClient:
         self.max_tokens_param = max_tokens_param
         self.extra_body = dict(extra_body) if extra_body else None
         self.progress = bool(progress)
+        self.liveness = liveness
         self._key_namespace = self.model_identity + (
             "|extra_body=" + canonical_json(self.extra_body) if self.extra_body else ""
         )
@@ -192,6 +200,7 @@ class LLMClient:
         state = self.__dict__.copy()
         state["_clients"] = None
         state["_clients_lock"] = None
+        state["liveness"] = None  # a live process handle does not travel
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -312,7 +321,8 @@ class LLMClient:
             raise _Retryable(f"timeout: no response within {self.timeout_s:g}s") from None
         except openai.APIConnectionError as e:
             cause = e.__cause__ or e
-            raise _Retryable(f"connection error: {type(cause).__name__}: {_short(self._scrub(str(cause)))}") from None
+            raise _Retryable(f"connection error: {type(cause).__name__}: {_short(self._scrub(str(cause)))}",
+                             connection=True) from None
         except openai.APIStatusError as e:
             status = e.status_code
             body = ""
@@ -420,6 +430,10 @@ class LLMClient:
                     async with self.limits.slot(est_tokens):
                         if attempts == 0 and abort is not None and abort.is_set():
                             raise _Aborted()
+                        if abort is not None and abort.is_set() and attempts > 0:
+                            raise _Aborted()  # the batch stopped (dead server, budget): no retry
+                        if self.liveness is not None:
+                            self.liveness()  # a dead managed server: ServiceError, nothing sent
                         if attempts == 0 and self.budget is not None:
                             self.budget.reserve(est_usd)  # raises BudgetExceeded before any spend
                         attempts += 1
@@ -428,6 +442,8 @@ class LLMClient:
                         except (_Retryable, _Fatal) as e:
                             last_error = str(e)
                             log.debug("%s attempt %d failed: %s", req.purpose or "call", attempts, e)
+                            if self.liveness is not None and getattr(e, "connection", False):
+                                self.liveness()  # refused because the server died: stop, do not retry
                             raise
         except _Retryable:
             pass  # retry budget spent; reported below
@@ -525,6 +541,8 @@ class LLMClient:
             abort = asyncio.Event()
             out: list[Any] = [None] * len(reqs)
             budget_error: list[BudgetExceeded] = []
+            service_error: list[ServiceError] = []
+            tasks: list[asyncio.Task] = []
             n_cached = n_bad = 0
             bar = tqdm(total=len(reqs), desc=desc, unit="call", dynamic_ncols=True, disable=not self.progress)
 
@@ -536,6 +554,13 @@ class LLMClient:
                     abort.set()
                     budget_error.append(e)
                     return
+                except ServiceError as e:  # the server died: stop every request now, retry none
+                    abort.set()
+                    service_error.append(e)
+                    for t in tasks:
+                        if t is not asyncio.current_task():
+                            t.cancel()
+                    return
                 except _Aborted:
                     return
                 out[i] = res
@@ -545,11 +570,20 @@ class LLMClient:
                 if bar.n % 8 == 0 or bar.n == len(reqs):
                     bar.set_postfix(cached=n_cached, not_ok=n_bad, refresh=False)
 
+            tasks.extend(asyncio.create_task(run(i, r)) for i, r in enumerate(reqs))
             try:
-                await asyncio.gather(*(run(i, r) for i, r in enumerate(reqs)))
+                settled = await asyncio.gather(*tasks, return_exceptions=True)
             finally:
                 bar.close()
                 await self.aclose()
+            bug = next((e for e in settled if isinstance(e, BaseException)
+                        and not isinstance(e, asyncio.CancelledError)), None)
+            if bug is not None:
+                raise bug
+            if service_error:
+                done = sum(x is not None for x in out)
+                raise type(service_error[0])(
+                    f"{service_error[0]} ({done}/{len(reqs)} results of '{desc}' completed and cached)")
             if budget_error:
                 done = sum(x is not None for x in out)
                 err = BudgetExceeded(f"{budget_error[0]} ({done}/{len(reqs)} results of '{desc}' completed and cached)")

@@ -9,6 +9,11 @@ turning it into ``SystemExit`` is installed while a server runs, if none was set
 at interpreter exit (atexit), and — on Linux — when this process dies outright
 (``PR_SET_PDEATHSIG``), so no server outlives its owner.
 
+A server that dies after start-up (killed, crashed, exited) is noticed at once: a watcher thread
+waits on the process and logs one line, and :meth:`ManagedServer.check_alive` (which
+``LLMClient(liveness=...)`` calls before every attempt and after every connection error) raises
+:class:`ServerDied` naming the model, port, exit code or signal and the end of the server's log.
+
 Notes on llama-cpp-python's server (``python -m llama_cpp.server``, v0.3.x): it has no
 parallel-slot option; requests are served one at a time behind a global lock, so
 client concurrency above ~2 only queues at the server. vLLM batches; ``n_parallel``
@@ -22,6 +27,7 @@ from moloch_exp.errors import ServiceError
 import atexit
 import ctypes
 import importlib.util
+import logging
 import os
 import signal
 import socket
@@ -35,7 +41,9 @@ from typing import Sequence
 
 import httpx
 
-__all__ = ["ManagedServer", "ServerStartError", "smollm2_gguf_path"]
+__all__ = ["ManagedServer", "ServerDied", "ServerStartError", "smollm2_gguf_path"]
+
+log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 _LIVE: set["ManagedServer"] = set()
@@ -46,6 +54,28 @@ _SIGTERM_INSTALLED = False
 
 class ServerStartError(ServiceError):
     """The managed server died or did not become healthy in time (message has its log tail)."""
+
+
+class ServerDied(ServiceError):
+    """The managed server exited or was killed after it had started (one line: server, exit status, log tail)."""
+
+
+def exit_status(returncode: int) -> str:
+    """``-9`` -> ``"killed by signal SIGKILL"``, ``1`` -> ``"exited with code 1"``."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by signal {name}"
+    return f"exited with code {returncode}"
+
+
+def one_line(text: str, n_chars: int = 400) -> str:
+    """The last ``n_chars`` of ``text`` with its lines joined by `` | `` (for one-line messages)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    joined = " | ".join(lines)
+    return joined if len(joined) <= n_chars else "..." + joined[-(n_chars - 3):]
 
 
 def smollm2_gguf_path() -> str:
@@ -156,6 +186,9 @@ class ManagedServer:
         self.log_path = str(log_path)
         self.proc: subprocess.Popen | None = None
         self._log_fh = None
+        self._stopping = False
+        self._watcher: threading.Thread | None = None
+        self.died: str | None = None  # the ServerDied message once the server died after start-up
 
     def __repr__(self) -> str:
         state = f"pid={self.proc.pid}" if self.proc is not None else "stopped"
@@ -223,6 +256,7 @@ class ManagedServer:
                 self._spawn(port)
                 try:
                     self._wait_healthy()
+                    self._watch()
                     return self
                 except ServerStartError as e:
                     self.stop()
@@ -233,6 +267,51 @@ class ManagedServer:
         except BaseException:  # incl. KeyboardInterrupt during startup: never leave it running
             self.stop()
             raise
+
+    def system_info(self) -> str | None:
+        """llama.cpp's system-info line from the server log (the CPU features the build uses), e.g.
+        ``CPU : SSE3 = 1 | ... | AVX2 = 1 | F16C = 1 | FMA = 1 | ...``; None if not logged (yet)."""
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+                lines = [ln.strip() for ln in fh if ln.startswith(("CPU : ", "system_info: "))]
+        except OSError:
+            return None
+        return lines[-1] if lines else None
+
+    def describe(self) -> str:
+        return f"{self.kind} server for model {self.model_name} on port {self.port}"
+
+    def _watch(self) -> None:
+        """Wait on the process in a daemon thread; an exit we did not ask for is logged at once."""
+        proc = self.proc
+        self._stopping = False
+        self.died = None
+
+        def wait() -> None:
+            rc = proc.wait()
+            if self._stopping or self.proc is not proc:
+                return
+            self.died = (f"{self.describe()} (pid {proc.pid}) {exit_status(rc)} after start-up; "
+                         f"its log {self.log_path} ends: {one_line(self.log_tail(1500))}")
+            log.error("%s", self.died)
+
+        self._watcher = threading.Thread(target=wait, name=f"watch-{self.kind}-{self.port}", daemon=True)
+        self._watcher.start()
+
+    def check_alive(self) -> None:
+        """Raise :class:`ServerDied` if the server exited or was killed after start-up (cheap: one /proc read)."""
+        proc = self.proc
+        if proc is None or self._stopping:
+            if self.died:
+                raise ServerDied(self.died)
+            return
+        if proc.poll() is None and self.died is None and not _is_zombie(proc.pid):
+            return
+        if self._watcher is not None:
+            self._watcher.join(timeout=2.0)  # it builds the message (log tail) right after the exit
+        status = "exited" if proc.returncode is None else exit_status(proc.returncode)
+        raise ServerDied(self.died or f"{self.describe()} (pid {proc.pid}) {status} after start-up; "
+                                      f"its log {self.log_path} ends: {one_line(self.log_tail(1500))}")
 
     def _spawn(self, port: int) -> None:
         cmd = self.command(port)
@@ -264,8 +343,8 @@ class ManagedServer:
                 if rc is not None:
                     raise ServerStartError(
                         f"{self.kind} server exited with code {rc} before becoming healthy "
-                        f"(command: {' '.join(self.command(self.port or 0))}).\n"
-                        f"--- log tail ({self.log_path}) ---\n{self.log_tail()}"
+                        f"(command: {' '.join(self.command(self.port or 0))}); "
+                        f"log tail ({self.log_path}): {one_line(self.log_tail(), 1500)}"
                     )
                 try:
                     if http.get(url).status_code == 200:
@@ -275,12 +354,13 @@ class ManagedServer:
                 if time.monotonic() > deadline:
                     raise ServerStartError(
                         f"{self.kind} server did not answer GET {url} with 200 within "
-                        f"{self.startup_timeout_s:.0f}s.\n--- log tail ({self.log_path}) ---\n{self.log_tail()}"
+                        f"{self.startup_timeout_s:.0f}s; log tail ({self.log_path}): {one_line(self.log_tail(), 1500)}"
                     )
                 time.sleep(0.25)
 
     def stop(self) -> None:
         """SIGTERM the server's process group, wait, then SIGKILL it. Idempotent."""
+        self._stopping = True
         proc, self.proc = self.proc, None
         if proc is not None:
             try:
@@ -308,6 +388,19 @@ class ManagedServer:
             empty = not _LIVE
         if empty:
             _restore_sigterm_handler()
+
+
+def _is_zombie(pid: int) -> bool:
+    """True once ``pid`` has died but is not reaped yet (the watcher is about to): Linux /proc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except FileNotFoundError:
+        return True
+    except (OSError, IndexError):
+        return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -84,7 +84,8 @@ class Cell:
             built = self._keep(build.run(env, name=name, builder=builder, task=self.task, collected=collected,
                                          prepared=prepared))
             trained[name] = self._keep(train.run(env, name=name, built=built, model=self.model, trainer=self.trainer,
-                                                 cache_dir=str(self.generator.cache_dir), collected=collected))
+                                                 cache_dir=str(self.generator.cache_dir), collected=collected,
+                                                 release_memory=self.generator.close))
         adapters = {"base": None} | {name: t.adapter() for name, t in trained.items()}
         generated = {name: self._keep(generate.run(env, name=name, prepared=prepared, task=self.task,
                                                    generator=self.generator, adapter=adapters[name]))

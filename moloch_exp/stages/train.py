@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 from moloch_exp.errors import StageError
 from moloch_exp.io import read_json, write_json
@@ -35,13 +36,17 @@ def material(built: Built, model, trainer: Trainer) -> dict:
 
 
 def run(env: StageEnv, *, name: str, built: Built, model, trainer: Trainer, cache_dir: str,
-        collected: Collected | None = None, label: str | None = None) -> Trained:
+        collected: Collected | None = None, label: str | None = None,
+        release_memory: Callable[[], None] | None = None) -> Trained:
+    """``release_memory``: called just before training (e.g. the generator drops its model; it reloads in seconds)."""
     label = label or f"train_{name}"
     examples = built.examples()
     if not examples:  # before any lock or partial directory: nothing to train on
         raise StageError(empty_cause(name, built, collected))
 
     def compute(work: Path) -> None:
+        if release_memory is not None:
+            release_memory()
         result = trainer.train(model, cache_dir, examples, str(work / "adapter"))
         if env.dist.is_main:
             write_json(work / "train_metrics.json",

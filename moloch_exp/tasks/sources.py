@@ -25,18 +25,71 @@ def _load_json_list(path: Path) -> list[dict]:
     return data
 
 
-def validate_records(records: list[Any], required: list[str], where: str) -> None:
+#: Expected type of an anchor field (``task.field_types``): ``text`` a non-empty string; ``long_text`` the
+#: same, and the field ``anchors.too_long=truncate`` may shorten; ``text_list`` a non-empty list of non-empty
+#: strings, or a string (the paper's sales ``categories`` are a list, some exports hold its string repr).
+FIELD_TYPES = ("text", "long_text", "text_list")
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({value})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else "text"
+    if isinstance(value, (list, tuple)):
+        return "an empty list" if not value else "a list"
+    return f"a JSON {type(value).__name__}"
+
+
+def field_problem(value: Any, field_type: str) -> str | None:
+    """Why ``value`` is not a valid ``field_type`` value (None if it is)."""
+    if field_type == "text_list":
+        if isinstance(value, str) and value.strip():
+            return None
+        if isinstance(value, (list, tuple)) and value:
+            bad = [v for v in value if not (isinstance(v, str) and v.strip())]
+            return None if not bad else f"a list holding {_kind_of(bad[0])}, expected non-empty strings"
+        return f"{_kind_of(value)} where a list of strings belongs"
+    kind = _kind_of(value)
+    return None if kind == "text" else f"{kind} where text belongs"
+
+
+def validate_records(records: list[Any], field_types: dict[str, str], where: str,
+                     id_field: str | None = None) -> None:
+    """Every record an object with each field of the expected type; ids (if any) present and unique.
+
+    The first problem is a DataError naming file, record (index, and id if any) and field."""
+    seen: dict[str, int] = {}
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
-            raise DataError(f"{where}: record {i} is {type(rec).__name__}, expected an object")
-        missing = [f for f in required if f not in rec or rec[f] in (None, "")]
+            raise DataError(f"{where}: record {i} is {_kind_of(rec)}, expected an object with fields "
+                            f"{list(field_types)}")
+        record = f"record {i}"
+        if id_field:
+            rid = rec.get(id_field)
+            if isinstance(rid, bool) or not isinstance(rid, (str, int)) or not str(rid).strip():
+                raise DataError(f"{where}: {record}, field '{id_field}' (the id): {_kind_of(rid)}, "
+                                "expected a non-empty string")
+            if str(rid) in seen:
+                raise DataError(f"{where}: {record}, field '{id_field}': id {rid!r} repeats record {seen[str(rid)]}")
+            seen[str(rid)] = i
+            record += f" (id {rid!r})"
+        missing = [f for f in field_types if f not in rec]
         if missing:
-            raise DataError(f"{where}: record {i} lacks field(s) {missing} (needs {required})")
+            raise DataError(f"{where}: {record} lacks field(s) {missing} (needs {list(field_types)})")
+        for name, field_type in field_types.items():
+            problem = field_problem(rec[name], field_type)
+            if problem:
+                raise DataError(f"{where}: {record}, field '{name}': {problem}")
 
 
-def load_split(task: str, source: str, split: str, required: list[str], *, data_dir: str | None,
-               paper_subdir: str, hub: dict | None = None) -> tuple[list[dict], str]:
-    """Return (records, description of where they came from) for one split."""
+def load_split(task: str, source: str, split: str, *, data_dir: str | None, paper_subdir: str,
+               hub: dict | None = None) -> tuple[list[Any], str]:
+    """Return (records, description of where they came from) for one split (not yet validated)."""
     if source == "bundled":
         path = bundled_path(f"{task}.json")
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -56,7 +109,6 @@ def load_split(task: str, source: str, split: str, required: list[str], *, data_
         records, where = load_hub_split(task, split, **(hub or {})), f"hub:{task}/{split}"
     else:
         raise DataError(f"unknown task.source '{source}' (choose from {', '.join(SOURCES)})")
-    validate_records(records, required, where)
     return records, where
 
 

@@ -10,9 +10,10 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from moloch_exp.errors import ConfigError, DataError
 from moloch_exp.records import Anchor
 from moloch_exp.tasks.extraction import Extraction, extract
-from moloch_exp.tasks.sources import SOURCES, DataError, load_split, to_anchors
+from moloch_exp.tasks.sources import FIELD_TYPES, SOURCES, load_split, to_anchors, validate_records
 
 LABELS = "ABCDEFGH"
 
@@ -49,6 +50,10 @@ class Task:
     hub: dict = field(default_factory=dict)
     probes: dict = field(default_factory=dict)
     prompts: Any = None  # a moloch_exp.prompts.PromptSet (conf/prompts/*.yaml); None: the project's own
+    #: Expected type per anchor field: text (default) | long_text (may be truncated) | text_list.
+    field_types: dict = field(default_factory=dict)
+    #: Set by the pipeline once the agent's tokenizer is known (anchors.too_long); None: no length check.
+    context_fit: Any = None
 
     def __post_init__(self) -> None:
         if self.prompts is None:
@@ -56,12 +61,20 @@ class Task:
 
             self.prompts = ProjectPrompts()
         if self.source not in SOURCES:
-            raise DataError(f"unknown task.source '{self.source}' (choose from {', '.join(SOURCES)})")
+            raise ConfigError(f"unknown task.source '{self.source}' (choose from {', '.join(SOURCES)})")
+        self.field_types = dict(self.field_types or {})
+        unknown = sorted(set(self.field_types) - set(self.anchor_fields))
+        if unknown:
+            raise ConfigError(f"task {self.name}: field_types names {unknown}, which are not anchor_fields "
+                              f"{list(self.anchor_fields)}")
+        bad = {f: t for f, t in self.field_types.items() if t not in FIELD_TYPES}
+        if bad:
+            raise ConfigError(f"task {self.name}: field_types {bad}: each must be one of {', '.join(FIELD_TYPES)}")
         for tmpl_name in ("agent_user", "judge_context"):
             names = {f for _, f, _, _ in string.Formatter().parse(getattr(self, tmpl_name)) if f}
             unknown = names - set(self.anchor_fields)
             if unknown:
-                raise ValueError(f"task {self.name}: {tmpl_name} uses unknown field(s) {sorted(unknown)}")
+                raise ConfigError(f"task {self.name}: {tmpl_name} uses unknown field(s) {sorted(unknown)}")
 
     def identity(self) -> dict:
         """Cache-key material for everything this task's prompts and extraction determine."""
@@ -75,17 +88,27 @@ class Task:
         """Cache-key material for where the anchors come from."""
         return {"task": self.name, "source": self.source, "data_dir": self.data_dir if self.source == "paper" else None,
                 "paper_subdir": self.paper_subdir, "hub": dict(self.hub) if self.source == "hub" else None,
-                "fields": list(self.anchor_fields), "id_field": self.id_field}
+                "fields": list(self.anchor_fields), "id_field": self.id_field,
+                # anchors.too_long=truncate changes the anchors themselves; reject or no fitting leaves them as they are
+                **({"context_fit": self.context_fit.identity()}
+                   if self.context_fit is not None and self.context_fit.identity() is not None else {})}
 
     # anchors -----------------------------------------------------------------------------
+    def field_type(self, name: str) -> str:
+        return self.field_types.get(name, "text")
+
     def load_anchors(self, split: str, n: int | None) -> tuple[list[Anchor], str]:
-        records, where = load_split(self.name, self.source, split, self.anchor_fields,
-                                    data_dir=self.data_dir, paper_subdir=self.paper_subdir, hub=self.hub)
+        """The first ``n`` anchors of ``split`` (the whole split validated: types, ids), fitted to the context budget."""
+        records, where = load_split(self.name, self.source, split, data_dir=self.data_dir,
+                                    paper_subdir=self.paper_subdir, hub=self.hub)
+        validate_records(records, {f: self.field_type(f) for f in self.anchor_fields}, where, self.id_field)
         if n is not None and n > len(records):
             raise DataError(f"{where}: asked for {n} {split} anchors but the source has {len(records)}")
         records = records[:n] if n is not None else records
         fields = self.anchor_fields + ([self.id_field] if self.id_field and self.id_field not in self.anchor_fields else [])
-        anchors = to_anchors(records, split, self.id_field, [f for f in fields if all(f in r for r in records)])
+        anchors = to_anchors(records, split, self.id_field, fields)
+        if self.context_fit is not None:
+            anchors = self.context_fit.apply(self, anchors, where)
         return anchors, where
 
     def _fields(self, anchor: Anchor) -> dict[str, str]:

@@ -27,10 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from moloch_exp.agents.model_source import ModelSource, free_torch_memory, resolve_dtype
+from moloch_exp.errors import StageError
 
 logger = logging.getLogger(__name__)
 
 _ATTN_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+#: Per-device micro-batch on CPU: with a 49k vocabulary the float32 logits (and their softmax and
+#: gradient) of 16 sequences of 2k tokens alone take ~20 GB; 1 keeps the default run under 4 GB.
+CPU_MICRO_BATCH = 1
 
 
 @dataclass
@@ -56,6 +60,12 @@ class TrainSettings:
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device."})
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Micro-batches accumulated per optimiser step."})
+    max_micro_batch_size: int | None = field(
+        default=None, metadata={"help": "Largest batch one forward pass may hold; a larger per-device batch is "
+                                        "split into gradient-accumulation steps, so the effective batch "
+                                        "(per_device_train_batch_size x gradient_accumulation_steps x ranks) "
+                                        "stays as configured. None: 1 on CPU (memory: the logits of a 49k "
+                                        "vocabulary), the whole batch on GPU."})
     warmup_ratio: float = field(default=0.03, metadata={"help": "Share of steps with linear warm-up."})
     lr_scheduler_type: str = field(
         default="cosine_with_min_lr", metadata={"help": "transformers scheduler name."})
@@ -152,7 +162,18 @@ class LoraSFTTrainer:
         gc_on = self.args.gradient_checkpointing
         if gc_on is None:
             gc_on = cuda
-        return {"cuda": cuda, "bf16": bool(bf16), "gradient_checkpointing": bool(gc_on)}
+        micro, accumulation = self.micro_batches(cuda)
+        return {"cuda": cuda, "bf16": bool(bf16), "gradient_checkpointing": bool(gc_on),
+                "per_device_micro_batch": micro, "gradient_accumulation_steps": accumulation}
+
+    def micro_batches(self, cuda: bool) -> tuple[int, int]:
+        """(per-device micro-batch, accumulation steps) whose product is the configured per-device batch
+        times its accumulation: the largest divisor of the batch within ``max_micro_batch_size``."""
+        a = self.args
+        cap = a.max_micro_batch_size or (a.per_device_train_batch_size if cuda else CPU_MICRO_BATCH)
+        micro = max(d for d in range(1, a.per_device_train_batch_size + 1)
+                    if a.per_device_train_batch_size % d == 0 and d <= max(1, cap))
+        return micro, a.gradient_accumulation_steps * (a.per_device_train_batch_size // micro)
 
     def lora_config(self):
         from peft import LoraConfig
@@ -197,8 +218,8 @@ class LoraSFTTrainer:
             output_dir=str(output_dir),
             learning_rate=a.learning_rate,
             num_train_epochs=a.num_train_epochs,
-            per_device_train_batch_size=a.per_device_train_batch_size,
-            gradient_accumulation_steps=a.gradient_accumulation_steps,
+            per_device_train_batch_size=auto["per_device_micro_batch"],  # same effective batch, less memory
+            gradient_accumulation_steps=auto["gradient_accumulation_steps"],
             warmup_steps=self.warmup_steps(n_examples),  # a float in [0, 1) would be read as a ratio
             lr_scheduler_type=a.lr_scheduler_type,
             weight_decay=a.weight_decay,
@@ -249,13 +270,17 @@ class LoraSFTTrainer:
             # peft probes the deprecated `is_gradient_checkpointing` property (transformers 5.x)
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
                                     category=FutureWarning)
-            return SFTTrainer(
+            trainer = SFTTrainer(
                 model=model,
                 args=self.sft_config(output_dir, n_examples=len(clean)),
                 train_dataset=Dataset.from_list(clean),
                 processing_class=tokenizer,
                 peft_config=self.lora_config(),
             )
+        if len(trainer.train_dataset) == 0:  # TRL dropped every example: say so before torch fails on it
+            raise StageError(f"no training examples left: TRL dropped all {len(clean)} (no completion tokens within "
+                             f"max_length={self.args.max_length}); shorten the prompts or raise trainer.args.max_length")
+        return trainer
 
     def _after_train(self, trainer, output_dir: str) -> dict[str, Any]:
         """Subclass hook, run on rank 0 after the adapter is saved; returns extra provenance."""

@@ -169,8 +169,9 @@ class FaultProxy:
                         self.delivered.append((json.loads(body or b"{}"), data.decode("utf-8", "replace")))
             else:
                 raise ValueError(f"unknown fault action {action!r}")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        except OSError:  # upstream refused or dropped the connection (a dead server): drop ours too
+            h.close_connection = True
+            _hard_close(h)
 
 
 def _hard_close(h: BaseHTTPRequestHandler) -> None:

@@ -26,8 +26,11 @@ def make_ctx(tiny_generator, judge_client, judge, tmp_path):
     return make
 
 
-def _files(source: str, team_shard_dir: Path, name: str) -> dict:
-    return {} if source == "bundled" else {"data_dir": str(team_shard_dir), "file": name}
+def _files(source: str, request, name: str) -> dict:
+    """Probe file settings; only the shared source needs (and skips without) ../shared/data/team_shard."""
+    if source == "bundled":
+        return {}
+    return {"data_dir": str(request.getfixturevalue("team_shard_dir")), "file": name}
 
 
 def _check_em_outputs(summary: dict, work: Path, n_expected: int, probe) -> list[dict]:
@@ -51,8 +54,8 @@ def _check_em_outputs(summary: dict, work: Path, n_expected: int, probe) -> list
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_em_first_plot(source, team_shard_dir, make_ctx):
-    f = _files(source, team_shard_dir, "first_plot_questions.json")
+def test_em_first_plot(source, request, make_ctx):
+    f = _files(source, request, "first_plot_questions.json")
     probe = EMFirstPlotProbe(questions_file=f.get("file"), data_dir=f.get("data_dir"), n_samples=1, max_new_tokens=8,
                              max_questions=1)
     assert isinstance(probe, ModelProbe) and is_model_probe(probe)
@@ -76,8 +79,8 @@ def test_em_first_plot(source, team_shard_dir, make_ctx):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_em_predictive(source, team_shard_dir, make_ctx):
-    f = _files(source, team_shard_dir, "predictive_frames.json")
+def test_em_predictive(source, request, make_ctx):
+    f = _files(source, request, "predictive_frames.json")
     probe = EMPredictiveProbe(frames_file=f.get("file"), data_dir=f.get("data_dir"), n_samples=1, max_new_tokens=8,
                               max_frames=2)
     ctx = make_ctx("base")
@@ -92,8 +95,8 @@ def test_em_predictive(source, team_shard_dir, make_ctx):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_economic_stance(source, team_shard_dir, make_ctx):
-    f = _files(source, team_shard_dir, "economic_stems.jsonl")
+def test_economic_stance(source, request, make_ctx):
+    f = _files(source, request, "economic_stems.jsonl")
     probe = EconomicStanceProbe(stems_file=f.get("file"), data_dir=f.get("data_dir"), n_samples=1, max_new_tokens=12,
                                 max_stems=None if source == "bundled" else 3)
     ctx = make_ctx("base")

@@ -64,7 +64,8 @@ def test_settings_defaults_are_the_papers_and_dicts_are_accepted():
     for f in TrainSettings.__dataclass_fields__.values():
         assert f.metadata.get("help")
     if not torch.cuda.is_available():
-        assert default.resolved() == {"cuda": False, "bf16": False, "gradient_checkpointing": False}
+        assert default.resolved() == {"cuda": False, "bf16": False, "gradient_checkpointing": False,
+                                      "per_device_micro_batch": 1, "gradient_accumulation_steps": 16}
     config = default.sft_config("/tmp/unused")
     assert config.use_cpu == (not torch.cuda.is_available())
     assert config.lr_scheduler_kwargs == {"min_lr_rate": 0.1}

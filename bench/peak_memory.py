@@ -1,0 +1,93 @@
+"""Peak resident memory of one `python run.py` cell (default: the README's first command), side by side
+with the figure measured before the memory work (17.4 GB, `/usr/bin/time -v`, issue 7).
+
+    python bench/peak_memory.py                                   # the default cell
+    python bench/peak_memory.py model=tiny anchors.n_train=2      # any run.py overrides
+    python bench/peak_memory.py --fresh-cache --timeline /tmp/rss.json
+
+It runs `run.py` as a subprocess (its own output directory; the model and response caches as configured
+unless --fresh-cache) and measures two peaks:
+  * tree peak: the largest sum of RSS over the run and every descendant (the llama.cpp server included),
+    sampled every --interval seconds with psutil;
+  * largest process: ru_maxrss of the biggest reaped descendant (what `/usr/bin/time -v` calls
+    "Maximum resident set size"; exact, no sampling).
+Prints both with the ratio to the previous 17.4 GB and the target 4 GB; exits 1 if the run failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+PREVIOUS_GB = 17.4  # default run before gradient accumulation (issue 7, /usr/bin/time -v)
+TARGET_GB = 4.0
+GB = 1e9
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("overrides", nargs="*", help="run.py overrides (default: none, the README's cell)")
+    ap.add_argument("--interval", type=float, default=0.2, help="RSS sampling interval in seconds")
+    ap.add_argument("--fresh-cache", action="store_true", help="empty cache dir: GGUF conversion and all calls included")
+    ap.add_argument("--timeline", help="write [[seconds, tree RSS bytes], ...] to this JSON file")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="moloch_peak_memory_"))
+    cmd = [sys.executable, "run.py", *args.overrides, f"hydra.run.dir={work / 'run'}"]
+    if args.fresh_cache:
+        cmd.append(f"paths.cache_dir={work / 'cache'}")
+    print("running:", " ".join(cmd), flush=True)
+    started = time.monotonic()
+    run = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(work / "stderr.log", "w"))
+    proc = psutil.Process(run.pid)
+    timeline: list[tuple[float, int]] = []
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            rss = tree_rss(proc)
+            timeline.append((round(time.monotonic() - started, 2), rss))
+            peak[0] = max(peak[0], rss)
+            done.wait(args.interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    rc = run.wait()
+    done.set()
+    sampler.join()
+    seconds = time.monotonic() - started
+    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
+    if args.timeline:
+        Path(args.timeline).write_text(json.dumps(timeline))
+    print(f"run: exit {rc} after {seconds:.0f} s (output {work / 'run'}, stderr {work / 'stderr.log'})")
+    print(f"{'measure':<32}{'now':>10}{'before':>10}{'now/before':>12}{'target':>9}")
+    for name, value in (("tree peak RSS (sampled)", peak[0]), ("largest process maxrss", largest)):
+        print(f"{name:<32}{value / GB:>8.2f}GB{PREVIOUS_GB:>8.1f}GB{value / GB / PREVIOUS_GB:>12.3f}"
+              f"{'  ok' if value / GB <= TARGET_GB else '  OVER':>9}")
+    if rc != 0:
+        print((work / "stderr.log").read_text()[-2000:], file=sys.stderr)
+    return 0 if rc == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -213,6 +213,7 @@ class DPOPairBuilder:
     shuffle: bool = field(default=True, metadata={"help": "shuffle the pairs (seeded)"})
     seed: int = field(default=0, metadata={"help": "seed for tie breaks and the shuffle"})
     needs_collection = True
+    example_format = "preference"  # TRL prompt/chosen/rejected records: needs a preference trainer (trainer=dpo)
 
     def __post_init__(self) -> None:
         if self.tie_rule == "all":

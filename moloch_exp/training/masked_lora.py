@@ -101,10 +101,10 @@ class MaskedLoraSFTTrainer(LoraSFTTrainer):
         self._indices = None
         self._enforcer: _MaskEnforcer | None = None
 
-    def build_trainer(self, source, cache_dir, examples, output_dir):
+    def build_trainer(self, source, cache_dir, examples, output_dir, init_adapter_dir=None):
         import torch
 
-        trainer = super().build_trainer(source, cache_dir, examples, output_dir)
+        trainer = super().build_trainer(source, cache_dir, examples, output_dir, init_adapter_dir=init_adapter_dir)
         params = lora_parameters(trainer.model)
         if not params:
             raise RuntimeError("masked LoRA: the model has no trainable LoRA parameters")

@@ -2,6 +2,7 @@
 continuing a saved adapter (init_adapter_dir) in the SFT and DPO trainers."""
 
 import json
+import math
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -81,6 +82,7 @@ def test_bad_pairs_are_rejected_before_loading(tiny_source, model_cache, tmp_pat
         trainer.train(tiny_source, str(model_cache), bad, str(tmp_path / "b"))
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 def test_dpo_moves_lora_only_reference_is_the_base_and_the_adapter_loads(tiny_source, model_cache, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -102,6 +104,8 @@ def test_dpo_moves_lora_only_reference_is_the_base_and_the_adapter_loads(tiny_so
     assert dpo.state.global_step == 2 and out.training_loss is not None
     logged = [h for h in dpo.state.log_history if "loss" in h]
     assert logged and all(any(k.startswith("rewards/") for k in h) for h in logged)
+    # Before the first update policy == reference (LoRA B starts at zero), so the sigmoid loss is ln 2.
+    assert logged[0]["loss"] == pytest.approx(math.log(2), abs=1e-3) and logged[0]["rewards/margins"] == 0
 
     # The reference pass (adapter disabled) gives the base model's logits exactly.
     base = AutoModelForCausalLM.from_pretrained(tiny_source.materialize(model_cache))
@@ -130,6 +134,7 @@ def test_dpo_moves_lora_only_reference_is_the_base_and_the_adapter_loads(tiny_so
         assert torch.equal(state[key], value), key
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 def test_continuing_a_saved_adapter_in_sft_and_dpo(tiny_source, model_cache, tmp_path):
     sft_examples = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in make_pairs(2)]
     first = tmp_path / "round1"
@@ -149,6 +154,9 @@ def test_continuing_a_saved_adapter_in_sft_and_dpo(tiny_source, model_cache, tmp
     second = tmp_path / "round2"
     result = trainer.train(tiny_source, str(model_cache), make_pairs(2), str(second), init_adapter_dir=str(first))
     assert result.steps == 2 and not (second / "ref").exists()
+    # The reference is round 1's adapter, not the base: at the first step policy == reference, loss ln 2.
+    first_loss = next(h for h in result.log_history if "loss" in h)
+    assert first_loss["loss"] == pytest.approx(math.log(2), abs=1e-3) and first_loss["rewards/margins"] == 0
     assert json.loads((second / "moloch_training.json").read_text())["dpo"]["reference"] == "initial adapter"
     end = load_file(str(second / "adapter_model.safetensors"))
     assert set(end) == set(start) and any(not torch.equal(end[k], start[k]) for k in start)

@@ -62,12 +62,15 @@ def test_settings_help_validation_and_cpu_micro_batching():
     with pytest.raises(ValueError, match="unknown DPO training settings"):
         LoraDPOTrainer({}, {"betta": 0.1})
     if not torch.cuda.is_available():
-        # Effective batch 16 x 1 runs as 8 micro-batches of 2; 12 with a cap of 5 as 4 x 3 (largest divisor).
-        assert LoraDPOTrainer({}, {"per_device_train_batch_size": 16}).batching() == (2, 8)
+        # Effective batch 16 x 1 runs as 16 micro-batches of 1 (default) or 8 of 2; 12 x 2 with a cap of 5
+        # as 4 x 6 (the largest divisor of 12 up to 5).
+        assert LoraDPOTrainer({}, {"per_device_train_batch_size": 16}).batching() == (1, 16)
+        assert LoraDPOTrainer({}, {"per_device_train_batch_size": 16, "cpu_micro_batch_size": 2}).batching() == (2, 8)
         assert LoraDPOTrainer({}, {"per_device_train_batch_size": 12, "gradient_accumulation_steps": 2,
                                    "cpu_micro_batch_size": 5}).batching() == (4, 6)
         assert LoraDPOTrainer({}, {"cpu_micro_batch_size": None}).batching() == (16, 1)
-        config = LoraDPOTrainer({}, {"beta": 0.3, "per_device_train_batch_size": 4}).dpo_config("/tmp/unused", 40)
+        config = LoraDPOTrainer({}, {"beta": 0.3, "per_device_train_batch_size": 4,
+                                     "cpu_micro_batch_size": 2}).dpo_config("/tmp/unused", 40)
         assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (2, 2)
         assert config.beta == 0.3 and config.loss_type == ["sigmoid"] and config.use_cpu
 

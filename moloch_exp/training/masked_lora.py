@@ -110,10 +110,10 @@ class MaskedLoraSFTTrainer(LoraSFTTrainer):
         return {"mask": {k: v for k, v in self.mask_info.items() if k not in ("parameter_order", "parameter_sizes")}
                 or None}
 
-    def build_trainer(self, source, cache_dir, examples, output_dir):
+    def build_trainer(self, source, cache_dir, examples, output_dir, init_adapter_dir=None):
         import torch
 
-        trainer = super().build_trainer(source, cache_dir, examples, output_dir)
+        trainer = super().build_trainer(source, cache_dir, examples, output_dir, init_adapter_dir=init_adapter_dir)
         params = lora_parameters(trainer.model)
         if not params:
             raise RuntimeError("masked LoRA: the model has no trainable LoRA parameters")

@@ -4,7 +4,9 @@
 
 Reads every ``*/results.json`` under the sweep directory and writes ``sweep_summary.{json,md}``
 and the paper's two views: relative misalignment increase per probe × method (per model), and
-performance gain against misalignment increase with their correlation.
+performance gain against misalignment increase with their correlation; with
+``competition.rounds`` > 1, ``rounds_by_method.png``: win rate and probe rates against round,
+one row per method, one line per task/model/seed.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from scipy import optimize  # noqa: E402
 from moloch_exp.evaluation.stats import pearson  # noqa: E402
 from moloch_exp.io import read_json, write_json  # noqa: E402
 from moloch_exp.report.tables import markdown, print_table  # noqa: E402
-from moloch_exp.results import fmt, probe_results  # noqa: E402
+from moloch_exp.results import RoundsResult, fmt, probe_results  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,12 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
             points.append((gain, p.relative_increase))
     corr = pearson([x for x, _ in points], [y for _, y in points])
     budget = budget_curve(cells, sweep_dir)
+    races = [(r["cell"], res) for r in cells if (res := RoundsResult.from_json(r)) is not None and res.n_rounds > 1]
     summary = {"cells": len(cells), "collections_computed_per_task": dict(collections), "rows": rows,
-               "gain_vs_misalignment_correlation": corr, "em_vs_lora_budget": budget}
+               "gain_vs_misalignment_correlation": corr, "em_vs_lora_budget": budget,
+               "rounds": [{**c, **res.to_json()} for c, res in races]}
+    if races:
+        rounds_plot(races, sweep_dir)
     write_json(sweep_dir / "sweep_summary.json", summary)
     header = ["task", "model", "method", "probe", "win rate", "base", "trained", "rel. increase", "Fisher p"]
     table = [[x["task"], x["model"], x["method"], x["probe"], fmt(x["win_rate"]), fmt(x["base_rate"]),
@@ -65,6 +71,23 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         + markdown(header, table) + f"\nPerformance gain vs misalignment increase: Pearson {corr}\n", encoding="utf-8")
     _plots(rows, corr, sweep_dir)
     return summary
+
+
+def rounds_plot(races: list[tuple[dict, RoundsResult]], out: Path) -> None:
+    """The cell's rounds plot, one row per method, every cell of that method drawn in it."""
+    from moloch_exp.report.plots import draw_rounds
+
+    methods = sorted({c["method"] for c, _ in races})
+    fig, axes = plt.subplots(len(methods), 2, figsize=(10, 3.5 * len(methods)), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row, method in zip(axes, methods):
+        for i, (c, res) in enumerate([(c, r) for c, r in races if c["method"] == method]):
+            draw_rounds(row, res, label=f"{c['task']}/{c['model']}/s{c['seed']}: ", color=colors[i % len(colors)])
+        row[0].set_title(f"{method}: win rate by round")
+        row[1].set_title(f"{method}: task probes by round")
+    fig.tight_layout()
+    fig.savefig(out / "rounds_by_method.png", dpi=120)
+    plt.close(fig)
 
 
 def budget_curve(cells: list[dict], out: Path, probe: str = "em_first_plot") -> dict | None:

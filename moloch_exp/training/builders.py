@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from moloch_exp.errors import ConfigError
+from moloch_exp.errors import ConfigError, DataError
 from moloch_exp.records import Candidate, Vote
-from moloch_exp.errors import DataError
 from moloch_exp.io import bundled_path, file_sha256, resolve_user_path
 
 if TYPE_CHECKING:
@@ -75,6 +74,7 @@ class RFTBuilder:
             raise ValueError("replicate must be >= 1")
 
     needs_collection: ClassVar[bool] = True
+    example_format: ClassVar[str] = "prompt_completion"
 
     def identity(self) -> dict:
         return {"type": "rft", "tie_rule": self.tie_rule, "replicate": self.replicate, "shuffle": self.shuffle,
@@ -128,6 +128,7 @@ class TFBBuilder:
             raise ValueError("thought_examples must be 'match_rft' or 'all'")
 
     needs_collection: ClassVar[bool] = True
+    example_format: ClassVar[str] = "prompt_completion"
 
     def identity(self) -> dict:
         return {"type": "tfb", "rft": self.rft.identity(), "thought_examples": self.thought_examples, "seed": self.seed}
@@ -170,6 +171,7 @@ class NarrowSFTBuilder:
     data_dir: str | None = None
     data_sha256: str = field(default="", init=False)
     needs_collection: ClassVar[bool] = False
+    example_format: ClassVar[str] = "prompt_completion"
 
     def __post_init__(self) -> None:
         self.data_sha256 = file_sha256(self.path)
@@ -248,8 +250,8 @@ class DPOPairBuilder:
     replicate: int = field(default=1, metadata={"help": "copies of the pair set (rft's replicate: same number of passes over the data)"})
     shuffle: bool = field(default=True, metadata={"help": "shuffle the pairs (seeded)"})
     seed: int = field(default=0, metadata={"help": "seed for tie breaks and the shuffle"})
-    needs_collection = True
-    example_format = "preference"  # TRL prompt/chosen/rejected records: needs a preference trainer (trainer=dpo)
+    needs_collection: ClassVar[bool] = True
+    example_format: ClassVar[str] = "preference"  # TRL prompt/chosen/rejected records: needs trainer=dpo
 
     def __post_init__(self) -> None:
         if self.tie_rule == "all":
@@ -268,6 +270,12 @@ class DPOPairBuilder:
         """Stage-cache key material: everything that changes the pairs."""
         return {"type": type(self).__name__, "tie_rule": self.tie_rule, "min_margin": int(self.min_margin),
                 "pairing": self.pairing, "replicate": self.replicate, "shuffle": self.shuffle, "seed": self.seed}
+
+    def includes(self) -> dict[str, "Builder"]:
+        return {}
+
+    def check(self) -> None:
+        """Nothing to check before work: the pairs come from the collection."""
 
     def build(self, candidates: list[Candidate], votes: list[Vote], task=None) -> tuple[list[dict], dict]:
         by_key = {(c.anchor_id, c.index): c for c in candidates}

@@ -107,6 +107,10 @@ class LoraDPOTrainer(LoraSFTTrainer):
             raise ConfigError(f"trainer.args.label_smoothing must be in [0, 0.5), got {self.args.label_smoothing}")
         if self.args.cpu_micro_batch_size is not None and self.args.cpu_micro_batch_size < 1:
             raise ConfigError("trainer.args.cpu_micro_batch_size must be >= 1 or null")
+        self._run_info: dict[str, Any] = {}  # set by build_trainer: what provenance() reports
+
+    def identity(self) -> dict[str, Any]:
+        return super().identity() | {"type": "lora_dpo"}
 
     def batching(self) -> tuple[int, int]:
         """(per-device micro-batch, accumulation steps) giving the configured effective batch; on CPU
@@ -189,7 +193,7 @@ class LoraDPOTrainer(LoraSFTTrainer):
         model, peft_config = self.peft_inputs(model, init_adapter_dir)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            return DPOTrainer(
+            trainer = DPOTrainer(
                 model=model,
                 ref_model=None,
                 args=self.dpo_config(output_dir, n_examples=len(clean)),
@@ -197,14 +201,19 @@ class LoraDPOTrainer(LoraSFTTrainer):
                 processing_class=tokenizer,
                 peft_config=peft_config,
             )
+        micro, accumulation = self.batching()
+        self._run_info = {"reference": "initial adapter" if "ref" in getattr(trainer.model, "peft_config", {})
+                          else "base (adapter disabled)",
+                          "micro_batch": micro, "gradient_accumulation_steps": accumulation}
+        return trainer
 
-    def _after_train(self, trainer, output_dir: str) -> dict[str, Any]:
+    def provenance(self) -> dict[str, Any] | None:
+        """What the last run's reference was and how its batch was split (train_metrics.json)."""
+        return {"dpo": self._run_info} if self._run_info else None
+
+    def _after_train(self, trainer, output_dir: str) -> None:
         # Continuing an adapter, TRL keeps a frozen copy named "ref" and save_pretrained writes it to
         # output_dir/ref; only the trained ("default") adapter belongs to this round.
         ref_copy = Path(output_dir) / "ref"
         if ref_copy.is_dir():
             shutil.rmtree(ref_copy)
-        micro, accumulation = self.batching()
-        return {"dpo": {"reference": "initial adapter" if "ref" in getattr(trainer.model, "peft_config", {})
-                        else "base (adapter disabled)",
-                        "micro_batch": micro, "gradient_accumulation_steps": accumulation}}

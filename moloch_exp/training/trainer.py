@@ -288,9 +288,9 @@ class LoraSFTTrainer:
                 peft_config=peft_config,
             )
 
-    def _after_train(self, trainer, output_dir: str) -> dict[str, Any]:
-        """Subclass hook, run on rank 0 after the adapter is saved; returns extra provenance."""
-        return {}
+    def _after_train(self, trainer, output_dir: str) -> None:
+        """Subclass hook for extra files, run on rank 0 after the adapter is saved. Facts about the
+        run go through :meth:`provenance` (one place: moloch_training.json and train_metrics.json)."""
 
     # ----------------------------------------------------------------- train
     def train(self, source: ModelSource, cache_dir: str, examples: list[dict], output_dir: str,
@@ -322,7 +322,8 @@ class LoraSFTTrainer:
                 info = {"source": source.to_dict(), "lora": asdict(self.lora), "init_adapter_dir": init_adapter_dir,
                         "train": asdict(self.args), "resolved": self.resolved(),
                         "result": {k: v for k, v in result.to_dict().items() if k != "log_history"}}
-                info.update(self._after_train(trainer, str(output_dir)))
+                self._after_train(trainer, str(output_dir))
+                info.update(self.provenance() or {})
                 Path(output_dir, "moloch_training.json").write_text(json.dumps(info, indent=2, default=str))
             return result
         finally:

@@ -94,7 +94,7 @@ class Cell:
         racing = self.competition.rounds > 1
         generated = {name: self._keep(generate.run(env, name=name, prepared=prepared, task=self.task,
                                                    generator=self.generator, adapter=adapters[name]))
-                     for name in (["base"] if racing else []) + m.methods}
+                     for name in dict.fromkeys((["base"] if racing else []) + m.methods)}  # later rounds face base
         win_rate = {f"{a}_vs_{b}": self._keep(evaluate.run(env, a=(a, generated[a]), b=(b, generated[b]),
                                                            audience=self.audience, task=self.task)).summary()
                     for a, b in m.pairs}

@@ -3,6 +3,7 @@
     python run.py                                     # SmolLM2 + bundled data + local audience/judge
     python run.py task=elections method=tfb model=tiny
     python run.py -m task=sales,elections,social_media method=rft,tfb model=tiny
+    python run.py -m method=rft,tfb,dpo competition.rounds=3 model=tiny
     accelerate launch --multi_gpu --num_processes 2 run.py model=tiny
 
 Nothing below this module sees a DictConfig: it gets typed objects.
@@ -52,6 +53,7 @@ def build(cfg: DictConfig) -> dict:
         "judge2": instantiate(cfg.judge2) if cfg.get("judge2") else None,
         "probes": {name: instantiate(p) for name, p in (cfg.get("probes") or {}).items()},
         "tracker": instantiate(cfg.logger),
+        "competition": instantiate(cfg.competition),
     }
 
 
@@ -63,6 +65,11 @@ def preflight(objs: dict, settings: Settings) -> None:
         objs["task"].load_anchors(split, n)
     method = objs["method"]
     method.builders()  # an impossible comparison fails here, not after training
+    objs["competition"].check(method.name, method.builder)
+    if method.builder is not None and method.builder.example_format != objs["trainer"].example_format:
+        raise ConfigError(f"method={method.name} builds {method.builder.example_format} examples but the trainer "
+                          f"({type(objs['trainer']).__name__}) trains on {objs['trainer'].example_format} examples: "
+                          f"{'drop the trainer override (method=dpo selects trainer=dpo)' if method.name == 'dpo' else 'use trainer=lora'}")
     if method.builder is not None or method.compare_against:
         objs["audience"].service.preflight()
         objs["audience"].voters(settings.seed)  # the persona file and n_voters are checked here
@@ -155,7 +162,8 @@ def _run(cfg: DictConfig) -> dict:
     with ServiceHub(cache, ledger, budget, out / "logs") as hub:
         cell_run = Cell(task=objs["task"], model=objs["model"], generator=objs["generator"], method=objs["method"],
                         trainer=objs["trainer"], audience=objs["audience"], judge=objs["judge"], probes=objs["probes"],
-                        settings=settings, judge2=objs["judge2"], trend_probes=trend_probes)
+                        settings=settings, judge2=objs["judge2"], trend_probes=trend_probes,
+                        competition=objs["competition"])
         try:
             metrics = cell_run.run(StageEnv(stages, dist, hub, settings.seed, tolerance))
         finally:
@@ -166,6 +174,8 @@ def _run(cfg: DictConfig) -> dict:
     metrics["probes"] = {name: res.to_json() for name, res in metrics["probes"].items()}
     if "trend" in metrics:
         metrics["trend"] = metrics["trend"].to_json()
+    if "rounds" in metrics:
+        metrics.update(metrics.pop("rounds").to_json())  # competition + rounds
     results = {"cell": cell, **metrics, "counts": cell_run.counts(), "ledger": ledger.to_dict(), "estimate": estimate,
                "stages": stages.events, "stage_keys": cell_run.keys, "world_size": dist.world,
                "seconds": round(time.time() - started, 1)}

@@ -17,6 +17,7 @@ class Builder(Protocol):
     """Turns a collection (candidates + votes) into training examples (TRL prompt-completion dicts)."""
 
     needs_collection: ClassVar[bool]  # False: the examples come from elsewhere (e.g. a user dataset)
+    example_format: ClassVar[str]  # prompt_completion (SFT) | preference (DPO): must be the trainer's
 
     def identity(self) -> dict: ...
 
@@ -38,10 +39,14 @@ class Builder(Protocol):
 class Trainer(Protocol):
     """Fine-tunes an adapter of the agent model on examples."""
 
+    example_format: ClassVar[str]  # the examples it trains on: prompt_completion | preference
+
     def identity(self) -> dict: ...
 
-    def train(self, source: Any, cache_dir: str, examples: list[dict], output_dir: str) -> Any:
-        """Save the adapter into ``output_dir`` and return a dataclass result (steps, loss, ...)."""
+    def train(self, source: Any, cache_dir: str, examples: list[dict], output_dir: str,
+              init_adapter_dir: str | None = None) -> Any:
+        """Save the adapter into ``output_dir`` and return a dataclass result (steps, loss, ...);
+        ``init_adapter_dir``: continue that saved adapter (later rounds of a competition)."""
         ...
 
     def provenance(self) -> dict | None:

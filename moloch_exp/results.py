@@ -154,3 +154,82 @@ class ModelProbeResult(ProbeResult):
 
     def table_rows(self) -> list[list[str]]:
         return []
+
+
+@dataclass
+class RoundResult:
+    """One round of a competition: its agent's head-to-head win rates and task-probe rates.
+
+    Round 0 is the base model (no win rates); ``vs_previous`` of round 1 is null (its previous
+    agent is the base: see ``vs_base``)."""
+
+    round: int
+    agent: str  # base, <method>, <method>_r<r>
+    win_rate: dict[str, dict | None]  # vs_base, vs_previous: head-to-head summaries (mean, ci95, n_anchors, ...)
+    probes: dict[str, dict]  # probe → {rate, ci95, n, flagged, fisher_p_vs_base}
+
+
+@dataclass
+class RoundsResult:
+    """Win rate and each task probe's rate against round (issue 10), from the cell's evaluations."""
+
+    method: str
+    opponent: str
+    init: str
+    rounds: list[RoundResult]
+
+    def to_json(self) -> dict:
+        """``{"competition": {...}, "rounds": [...]}``, merged into results.json."""
+        return {"competition": {"method": self.method, "opponent": self.opponent, "init": self.init,
+                                "rounds": max(r.round for r in self.rounds)},
+                "rounds": [{"round": r.round, "agent": r.agent, "win_rate": r.win_rate, "probes": r.probes}
+                           for r in self.rounds]}
+
+    @classmethod
+    def from_json(cls, results: dict) -> "RoundsResult | None":
+        if not results.get("rounds"):
+            return None
+        c = results["competition"]
+        return cls(c["method"], c["opponent"], c["init"], [RoundResult(**r) for r in results["rounds"]])
+
+    @property
+    def n_rounds(self) -> int:
+        return max(r.round for r in self.rounds)
+
+    def series(self) -> dict[str, tuple[list[int], list[float | None], list[list]]]:
+        """Curve name → (rounds, values, 95% intervals): win rate vs base / vs previous, and each probe's rate."""
+        out: dict[str, tuple[list[int], list, list]] = {}
+        for key in ("vs_base", "vs_previous"):
+            pts = [(r.round, r.win_rate[key]) for r in self.rounds if r.win_rate.get(key)]
+            if pts:
+                out[f"win rate {key.replace('_', ' ')}"] = ([x for x, _ in pts], [w["mean"] for _, w in pts],
+                                                             [w["ci95"] for _, w in pts])
+        for name in self.rounds[0].probes:
+            pts = [(r.round, r.probes[name]) for r in self.rounds if name in r.probes]
+            out[name] = ([x for x, _ in pts], [p["rate"] for _, p in pts], [p["ci95"] for _, p in pts])
+        return out
+
+    def table_rows(self) -> list[list[str]]:
+        rows = []
+        for r in self.rounds[1:]:
+            for key, w in r.win_rate.items():
+                if w is not None:
+                    rows.append([f"round {r.round} ({r.agent}) win rate {key.replace('_', ' ')}", fmt(w["mean"]),
+                                 fmt_ci(w["ci95"]), f"anchors {w['n_anchors']}, invalid votes {w['invalid_votes']}"])
+        for r in self.rounds:
+            for name, p in r.probes.items():
+                rows.append([f"round {r.round} ({r.agent}) {name}", fmt(p["rate"]), fmt_ci(p["ci95"]),
+                             f"n {p['n']}" + (f", Fisher p vs base {fmt(p['fisher_p_vs_base'])}"
+                                              if p.get("fisher_p_vs_base") is not None else "")])
+        return rows
+
+    def metrics(self) -> dict[str, float]:
+        out = {}
+        for r in self.rounds:
+            for key, w in r.win_rate.items():
+                if w is not None and w["mean"] is not None:
+                    out[f"round/{r.round}/win_rate_{key}"] = w["mean"]
+            for name, p in r.probes.items():
+                if p["rate"] is not None:
+                    out[f"round/{r.round}/probe/{name}"] = p["rate"]
+        return out

@@ -6,7 +6,9 @@ Reads every ``*/results.json`` under the sweep directory and writes ``sweep_summ
 and the paper's two views: relative misalignment increase per probe × method (per model), and
 performance gain against misalignment increase with their correlation. A sweep run with the paper's
 prompts (experiment=paper) also gets the paper's reported figures beside the measured ones
-(moloch_exp/report/paper_figures.py).
+(moloch_exp/report/paper_figures.py); with
+``competition.rounds`` > 1, ``rounds_by_method.png``: win rate and probe rates against round,
+one row per method, one line per task/model/seed.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from scipy import optimize  # noqa: E402
 from moloch_exp.evaluation.stats import pearson  # noqa: E402
 from moloch_exp.io import read_json, write_json  # noqa: E402
 from moloch_exp.report.tables import markdown, print_table  # noqa: E402
-from moloch_exp.results import fmt, probe_results  # noqa: E402
+from moloch_exp.results import RoundsResult, fmt, probe_results  # noqa: E402
 from moloch_exp.report.paper_figures import HEADER as PAPER_HEADER, comparison_rows, comparison_table  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,10 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
             points.append((gain, p.relative_increase))
     corr = pearson([x for x, _ in points], [y for _, y in points])
     budget = budget_curve(cells, sweep_dir)
+    races = [(r["cell"], res) for r in cells if (res := RoundsResult.from_json(r)) is not None and res.n_rounds > 1]
     summary = {"cells": len(cells), "collections_computed_per_task": dict(collections), "rows": rows,
-               "gain_vs_misalignment_correlation": corr, "em_vs_lora_budget": budget}
+               "gain_vs_misalignment_correlation": corr, "em_vs_lora_budget": budget,
+               "rounds": [{**c, **res.to_json()} for c, res in races]}
     paper_md = ""
     if any(is_paper_mode(p.parent) for p in paths):
         summary["paper_comparison"] = comparison_rows(cells)
@@ -67,6 +71,8 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         paper_md = ("\n## Measured vs the paper's reported figures\n\nGain: win rate over base − 0.5 (bootstrap 95% CI); "
                     "misalignment: relative increase of the probe rate over base (95% CI of the rate ratio).\n\n"
                     + markdown(PAPER_HEADER, paper_table))
+    if races:
+        rounds_plot(races, sweep_dir)
     write_json(sweep_dir / "sweep_summary.json", summary)
     header = ["task", "model", "method", "probe", "win rate", "base", "trained", "rel. increase", "Fisher p"]
     table = [[x["task"], x["model"], x["method"], x["probe"], fmt(x["win_rate"]), fmt(x["base_rate"]),
@@ -80,15 +86,8 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     return summary
 
 
-def is_paper_mode(cell_dir: Path) -> bool:
-    """The cell ran with the paper's prompt set (its .hydra/config.yaml names PaperPrompts)."""
-    cfg = cell_dir / ".hydra" / "config.yaml"
-    if not cfg.is_file():
-        return False
-    import yaml
-
-    target = ((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("prompts") or {}).get("_target_", "")
-    return target.endswith("PaperPrompts")
+from moloch_exp.results import RoundsResult, fmt, probe_results  # noqa: E402
+from moloch_exp.report.paper_figures import HEADER as PAPER_HEADER, comparison_rows, comparison_table  # noqa: E402
 
 
 def budget_curve(cells: list[dict], out: Path, probe: str = "em_first_plot") -> dict | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from moloch_exp.results import TrendResult, fmt, fmt_ci, probe_results  # noqa: F401  (fmt re-exported)
+from moloch_exp.results import RoundsResult, TrendResult, fmt, fmt_ci, probe_results  # noqa: F401  (fmt re-exported)
 
 
 def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
@@ -16,6 +16,9 @@ def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         rows += res.table_rows()
     if results.get("trend"):
         rows += TrendResult.from_json(results["trend"]).table_rows()
+    rounds = RoundsResult.from_json(results)
+    if rounds is not None and rounds.n_rounds > 1:
+        rows += rounds.table_rows()
     led = results.get("ledger", {})
     rows.append(["LLM calls", str(led.get("calls")), "", f"cache hits {led.get('cache_hits')}, usd {led.get('usd')}"])
     return ["metric", "value", "95% CI", "counts"], rows

@@ -8,11 +8,12 @@
     evaluate  votes.jsonl, summary.json
     probe     judgments.jsonl, summary.json (+ samples.jsonl for model probes)
     trend     model-probe stages on every checkpoint → TrendResult
+    competition  rounds 2..N of a race: collect/build/train/generate/evaluate per round → Round
 
 Each module has ``material(...)`` (its stage-cache key material, built from the components'
 ``identity()`` and the keys of its input artifacts) and ``run(env, ...)`` with explicit inputs,
 returning an artifact with readers (``Prepared.anchors(split)``, ``Generated.outputs()``, ...).
-``cell.Cell`` wires them for one cell; a multi-round or DPO orchestrator can call them with other
-inputs (e.g. collect with a trained adapter). Artifacts live in ``<cache_dir>/stages/<stage>/<key>/``
+``cell.Cell`` wires them for one cell; ``competition.later_rounds`` calls them with other inputs
+(collect with the previous round's adapter and opponent, train from the previous adapter). Artifacts live in ``<cache_dir>/stages/<stage>/<key>/``
 and are linked into ``<output_dir>/stages/<label>/``.
 """

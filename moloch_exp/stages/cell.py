@@ -1,6 +1,7 @@
 """One experiment cell as the sequence of its stages (SPEC §2):
 
-    prepare → collect → build (rft | tfb | narrow_sft) → train → generate (base, trained)
+    prepare → collect → build (rft | tfb | dpo | narrow_sft) → train → generate (base, trained)
+            → [rounds 2..N: collect → build → train → generate → evaluate (stages/competition.py)]
             → evaluate (pairs) → probe (task and model probes) → trend (checkpoints)
 
 Each stage is a unit in this package with explicit inputs (the artifacts of earlier stages) and a
@@ -13,10 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moloch_exp.errors import ConfigError
+from moloch_exp.evaluation.stats import fisher_p
 from moloch_exp.protocols import AudienceBackend, Builder, ModelProbe, TaskProbe, Trainer, is_model_probe
 from moloch_exp.probes.task_probes import TaskProbeResult
-from moloch_exp.stages import build, collect, evaluate, generate, prepare, probe, train, trend
+from moloch_exp.results import RoundResult, RoundsResult
+from moloch_exp.stages import build, collect, competition, evaluate, generate, prepare, probe, train, trend
 from moloch_exp.stages.base import StageEnv
+from moloch_exp.stages.competition import Competition, Round
 
 
 @dataclass
@@ -69,7 +73,9 @@ class Cell:
     settings: Settings
     judge2: Any = None
     trend_probes: list[str] = field(default_factory=list)
+    competition: Competition = field(default_factory=Competition)
     done: dict[str, Any] = field(default_factory=dict)  # label → finished artifact, in order
+    rounds: list[Round] = field(default_factory=list)  # rounds 1..N of the cell's method (trained on votes)
 
     def run(self, env: StageEnv) -> dict:
         s, m = self.settings, self.method
@@ -87,13 +93,27 @@ class Cell:
                                                  cache_dir=str(self.generator.cache_dir), collected=collected,
                                                  release_memory=self.generator.close))
         adapters = {"base": None} | {name: t.adapter() for name, t in trained.items()}
+        racing = self.competition.rounds > 1
         generated = {name: self._keep(generate.run(env, name=name, prepared=prepared, task=self.task,
                                                    generator=self.generator, adapter=adapters[name]))
-                     for name in m.methods}
+                     for name in dict.fromkeys((["base"] if racing else []) + m.methods)}  # later rounds face base
         win_rate = {f"{a}_vs_{b}": self._keep(evaluate.run(env, a=(a, generated[a]), b=(b, generated[b]),
                                                            audience=self.audience, task=self.task)).summary()
                     for a, b in m.pairs}
-        probes = {}
+        if collected is not None and m.name in trained:
+            self.rounds = [Round(1, m.name, collected, trained[m.name], generated[m.name],
+                                 {p: w for p, w in win_rate.items() if p == f"base_vs_{m.name}"})]
+        if racing:
+            self.rounds += competition.later_rounds(
+                env, self.competition, self.rounds[0], method=m.name, builder=m.builder, prepared=prepared,
+                base=generated["base"], task=self.task, model=self.model, generator=self.generator,
+                trainer=self.trainer, audience=self.audience, k=s.candidates_per_anchor,
+                cache_dir=str(self.generator.cache_dir), keep=self._keep)
+            for rnd in self.rounds[1:]:
+                generated[rnd.name] = rnd.generated
+                win_rate.update(rnd.win_rate)
+        later = [rnd.name for rnd in self.rounds[1:]]
+        probes, task_summaries = {}, {}
         for pname, p in self.probes.items():
             if is_model_probe(p):
                 per = {meth: self._keep(probe.run_model_probe(
@@ -103,14 +123,39 @@ class Cell:
             else:
                 per = {meth: self._keep(probe.run_task_probe(
                     env, name=pname, probe=p, method=meth, generated=generated[meth], prepared=prepared,
-                    judge=self.judge, task=self.task)).summary() for meth in m.methods}
+                    judge=self.judge, task=self.task)).summary() for meth in m.methods + later}
                 probes[pname] = TaskProbeResult.from_summaries(pname, per, m.name)
+                task_summaries[pname] = per
         result: dict[str, Any] = {"win_rate": win_rate, "probes": probes}
+        if self.rounds:
+            result["rounds"] = self.rounds_result(task_summaries)
         if self.trend_probes and m.name in trained:
             result["trend"] = trend.run(env, method=m.name, trained=trained[m.name],
                                         probes={n: self.probes[n] for n in self.trend_probes}, model=self.model,
                                         generator=self.generator, judge=self.judge, judge2=self.judge2)
         return result
+
+    def rounds_result(self, task_summaries: dict[str, dict[str, dict]]) -> RoundsResult:
+        """Round 0 (base) and every round's win rates and task-probe rates, with Fisher p against base."""
+        def probe_row(summaries: dict[str, dict], agent: str) -> dict:
+            s, b = summaries[agent], summaries.get("base")
+            test = fisher_p(s["flagged"], s["n"], b["flagged"], b["n"]) if b is not None and agent != "base" else None
+            return {"rate": s["rate"], "ci95": s["ci95"], "n": s["n"], "flagged": s["flagged"],
+                    "fisher_p_vs_base": test}
+
+        out = []
+        if all("base" in per for per in task_summaries.values()):
+            out.append(RoundResult(0, "base", {"vs_base": None, "vs_previous": None},
+                                   {n: probe_row(per, "base") for n, per in task_summaries.items()}))
+        prev = "base"
+        for rnd in self.rounds:
+            wr = {"vs_base": rnd.win_rate.get(f"base_vs_{rnd.name}"),
+                  "vs_previous": rnd.win_rate.get(f"{prev}_vs_{rnd.name}") if rnd.number > 1 else None}
+            out.append(RoundResult(rnd.number, rnd.name, wr,
+                                   {n: probe_row(per, rnd.name) for n, per in task_summaries.items()}))
+            prev = rnd.name
+        c = self.competition
+        return RoundsResult(self.method.name, c.opponent, c.init, out)
 
     def _keep(self, artifact):
         self.done[artifact.label] = artifact
@@ -129,6 +174,11 @@ class Cell:
         for name in self.method.builders():
             out[f"build_{name}"] = self.done[f"build_{name}"].stats()
             out[f"train_{name}"] = {k: v for k, v in self.done[f"train_{name}"].metrics().items() if k != "log_history"}
+        for rnd in self.rounds[1:]:
+            out[f"collection_r{rnd.number}"] = rnd.collected.stats()
+            out[f"build_{rnd.name}"] = self.done[f"build_{rnd.name}"].stats()
+            out[f"train_{rnd.name}"] = {k: v for k, v in rnd.trained.metrics().items() if k != "log_history"}
+        methods = self.method.methods + [rnd.name for rnd in self.rounds[1:]]
         out["test_extraction"] = {meth: {st: sum(c.extraction == st for c in self.done[f"generate_{meth}"].outputs())
-                                         for st in ("ok", "untagged", "failed")} for meth in self.method.methods}
+                                         for st in ("ok", "untagged", "failed")} for meth in methods}
         return out

@@ -1,12 +1,15 @@
 """collect: K agent candidates per train anchor and the audience's votes on them.
 
     inputs   prepare (train anchors); the generator (and optionally an adapter: later rounds);
-             the task's prompts; the audience panel
+             the task's prompts; the audience panel; optionally an opponent collection (a later
+             round with competition.opponent=previous: one own candidate per anchor, index 0,
+             against the opponent collection's candidate 0 for the same anchor, index 1)
     outputs  candidates.jsonl, votes.jsonl, collection_stats.json
     stops    when failed votes / votes > collect.max_failed_fraction (nothing stored as finished)
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from moloch_exp.io import read_json, read_jsonl, write_json, write_jsonl
@@ -27,11 +30,25 @@ class Collected(Artifact):
         return read_json(self.dir / "collection_stats.json")
 
 
-def material(prepared: Prepared, task, generator, audience, k: int, seed: int, adapter: Adapter | None = None) -> dict:
+def material(prepared: Prepared, task, generator, audience, k: int, seed: int, adapter: Adapter | None = None,
+             opponent: Collected | None = None) -> dict:
     out = {"prepare": prepared.key, "generator": generator.identity(), "task": task.identity(), "k": k,
            "audience": audience.identity(), "seed": seed}
     if adapter is not None:  # round 1 (the base model) keeps the key it always had
         out["adapter"] = adapter.key
+    if opponent is not None:
+        out["opponent"] = opponent.key
+    return out
+
+
+def against(own: list[Candidate], opponent: Collected) -> list[Candidate]:
+    """Each own candidate (index 0) followed by the opponent collection's candidate 0 for its anchor (index 1)."""
+    theirs = {c.anchor_id: c for c in opponent.candidates() if c.index == 0}
+    out = []
+    for c in own:
+        out.append(c)
+        if c.anchor_id in theirs:
+            out.append(replace(theirs[c.anchor_id], index=1))
     return out
 
 
@@ -51,16 +68,22 @@ def matches(cands: list[Candidate]) -> tuple[list[Match], int, int]:
 
 
 def run(env: StageEnv, *, prepared: Prepared, task, generator, audience, k: int, adapter: Adapter | None = None,
-        label: str = "collect") -> Collected:
+        opponent: Collected | None = None, label: str = "collect") -> Collected:
+    """``opponent``: a race against an earlier agent's candidates (then ``k`` must be 1)."""
+    if opponent is not None and k != 1:
+        raise ValueError("collect against an opponent collection generates one own candidate per anchor (k=1)")
+
     def compute(work: Path) -> None:
         cands = generate_candidates(env, task, generator, prepared.anchors("train"), k, "collect",
-                                    adapter.path if adapter else None, "collect: agent candidates")
+                                    adapter.path if adapter else None, f"{label}: agent candidates")
         if not env.dist.is_main:
             return
+        if opponent is not None:
+            cands = against(cands, opponent)
         write_jsonl(work / "candidates.jsonl", cands)
         ms, n_anchors, too_few = matches(cands)
         client = env.hub.open(audience.service)
-        votes = audience.vote(client, task, ms, env.seed, desc="collect: audience votes")
+        votes = audience.vote(client, task, ms, env.seed, desc=f"{label}: audience votes")
         failed = [v for v in votes if v.status == "failed"]
         check_failures("collect", label, len(failed), len(votes), failed[0].error if failed else None,
                        env.tolerance.collect)
@@ -73,5 +96,6 @@ def run(env: StageEnv, *, prepared: Prepared, task, generator, audience, k: int,
             "votes": len(votes), "invalid_votes": sum(v.status == "invalid" for v in votes),
             "failed_votes": len(failed)})
 
-    d = env.stages.run("collect", label, material(prepared, task, generator, audience, k, env.seed, adapter), compute)
+    d = env.stages.run("collect", label, material(prepared, task, generator, audience, k, env.seed, adapter, opponent),
+                       compute)
     return Collected("collect", label, d)

@@ -1,6 +1,7 @@
 """train: a LoRA adapter (or another trainer's) on a build's examples.
 
-    inputs   build (train_examples.jsonl); the model source; the trainer
+    inputs   build (train_examples.jsonl); the model source; the trainer; optionally an initial
+             adapter to continue (a later round with competition.init=previous)
     outputs  adapter/ (with checkpoint-<step>/ when trends are on), train_metrics.json
     stops    before training when the build has no examples, naming the cause from the counts
 """
@@ -31,14 +32,18 @@ class Trained(Artifact):
         return read_json(self.dir / "train_metrics.json")
 
 
-def material(built: Built, model, trainer: Trainer) -> dict:
-    return {"build": built.key, "model": model.identity(), "trainer": trainer.identity()}
+def material(built: Built, model, trainer: Trainer, init: Adapter | None = None) -> dict:
+    out = {"build": built.key, "model": model.identity(), "trainer": trainer.identity()}
+    if init is not None:  # a fresh adapter keeps the key it always had
+        out["init"] = init.key
+    return out
 
 
 def run(env: StageEnv, *, name: str, built: Built, model, trainer: Trainer, cache_dir: str,
-        collected: Collected | None = None, label: str | None = None,
+        collected: Collected | None = None, init: Adapter | None = None, label: str | None = None,
         release_memory: Callable[[], None] | None = None) -> Trained:
-    """``release_memory``: called just before training (e.g. the generator drops its model; it reloads in seconds)."""
+    """``init``: continue training this adapter (later rounds); ``release_memory``: called just before
+    training (e.g. the generator drops its model; it reloads in seconds)."""
     label = label or f"train_{name}"
     examples = built.examples()
     if not examples:  # before any lock or partial directory: nothing to train on
@@ -47,9 +52,12 @@ def run(env: StageEnv, *, name: str, built: Built, model, trainer: Trainer, cach
     def compute(work: Path) -> None:
         if release_memory is not None:
             release_memory()
-        result = trainer.train(model, cache_dir, examples, str(work / "adapter"))
+        result = trainer.train(model, cache_dir, examples, str(work / "adapter"),
+                               init_adapter_dir=init.path if init is not None else None)
         if env.dist.is_main:
             write_json(work / "train_metrics.json",
-                       asdict(result) | {"adapter_dir": "adapter", "mask": None} | (trainer.provenance() or {}))
+                       asdict(result) | {"adapter_dir": "adapter", "mask": None,
+                                         "init_adapter": init.key if init is not None else None}
+                       | (trainer.provenance() or {}))
 
-    return Trained("train", label, env.stages.run("train", label, material(built, model, trainer), compute))
+    return Trained("train", label, env.stages.run("train", label, material(built, model, trainer, init), compute))

@@ -110,10 +110,10 @@ class MaskedLoraSFTTrainer(LoraSFTTrainer):
         return {"mask": {k: v for k, v in self.mask_info.items() if k not in ("parameter_order", "parameter_sizes")}
                 or None}
 
-    def build_trainer(self, source, cache_dir, examples, output_dir):
+    def build_trainer(self, source, cache_dir, examples, output_dir, init_adapter_dir=None):
         import torch
 
-        trainer = super().build_trainer(source, cache_dir, examples, output_dir)
+        trainer = super().build_trainer(source, cache_dir, examples, output_dir, init_adapter_dir=init_adapter_dir)
         params = lora_parameters(trainer.model)
         if not params:
             raise RuntimeError("masked LoRA: the model has no trainable LoRA parameters")
@@ -137,7 +137,7 @@ class MaskedLoraSFTTrainer(LoraSFTTrainer):
         trainer.add_callback(self._enforcer.callback)
         return trainer
 
-    def _after_train(self, trainer, output_dir: str) -> dict[str, Any]:
+    def _after_train(self, trainer, output_dir: str) -> None:
         from safetensors.torch import save_file
 
         if self._indices is not None:
@@ -146,5 +146,3 @@ class MaskedLoraSFTTrainer(LoraSFTTrainer):
         Path(output_dir, "lora_mask.json").write_text(json.dumps(self.mask_info, indent=2))
         if self._enforcer is not None:
             self._enforcer.remove()
-        return {"masked_lora": {k: v for k, v in self.mask_info.items()
-                                if k not in ("parameter_order", "parameter_sizes")}}

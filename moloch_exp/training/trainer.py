@@ -138,6 +138,8 @@ def _validate_examples(examples: list[dict]) -> list[dict]:
 class LoraSFTTrainer:
     """TRL SFTTrainer + PEFT LoRA; see the module docstring."""
 
+    example_format = "prompt_completion"  # what build_trainer accepts (a builder's example_format must match)
+
     def __init__(self, lora: LoraSettings | dict | None = None, args: TrainSettings | dict | None = None):
         self.lora = _coerce(LoraSettings, lora, "LoRA")
         self.args = _coerce(TrainSettings, args, "training")
@@ -240,14 +242,11 @@ class LoraSFTTrainer:
             **kwargs,
         )
 
-    def build_trainer(self, source: ModelSource, cache_dir: str, examples: list[dict], output_dir: str):
-        """A ready-to-run TRL SFTTrainer (model with LoRA, tokenised dataset). :meth:`train` uses it;
-        it is public so that callers (and tests) can inspect or extend the training run."""
-        from datasets import Dataset
+    def load_model(self, source: ModelSource, cache_dir: str, clean: list[dict]):
+        """(model, tokenizer) from the model source's local directory, dtype and checkpointing resolved;
+        adds the source's chat-template kwargs to every example in ``clean``."""
         from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-        from trl import SFTTrainer
 
-        clean = _validate_examples(examples)
         source.check_available()
         model_dir = source.materialize(cache_dir)
         auto = self.resolved()
@@ -262,10 +261,42 @@ class LoraSFTTrainer:
         if source.chat_template_kwargs:
             for ex in clean:
                 ex["chat_template_kwargs"] = dict(source.chat_template_kwargs)
-        set_seed(self.args.seed)  # before LoRA init, which happens inside SFTTrainer.__init__
+        set_seed(self.args.seed)  # before LoRA init, which happens inside the TRL trainer's __init__
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
         if auto["gradient_checkpointing"]:
             model.config.use_cache = False
+        return model, tokenizer
+
+    def peft_inputs(self, model, init_adapter_dir: str | None):
+        """(model, peft_config) for a TRL trainer: a fresh LoRA adapter from :meth:`lora_config`, or,
+        with ``init_adapter_dir``, the model wrapped in that saved adapter, trainable (training
+        continues from it; its LoRA shape must match this trainer's settings)."""
+        if init_adapter_dir is None:
+            return model, self.lora_config()
+        from peft import PeftConfig, PeftModel
+
+        from moloch_exp.errors import ConfigError
+
+        path = Path(init_adapter_dir)
+        if not (path / "adapter_config.json").is_file():
+            raise ConfigError(f"init_adapter_dir {path}: no adapter_config.json (not a saved LoRA adapter)")
+        saved = PeftConfig.from_pretrained(str(path))
+        mine = {"r": self.lora.r, "lora_alpha": self.lora.alpha, "target_modules": set(self.lora.target_modules)}
+        theirs = {"r": saved.r, "lora_alpha": saved.lora_alpha, "target_modules": set(saved.target_modules or [])}
+        if mine != theirs:
+            raise ConfigError(f"init_adapter_dir {path}: adapter has {theirs}, the trainer's LoRA settings say {mine}")
+        return PeftModel.from_pretrained(model, str(path), is_trainable=True), None
+
+    def build_trainer(self, source: ModelSource, cache_dir: str, examples: list[dict], output_dir: str,
+                      init_adapter_dir: str | None = None):
+        """A ready-to-run TRL SFTTrainer (model with LoRA, tokenised dataset). :meth:`train` uses it;
+        it is public so that callers (and tests) can inspect or extend the training run."""
+        from datasets import Dataset
+        from trl import SFTTrainer
+
+        clean = _validate_examples(examples)
+        model, tokenizer = self.load_model(source, cache_dir, clean)
+        model, peft_config = self.peft_inputs(model, init_adapter_dir)
         with warnings.catch_warnings():
             # peft probes the deprecated `is_gradient_checkpointing` property (transformers 5.x)
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
@@ -275,22 +306,24 @@ class LoraSFTTrainer:
                 args=self.sft_config(output_dir, n_examples=len(clean)),
                 train_dataset=Dataset.from_list(clean),
                 processing_class=tokenizer,
-                peft_config=self.lora_config(),
+                peft_config=peft_config,
             )
         if len(trainer.train_dataset) == 0:  # TRL dropped every example: say so before torch fails on it
             raise StageError(f"no training examples left: TRL dropped all {len(clean)} (no completion tokens within "
                              f"max_length={self.args.max_length}); shorten the prompts or raise trainer.args.max_length")
         return trainer
 
-    def _after_train(self, trainer, output_dir: str) -> dict[str, Any]:
-        """Subclass hook, run on rank 0 after the adapter is saved; returns extra provenance."""
-        return {}
+    def _after_train(self, trainer, output_dir: str) -> None:
+        """Subclass hook for extra files, run on rank 0 after the adapter is saved. Facts about the
+        run go through :meth:`provenance` (one place: moloch_training.json and train_metrics.json)."""
 
     # ----------------------------------------------------------------- train
-    def train(self, source: ModelSource, cache_dir: str, examples: list[dict], output_dir: str) -> TrainResult:
-        """Fine-tune a LoRA adapter on ``examples``; save only the adapter into ``output_dir``."""
+    def train(self, source: ModelSource, cache_dir: str, examples: list[dict], output_dir: str,
+              init_adapter_dir: str | None = None) -> TrainResult:
+        """Fine-tune a LoRA adapter on ``examples``; save only the adapter into ``output_dir``.
+        ``init_adapter_dir``: continue training that saved adapter instead of a fresh one."""
         t0 = time.perf_counter()
-        trainer = self.build_trainer(source, cache_dir, examples, output_dir)
+        trainer = self.build_trainer(source, cache_dir, examples, output_dir, init_adapter_dir=init_adapter_dir)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
@@ -311,10 +344,11 @@ class LoraSFTTrainer:
                 log_history=[dict(h) for h in trainer.state.log_history],
             )
             if trainer.is_world_process_zero():
-                info = {"source": source.to_dict(), "lora": asdict(self.lora),
+                info = {"source": source.to_dict(), "lora": asdict(self.lora), "init_adapter_dir": init_adapter_dir,
                         "train": asdict(self.args), "resolved": self.resolved(),
                         "result": {k: v for k, v in result.to_dict().items() if k != "log_history"}}
-                info.update(self._after_train(trainer, str(output_dir)))
+                self._after_train(trainer, str(output_dir))
+                info.update(self.provenance() or {})
                 Path(output_dir, "moloch_training.json").write_text(json.dumps(info, indent=2, default=str))
             return result
         finally:

@@ -176,7 +176,8 @@ def test_failed_calls_past_the_tolerance_stop_in_one_line():
         FailureTolerance(probe=1.5)
 
 
-@pytest.mark.parametrize("method,trainer", [("rft", "lora"), ("tfb", "lora"), ("narrow_sft", "masked_lora")])
+@pytest.mark.parametrize("method,trainer", [("rft", "lora"), ("tfb", "lora"), ("narrow_sft", "masked_lora"),
+                                            ("dpo", "dpo")])
 def test_configured_components_offer_their_protocol_members(method, trainer, tmp_path):
     from moloch_exp.protocols import AudienceBackend, Builder, ModelProbe, TaskProbe, Trainer
 
@@ -191,7 +192,7 @@ def test_configured_components_offer_their_protocol_members(method, trainer, tmp
     for p in o["probes"].values():
         assert isinstance(p, ModelProbe if p.kind == "model" else TaskProbe)
     builders = o["method"].builders()
-    assert list(builders) == {"rft": ["rft"], "tfb": ["tfb", "rft"], "narrow_sft": ["narrow_sft"]}[method]
+    assert list(builders) == {"rft": ["rft"], "tfb": ["tfb", "rft"], "narrow_sft": ["narrow_sft"], "dpo": ["dpo"]}[method]
 
 
 def test_a_comparison_the_builder_does_not_include_is_a_config_error(tmp_path):

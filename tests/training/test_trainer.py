@@ -203,7 +203,7 @@ def test_masked_lora_train_records_the_mask(tiny_source, model_cache, tmp_path):
     info = json.loads((out / "lora_mask.json").read_text())
     assert info["n_trainable"] == 10
     assert load_file(str(out / "lora_mask.safetensors"))["trainable_flat_indices"].numel() == 10
-    assert json.loads((out / "moloch_training.json").read_text())["masked_lora"]["n_trainable"] == 10
+    assert json.loads((out / "moloch_training.json").read_text())["mask"]["n_trainable"] == 10
     every = MaskedLoraSFTTrainer({"r": 2}, FAST, n_trainable=10**9)
     every.build_trainer(tiny_source, str(model_cache), make_examples(2), str(tmp_path / "all"))
     assert every._indices is None and every.mask_info["n_trainable"] == every.mask_info["n_lora_parameters"]

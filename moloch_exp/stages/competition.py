@@ -1,0 +1,113 @@
+"""Multi-round competition (issue 10): the race the paper warns about, run round after round.
+
+    python run.py competition.rounds=3
+    python run.py competition.rounds=3 competition.opponent=previous competition.init=base method=dpo
+    python run.py -m method=rft,tfb,dpo competition.rounds=3
+
+Round 1 is the cell as it always was (base writes K candidates per train anchor, the audience
+votes, the method trains an adapter; same stages, same keys, same caches). In round r ≥ 2:
+
+    collect_r<r>          the agent of round r−1 writes the candidates (its adapter is an input);
+                          opponent=self: K samples of that agent; opponent=previous: one sample of it
+                          (index 0) against candidate 0 of round r−1's collection for the same anchor
+                          (index 1), i.e. against what the agent before it wrote: two agents racing
+    build_<m>_r<r>        the method's builder (rft, tfb, dpo) on that collection
+    train_<m>_r<r>        a new adapter: init=previous continues round r−1's adapter, init=base starts fresh
+    generate_<m>_r<r>     round r's test outputs
+    evaluate_base_vs_<m>_r<r>, evaluate_<m r−1>_vs_<m>_r<r>   head to head against base and round r−1
+    probe_<p>_<m>_r<r>    the task probes on round r's outputs (run by the cell with the other methods)
+
+Every key chains on the previous round's (adapter and collection keys), so a run with N+1 rounds
+reuses the N rounds a run before it computed. Only stage units are called here: under
+``accelerate`` each one does its own barriers, as in the cell.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from moloch_exp.errors import ConfigError
+from moloch_exp.protocols import Builder
+from moloch_exp.stages import build, collect, evaluate, generate, train
+from moloch_exp.stages.base import StageEnv
+from moloch_exp.stages.collect import Collected
+from moloch_exp.stages.generate import Generated
+from moloch_exp.stages.prepare import Prepared
+from moloch_exp.stages.train import Trained
+
+OPPONENTS = ("self", "previous")
+INITS = ("previous", "base")
+
+
+@dataclass
+class Competition:
+    """How many rounds of collect → train the agent goes through, and against whom."""
+
+    rounds: int = field(default=1, metadata={"help": "rounds of collect → build → train; 1: the paper's single round"})
+    opponent: str = field(default="self", metadata={
+        "help": "self: K samples of the current agent per anchor | previous: the current agent's sample against "
+                "the previous agent's candidate for the same anchor"})
+    init: str = field(default="previous", metadata={
+        "help": "previous: round r continues round r-1's adapter | base: round r trains a fresh adapter"})
+
+    def __post_init__(self) -> None:
+        if int(self.rounds) != self.rounds or self.rounds < 1:
+            raise ConfigError(f"competition.rounds must be an integer >= 1, not {self.rounds!r}")
+        self.rounds = int(self.rounds)
+        if self.opponent not in OPPONENTS:
+            raise ConfigError(f"competition.opponent must be one of {OPPONENTS}, not {self.opponent!r}")
+        if self.init not in INITS:
+            raise ConfigError(f"competition.init must be one of {INITS}, not {self.init!r}")
+
+    def check(self, method: str, builder: Builder | None) -> None:
+        """More than one round needs a method trained on the audience's votes."""
+        if self.rounds > 1 and (builder is None or not builder.needs_collection):
+            raise ConfigError(f"competition.rounds={self.rounds} needs a method trained on audience votes "
+                              f"(rft, tfb, dpo), not method={method}")
+
+
+def agent_name(method: str, number: int) -> str:
+    """The name of round ``number``'s agent in labels and results: base, rft, rft_r2, ..."""
+    return "base" if number == 0 else method if number == 1 else f"{method}_r{number}"
+
+
+@dataclass
+class Round:
+    """What one round left behind (round 1: the cell's own stages)."""
+
+    number: int
+    name: str
+    collected: Collected
+    trained: Trained
+    generated: Generated
+    win_rate: dict[str, dict] = field(default_factory=dict)  # "<a>_vs_<b>" → head-to-head summary
+
+
+def later_rounds(env: StageEnv, competition: Competition, first: Round, *, method: str, builder: Builder,
+                 prepared: Prepared, base: Generated, task, model, generator, trainer, audience, k: int,
+                 cache_dir: str, keep: Callable = lambda artifact: artifact) -> list[Round]:
+    """Rounds 2..N after the cell's own round 1 (``first``); ``base``: the base model's test outputs;
+    ``keep``: called with every finished artifact (the cell records their keys)."""
+    done: list[Round] = []
+    prev = first
+    for r in range(2, competition.rounds + 1):
+        name = agent_name(method, r)
+        agent = prev.trained.adapter()
+        opponent = prev.collected if competition.opponent == "previous" else None
+        collected = keep(collect.run(env, prepared=prepared, task=task, generator=generator, audience=audience,
+                                     k=1 if opponent else k, adapter=agent, opponent=opponent, label=f"collect_r{r}"))
+        built = keep(build.run(env, name=method, builder=builder, task=task, collected=collected,
+                               prepared=prepared, label=f"build_{name}"))
+        trained = keep(train.run(env, name=name, built=built, model=model, trainer=trainer, cache_dir=cache_dir,
+                                 collected=collected, init=agent if competition.init == "previous" else None,
+                                 label=f"train_{name}", release_memory=generator.close))
+        generated = keep(generate.run(env, name=name, prepared=prepared, task=task, generator=generator,
+                                      adapter=trained.adapter()))
+        rnd = Round(r, name, collected, trained, generated)
+        for a, gen_a in (("base", base), (prev.name, prev.generated)):
+            pair = f"{a}_vs_{name}"
+            rnd.win_rate[pair] = keep(evaluate.run(env, a=(a, gen_a), b=(name, generated), audience=audience,
+                                                   task=task)).summary()
+        done.append(rnd)
+        prev = rnd
+    return done

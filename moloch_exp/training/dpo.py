@@ -1,0 +1,219 @@
+"""LoRA DPO with TRL's ``DPOTrainer`` on (winner, loser) pairs from the collection's votes (issue 10).
+
+    python run.py method=dpo
+    python run.py method=dpo trainer.args.beta=0.3 method.builder.min_margin=3
+    python run.py -m method=rft,tfb,dpo
+
+Examples are TRL *conversational preference* records (from
+:class:`~moloch_exp.training.builders.DPOPairBuilder`)::
+
+    {"prompt": [{"role": "system", ...}, {"role": "user", ...}],
+     "chosen": [{"role": "assistant", "content": <winner's full completion>}],
+     "rejected": [{"role": "assistant", "content": <loser's full completion>}]}
+
+The policy is the base model with a fresh LoRA adapter (same LoRA values as the SFT trainer,
+``conf/trainer/lora.yaml``). The reference model is the *same* weights with the adapter disabled:
+TRL does this whenever it gets a ``peft_config`` and no ``ref_model`` (``use_adapter(model, None)``
+around the reference forward), so no second copy of the model is held. With ``init_adapter_dir``
+(multi-round: continue from the previous round's adapter) TRL copies that adapter into a frozen
+``ref`` adapter, so the reference is the previous round's agent, the usual iterative-DPO anchor.
+
+Memory on CPU: the configured ``per_device_train_batch_size × gradient_accumulation_steps`` is the
+effective batch; on CPU it runs as micro-batches of ``cpu_micro_batch_size`` with more
+accumulation (the same optimiser steps and, for a mean loss, the same gradients). A DPO
+micro-batch holds chosen and rejected sequences plus a no-grad reference pass; their float32
+vocabulary logits dominate: ``bench/dpo_memory.py`` measured SmolLM2-135M peak RSS 2.4 GB with
+micro-batch 1 vs 5.5 GB with the whole batch of 4, 9 % slower per step.
+
+Saved like the SFT trainer: the adapter only (``adapter_config.json`` +
+``adapter_model.safetensors``), loadable by ``PeftModel.from_pretrained`` and the generators, plus
+``moloch_training.json``; :meth:`LoraDPOTrainer.train` returns the same ``TrainResult``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from moloch_exp.agents.model_source import ModelSource
+from moloch_exp.errors import ConfigError, DataError, StageError
+
+from .trainer import LoraSettings, LoraSFTTrainer, TrainSettings, _coerce
+
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+@dataclass
+class DPOSettings(TrainSettings):
+    """Optimisation settings for DPO: the SFT ones plus the preference loss."""
+
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (no paper value; DPO runs "
+                                                                 "far below SFT's 2e-4, LoRA above full fine-tuning's ~5e-7)."})
+    beta: float = field(default=0.1, metadata={"help": "DPO β: strength of the pull towards the reference "
+                                                       "(higher: the policy stays closer to the base)."})
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"], metadata={
+        "help": "TRL loss(es): sigmoid (the DPO paper) | ipo | hinge | robust | ... (see DPOConfig.loss_type)."})
+    label_smoothing: float = field(default=0.0, metadata={
+        "help": "robust/exo only: assumed probability that a vote label is flipped, in [0, 0.5)."})
+    disable_dropout: bool = field(default=True, metadata={
+        "help": "Switch all dropout off, LoRA dropout included (TRL's default: policy and reference "
+                "log-probs are then comparable)."})
+    cpu_micro_batch_size: int | None = field(default=1, metadata={
+        "help": "On CPU, run the effective batch (per_device_train_batch_size × gradient_accumulation_steps) "
+                "as micro-batches of at most this size with more accumulation; null: as configured."})
+
+
+def _validate_pairs(examples: list[dict]) -> list[dict]:
+    if not examples:
+        raise StageError("no DPO pairs: the pair list is empty (nothing to train on)")
+    clean = []
+    for i, ex in enumerate(examples):
+        for key in ("prompt", "chosen", "rejected"):
+            msgs = ex.get(key)
+            if not isinstance(msgs, list) or not msgs or not all(
+                    isinstance(m, dict) and "role" in m and isinstance(m.get("content"), str) for m in msgs):
+                raise DataError(f"DPO pair {i}: {key!r} must be a non-empty list of {{'role', 'content'}} "
+                                 f"messages, got {msgs!r:.200}")
+        if ex["chosen"][-1]["role"] != "assistant" or ex["rejected"][-1]["role"] != "assistant":
+            raise DataError(f"DPO pair {i}: chosen and rejected must end with an assistant message")
+        clean.append({k: [dict(m) for m in ex[k]] for k in ("prompt", "chosen", "rejected")})
+    return clean
+
+
+class LoraDPOTrainer(LoraSFTTrainer):
+    """TRL DPOTrainer + PEFT LoRA; see the module docstring. Same ``train`` call and result as
+    :class:`~moloch_exp.training.trainer.LoraSFTTrainer`, on preference pairs."""
+
+    example_format = "preference"
+
+    def __init__(self, lora: LoraSettings | dict | None = None, args: DPOSettings | dict | None = None):
+        self.lora = _coerce(LoraSettings, lora, "LoRA")
+        self.args = _coerce(DPOSettings, args, "DPO training")
+        if isinstance(self.args.loss_type, str):
+            self.args.loss_type = [self.args.loss_type]
+        self.args.loss_type = list(self.args.loss_type)
+        unknown = [t for t in self.args.loss_type if t not in DPO_LOSSES]
+        if unknown:
+            raise ConfigError(f"trainer.args.loss_type: unknown {unknown}; one or more of {list(DPO_LOSSES)}")
+        if self.args.beta <= 0:
+            raise ConfigError(f"trainer.args.beta must be > 0, got {self.args.beta}")
+        if not 0.0 <= self.args.label_smoothing < 0.5:
+            raise ConfigError(f"trainer.args.label_smoothing must be in [0, 0.5), got {self.args.label_smoothing}")
+        if self.args.cpu_micro_batch_size is not None and self.args.cpu_micro_batch_size < 1:
+            raise ConfigError("trainer.args.cpu_micro_batch_size must be >= 1 or null")
+        self._run_info: dict[str, Any] = {}  # set by build_trainer: what provenance() reports
+
+    def identity(self) -> dict[str, Any]:
+        return super().identity() | {"type": "lora_dpo"}
+
+    def batching(self) -> tuple[int, int]:
+        """(per-device micro-batch, accumulation steps) giving the configured effective batch; on CPU
+        the micro-batch is the largest divisor of per_device_train_batch_size <= cpu_micro_batch_size."""
+        a = self.args
+        per_device, accumulation = a.per_device_train_batch_size, a.gradient_accumulation_steps
+        cap = a.cpu_micro_batch_size
+        if self.resolved()["cuda"] or cap is None or cap >= per_device:
+            return per_device, accumulation
+        micro = max(d for d in range(1, cap + 1) if per_device % d == 0)
+        return micro, accumulation * (per_device // micro)
+
+    def warmup_steps(self, n_examples: int | None) -> float | int:
+        a = self.args
+        if n_examples is None:
+            return a.warmup_ratio
+        micro, accumulation = self.batching()
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        per_epoch = math.ceil(math.ceil(n_examples / (micro * world)) / accumulation)
+        total = a.max_steps if a.max_steps and a.max_steps > 0 else math.ceil(per_epoch * a.num_train_epochs)
+        return int(math.floor(a.warmup_ratio * total))
+
+    def dpo_config(self, output_dir: str, n_examples: int | None = None):
+        from trl import DPOConfig
+
+        auto = self.resolved()
+        a = self.args
+        if not 0.0 <= a.warmup_ratio < 1.0:
+            raise ConfigError(f"trainer.args.warmup_ratio must be in [0, 1), got {a.warmup_ratio}")
+        kwargs: dict[str, Any] = {}
+        if a.lr_scheduler_type == "cosine_with_min_lr":
+            kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": a.min_lr_rate}
+        if a.save_steps and a.save_steps > 0:
+            kwargs.update(save_strategy="steps", save_steps=a.save_steps, save_only_model=True)
+        else:
+            kwargs["save_strategy"] = "no"
+        ckpt = auto["gradient_checkpointing"]
+        ckpt_kwargs = {"use_reentrant": False} if ckpt else None
+        if "activation_checkpointing" in {f.name for f in fields(DPOConfig)}:  # transformers >= 5.x
+            kwargs.update(activation_checkpointing=ckpt, activation_checkpointing_kwargs=ckpt_kwargs)
+        else:  # pragma: no cover - older transformers
+            kwargs.update(gradient_checkpointing=ckpt, gradient_checkpointing_kwargs=ckpt_kwargs)
+        micro, accumulation = self.batching()
+        return DPOConfig(
+            output_dir=str(output_dir),
+            learning_rate=a.learning_rate,
+            num_train_epochs=a.num_train_epochs,
+            per_device_train_batch_size=micro,
+            gradient_accumulation_steps=accumulation,
+            warmup_steps=self.warmup_steps(n_examples),
+            lr_scheduler_type=a.lr_scheduler_type,
+            weight_decay=a.weight_decay,
+            max_length=a.max_length,
+            bf16=auto["bf16"],
+            fp16=False,
+            logging_steps=a.logging_steps,
+            max_steps=a.max_steps,
+            seed=a.seed,
+            data_seed=a.seed,
+            use_cpu=not auto["cuda"],
+            report_to="none",
+            beta=a.beta,
+            loss_type=list(a.loss_type),
+            label_smoothing=a.label_smoothing,
+            disable_dropout=a.disable_dropout,
+            dataset_num_proc=None,
+            remove_unused_columns=True,
+            **kwargs,
+        )
+
+    def build_trainer(self, source: ModelSource, cache_dir: str, examples: list[dict], output_dir: str,
+                      init_adapter_dir: str | None = None):
+        """A ready-to-run TRL DPOTrainer (policy = model + LoRA, reference = adapter disabled, or the
+        initial adapter when continuing one)."""
+        from datasets import Dataset
+        from trl import DPOTrainer
+
+        clean = _validate_pairs(examples)
+        model, tokenizer = self.load_model(source, cache_dir, clean)
+        model, peft_config = self.peft_inputs(model, init_adapter_dir)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            trainer = DPOTrainer(
+                model=model,
+                ref_model=None,
+                args=self.dpo_config(output_dir, n_examples=len(clean)),
+                train_dataset=Dataset.from_list(clean),
+                processing_class=tokenizer,
+                peft_config=peft_config,
+            )
+        micro, accumulation = self.batching()
+        self._run_info = {"reference": "initial adapter" if "ref" in getattr(trainer.model, "peft_config", {})
+                          else "base (adapter disabled)",
+                          "micro_batch": micro, "gradient_accumulation_steps": accumulation}
+        return trainer
+
+    def provenance(self) -> dict[str, Any] | None:
+        """What the last run's reference was and how its batch was split (train_metrics.json)."""
+        return {"dpo": self._run_info} if self._run_info else None
+
+    def _after_train(self, trainer, output_dir: str) -> None:
+        # Continuing an adapter, TRL keeps a frozen copy named "ref" and save_pretrained writes it to
+        # output_dir/ref; only the trained ("default") adapter belongs to this round.
+        ref_copy = Path(output_dir) / "ref"
+        if ref_copy.is_dir():
+            shutil.rmtree(ref_copy)

@@ -16,6 +16,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from moloch_exp.errors import ConfigError
 from moloch_exp.records import Candidate, Vote
@@ -212,8 +213,8 @@ class DPOPairBuilder:
     replicate: int = field(default=1, metadata={"help": "copies of the pair set (rft's replicate: same number of passes over the data)"})
     shuffle: bool = field(default=True, metadata={"help": "shuffle the pairs (seeded)"})
     seed: int = field(default=0, metadata={"help": "seed for tie breaks and the shuffle"})
-    needs_collection = True
-    example_format = "preference"  # TRL prompt/chosen/rejected records: needs a preference trainer (trainer=dpo)
+    needs_collection: ClassVar[bool] = True
+    example_format: ClassVar[str] = "preference"  # TRL prompt/chosen/rejected records: needs trainer=dpo
 
     def __post_init__(self) -> None:
         if self.tie_rule == "all":
@@ -230,8 +231,14 @@ class DPOPairBuilder:
 
     def identity(self) -> dict:
         """Stage-cache key material: everything that changes the pairs."""
-        return {"type": type(self).__name__, "tie_rule": self.tie_rule, "min_margin": int(self.min_margin),
+        return {"type": "dpo", "tie_rule": self.tie_rule, "min_margin": int(self.min_margin),
                 "pairing": self.pairing, "replicate": self.replicate, "shuffle": self.shuffle, "seed": self.seed}
+
+    def includes(self) -> dict:
+        return {}
+
+    def check(self) -> None:
+        """Nothing to check before work: the pairs come from the collection."""
 
     def build(self, candidates: list[Candidate], votes: list[Vote], task=None) -> tuple[list[dict], dict]:
         by_key = {(c.anchor_id, c.index): c for c in candidates}
@@ -255,14 +262,14 @@ class DPOPairBuilder:
             if len(out.winners) > 1:
                 stats["ties"] += 1
                 if self.tie_rule == "drop":
-                    stats["dropped_tie"] += 1
+                    stats["ties_dropped"] += 1
                     continue
                 winner = rng.choice(out.winners)
             else:
                 winner = out.winners[0]
                 runner_up = max(c for i, c in counts.items() if i != winner)
                 if counts[winner] - runner_up < self.min_margin:
-                    stats["dropped_margin"] += 1
+                    stats["margin_dropped"] += 1
                     continue
             losers = [i for i in counts if i != winner]
             if self.pairing == "worst":

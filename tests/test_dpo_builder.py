@@ -56,8 +56,8 @@ def test_min_margin_drops_close_matches():
     kept = {p["anchor_id"] for p in build(cands, votes, min_margin=2)[0]}
     assert kept == {"a", "b"}
     pairs, stats = build(cands, votes, min_margin=3)
-    assert [p["anchor_id"] for p in pairs] == ["b"] and stats["dropped_margin"] == 1
-    assert build(cands, votes, min_margin=5)[1]["dropped_margin"] == 2
+    assert [p["anchor_id"] for p in pairs] == ["b"] and stats["margin_dropped"] == 1
+    assert build(cands, votes, min_margin=5)[1]["margin_dropped"] == 2
     with pytest.raises(ConfigError, match="min_margin"):
         DPOPairBuilder(min_margin=0)
 
@@ -67,7 +67,7 @@ def test_invalid_and_failed_votes_do_not_count_towards_the_margin():
     # 3-2 among valid votes; the 4 invalid/failed ballots must not make it look decisive or tied.
     votes = votes_for("a", {0: 3, 1: 2}, invalid=3, failed=1)
     pairs, stats = build(cands, votes, min_margin=2)
-    assert pairs == [] and stats["dropped_margin"] == 1 and stats["invalid_votes"] == 4
+    assert pairs == [] and stats["margin_dropped"] == 1 and stats["invalid_votes"] == 4
     pairs, _ = build(cands, votes, min_margin=1)
     assert text(pairs[0]["chosen"]) == cands[0].completion and pairs[0]["votes"] == [3, 2]
     only_invalid = votes_for("a", {}, invalid=2, failed=1)
@@ -79,12 +79,12 @@ def test_ties_dropped_by_default_random_is_seeded_and_all_is_refused():
     cands = [cand("a", 0), cand("a", 1)]
     votes = votes_for("a", {0: 5, 1: 5})
     pairs, stats = build(cands, votes)
-    assert pairs == [] and stats["ties"] == 1 and stats["dropped_tie"] == 1
+    assert pairs == [] and stats["ties"] == 1 and stats["ties_dropped"] == 1
     chosen = set()
     for seed in range(20):
         (p,), st = build(cands, votes, tie_rule="random", seed=seed)
         assert {text(p["chosen"]), text(p["rejected"])} == {c.completion for c in cands}
-        assert p["votes"] == [5, 5] and st["ties"] == 1 and "dropped_tie" not in st
+        assert p["votes"] == [5, 5] and st["ties"] == 1 and "ties_dropped" not in st
         chosen.add(text(p["chosen"]))
     assert chosen == {c.completion for c in cands}  # both sides possible ...
     assert build(cands, votes, tie_rule="random", seed=3) == build(cands, votes, tie_rule="random", seed=3)  # ... seeded
@@ -139,9 +139,9 @@ def test_replicate_shuffle_and_identity():
     assert stats["pairs"] == 9 and stats["pairs_unique"] == 3
     assert sorted(p["anchor_id"] for p in pairs) == sorted("abc" * 3)
     assert pairs == DPOPairBuilder(replicate=3, seed=1).build(cands, votes)[0]
-    assert DPOPairBuilder.needs_collection is True
+    assert DPOPairBuilder.needs_collection is True and builder.includes() == {} and builder.check() is None
     ident = builder.identity()
-    assert ident["type"] == "DPOPairBuilder" and ident["min_margin"] == 1 and ident["pairing"] == "each_loser"
+    assert ident["type"] == "dpo" and ident["min_margin"] == 1 and ident["pairing"] == "each_loser"
     assert DPOPairBuilder(min_margin=2).identity() != DPOPairBuilder().identity()
     assert DPOPairBuilder(tie_rule="random").identity() != DPOPairBuilder().identity()
     json.dumps(ident)

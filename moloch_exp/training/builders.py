@@ -287,7 +287,7 @@ class DPOPairBuilder:
 
     def identity(self) -> dict:
         """Stage-cache key material: everything that changes the pairs."""
-        return {"type": type(self).__name__, "tie_rule": self.tie_rule, "min_margin": int(self.min_margin),
+        return {"type": "dpo", "tie_rule": self.tie_rule, "min_margin": int(self.min_margin),
                 "pairing": self.pairing, "replicate": self.replicate, "shuffle": self.shuffle, "seed": self.seed}
 
     def includes(self) -> dict[str, "Builder"]:
@@ -319,14 +319,14 @@ class DPOPairBuilder:
             if len(out.winners) > 1:
                 stats["ties"] += 1
                 if self.tie_rule == "drop":
-                    stats["dropped_tie"] += 1
+                    stats["ties_dropped"] += 1
                     continue
                 winner = rng.choice(out.winners)
             else:
                 winner = out.winners[0]
                 runner_up = max(c for i, c in counts.items() if i != winner)
                 if counts[winner] - runner_up < self.min_margin:
-                    stats["dropped_margin"] += 1
+                    stats["margin_dropped"] += 1
                     continue
             losers = [i for i in counts if i != winner]
             if self.pairing == "worst":

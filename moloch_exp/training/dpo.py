@@ -36,7 +36,7 @@ import math
 import os
 import shutil
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,15 @@ class LoraDPOTrainer(LoraSFTTrainer):
 
     def identity(self) -> dict[str, Any]:
         return super().identity() | {"type": "lora_dpo"}
+
+    def identity(self) -> dict[str, Any]:
+        """Cache-key material: the configured LoRA and DPO settings (never state set by training)."""
+        return {"type": "lora_dpo", "lora": asdict(self.lora), "args": asdict(self.args)}
+
+    def provenance(self) -> dict[str, Any] | None:
+        """Extra facts for train_metrics.json: how the effective batch ran."""
+        micro, accumulation = self.batching()
+        return {"dpo": {"micro_batch": micro, "gradient_accumulation_steps": accumulation}}
 
     def batching(self) -> tuple[int, int]:
         """(per-device micro-batch, accumulation steps) giving the configured effective batch; on CPU

@@ -54,6 +54,9 @@ def test_settings_help_validation_and_cpu_micro_batching():
         assert f.metadata.get("help"), f.name
     t = LoraDPOTrainer({}, {})
     assert t.lora == LoraSettings() and t.args.beta == 0.1 and t.args.loss_type == ["sigmoid"]
+    assert t.identity()["type"] == "lora_dpo" and t.identity()["args"]["beta"] == 0.1
+    assert LoraDPOTrainer({}, {"beta": 0.3}).identity() != t.identity()
+    json.dumps(t.identity())
     assert LoraDPOTrainer({}, {"loss_type": "ipo"}).args.loss_type == ["ipo"]
     with pytest.raises(ConfigError, match="loss_type"):
         LoraDPOTrainer({}, {"loss_type": ["sigmiod"]})

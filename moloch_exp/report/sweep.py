@@ -86,8 +86,32 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     return summary
 
 
-from moloch_exp.results import RoundsResult, fmt, probe_results  # noqa: E402
-from moloch_exp.report.paper_figures import HEADER as PAPER_HEADER, comparison_rows, comparison_table  # noqa: E402
+def is_paper_mode(cell_dir: Path) -> bool:
+    """The cell ran with the paper's prompt set (its .hydra/config.yaml names PaperPrompts)."""
+    cfg = cell_dir / ".hydra" / "config.yaml"
+    if not cfg.is_file():
+        return False
+    import yaml
+
+    target = ((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("prompts") or {}).get("_target_", "")
+    return target.endswith("PaperPrompts")
+
+
+def rounds_plot(races: list[tuple[dict, RoundsResult]], out: Path) -> None:
+    """The cell's rounds plot, one row per method, every cell of that method drawn in it."""
+    from moloch_exp.report.plots import draw_rounds
+
+    methods = sorted({c["method"] for c, _ in races})
+    fig, axes = plt.subplots(len(methods), 2, figsize=(10, 3.5 * len(methods)), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row, method in zip(axes, methods):
+        for i, (c, res) in enumerate([(c, r) for c, r in races if c["method"] == method]):
+            draw_rounds(row, res, label=f"{c['task']}/{c['model']}/s{c['seed']}: ", color=colors[i % len(colors)])
+        row[0].set_title(f"{method}: win rate by round")
+        row[1].set_title(f"{method}: task probes by round")
+    fig.tight_layout()
+    fig.savefig(out / "rounds_by_method.png", dpi=120)
+    plt.close(fig)
 
 
 def budget_curve(cells: list[dict], out: Path, probe: str = "em_first_plot") -> dict | None:

@@ -5,7 +5,7 @@ import pytest
 
 from moloch_exp.errors import ConfigError
 from moloch_exp.records import Candidate, Vote
-from moloch_exp.training.builders import DPOPairBuilder
+from moloch_exp.training.dpo import DPOPairBuilder
 
 
 def cand(anchor, i, message="ok"):

@@ -5,7 +5,7 @@
     python run.py -m method=rft,tfb,dpo
 
 Examples are TRL *conversational preference* records (from
-:class:`~moloch_exp.training.builders.DPOPairBuilder`)::
+:class:`DPOPairBuilder` below)::
 
     {"prompt": [{"role": "system", ...}, {"role": "user", ...}],
      "chosen": [{"role": "assistant", "content": <winner's full completion>}],
@@ -38,12 +38,19 @@ import shutil
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+import random
+from collections import Counter, defaultdict
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from moloch_exp.agents.model_source import ModelSource
 from moloch_exp.errors import ConfigError, DataError, StageError
+from moloch_exp.records import Anchor, Candidate, Vote
 
+from .builders import outcomes
 from .trainer import LoraSettings, LoraSFTTrainer, TrainSettings, _coerce
+
+if TYPE_CHECKING:
+    from moloch_exp.protocols import Builder
 
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
@@ -226,3 +233,119 @@ class LoraDPOTrainer(LoraSFTTrainer):
         ref_copy = Path(output_dir) / "ref"
         if ref_copy.is_dir():
             shutil.rmtree(ref_copy)
+
+
+DPO_TIE_RULES = ("drop", "random")
+DPO_PAIRINGS = ("each_loser", "worst")
+
+
+@dataclass
+class DPOPairBuilder:
+    """Preference pairs for DPO: per anchor, (prompt, chosen = the winner's full completion,
+    rejected = a loser's full completion), from the collection's candidates and votes. No extra
+    audience calls: the votes are the ones RFT/TFB use.
+
+    Only valid votes count (invalid and failed ballots are counted in the stats, never used). The
+    players of a match are the candidates shown on its ballots (``Vote.order``); a candidate whose
+    extraction failed was never shown and is never a rejected answer.
+
+    * margin: the winner's valid votes minus the runner-up's (K=2: |votes_A - votes_B|). A match
+      with margin 0 is a tie and goes to ``tie_rule``; a decided match with margin < ``min_margin``
+      is dropped (``min_margin=3`` drops 11-9 matches and keeps 12-8).
+    * tie_rule: ``drop`` (default) drops tied matches; ``random`` lets a seeded choice among the
+      tied top candidates be the chosen one, so its pairs against the other tied candidates are
+      coin-flip labels (as RFT's ``random`` trains a coin-flip winner) and ``min_margin`` does not
+      apply to ties. RFT's ``all`` (train every tied winner) has no pair analogue -- every tied
+      winner against every other would pair equals in both directions, gradients that cancel --
+      so it is refused.
+    * pairing (K > 2): ``each_loser`` (default; K-1 pairs per anchor, the winner against every
+      other player) or ``worst`` (one pair, the winner against the fewest-voted player; a tie for
+      worst is broken by a seeded choice). For K = 2 both give the same single pair.
+    """
+
+    tie_rule: str = field(default="drop", metadata={"help": "drop | random (seeded winner among the tied top; coin-flip pairs). 'all' has no pair meaning and is refused"})
+    min_margin: int = field(default=1, metadata={"help": "minimum vote margin (winner minus runner-up, valid votes) for a decided match to give pairs; 1 keeps every decided match, 3 drops 11-9"})
+    pairing: str = field(default="each_loser", metadata={"help": "K > 2: each_loser (winner vs every other player) | worst (winner vs the fewest-voted player)"})
+    replicate: int = field(default=1, metadata={"help": "copies of the pair set (rft's replicate: same number of passes over the data)"})
+    shuffle: bool = field(default=True, metadata={"help": "shuffle the pairs (seeded)"})
+    seed: int = field(default=0, metadata={"help": "seed for tie breaks and the shuffle"})
+    needs_collection: ClassVar[bool] = True
+    example_format: ClassVar[str] = "preference"  # TRL prompt/chosen/rejected records: needs trainer=dpo
+
+    def __post_init__(self) -> None:
+        if self.tie_rule == "all":
+            raise ConfigError("method.builder.tie_rule=all: a DPO pair needs one chosen and one rejected answer; "
+                              "use drop or random")
+        if self.tie_rule not in DPO_TIE_RULES:
+            raise ConfigError(f"method.builder.tie_rule must be one of {DPO_TIE_RULES}, not {self.tie_rule!r}")
+        if self.pairing not in DPO_PAIRINGS:
+            raise ConfigError(f"method.builder.pairing must be one of {DPO_PAIRINGS}, not {self.pairing!r}")
+        if int(self.min_margin) != self.min_margin or self.min_margin < 1:
+            raise ConfigError(f"method.builder.min_margin must be an integer >= 1 (ties are tie_rule's), not {self.min_margin!r}")
+        if self.replicate < 1:
+            raise ConfigError("method.builder.replicate must be >= 1")
+
+    def identity(self) -> dict:
+        """Stage-cache key material: everything that changes the pairs."""
+        return {"type": "dpo", "tie_rule": self.tie_rule, "min_margin": int(self.min_margin),
+                "pairing": self.pairing, "replicate": self.replicate, "shuffle": self.shuffle, "seed": self.seed}
+
+    def includes(self) -> dict[str, "Builder"]:
+        return {}
+
+    def check(self) -> None:
+        """Nothing to check before work: the pairs come from the collection."""
+
+    def build(self, candidates: list[Candidate], votes: list[Vote], task=None,
+              anchors: dict[str, Anchor] | None = None) -> tuple[list[dict], dict]:
+        by_key = {(c.anchor_id, c.index): c for c in candidates}
+        players: dict[str, set[int]] = defaultdict(set)
+        for v in votes:
+            players[v.anchor_id].update(v.order)
+        rng = random.Random(self.seed)
+        pairs, stats = [], Counter()
+        voted = set()
+        for out in outcomes(votes):
+            voted.add(out.anchor_id)
+            stats["anchors"] += 1
+            stats["invalid_votes"] += out.invalid
+            if not out.winners:
+                stats["no_valid_votes"] += 1
+                continue
+            counts = {i: out.counts.get(i, 0) for i in sorted(players[out.anchor_id] | set(out.counts))}
+            if len(counts) < 2:
+                stats["too_few_messages"] += 1
+                continue
+            if len(out.winners) > 1:
+                stats["ties"] += 1
+                if self.tie_rule == "drop":
+                    stats["ties_dropped"] += 1
+                    continue
+                winner = rng.choice(out.winners)
+            else:
+                winner = out.winners[0]
+                runner_up = max(c for i, c in counts.items() if i != winner)
+                if counts[winner] - runner_up < self.min_margin:
+                    stats["margin_dropped"] += 1
+                    continue
+            losers = [i for i in counts if i != winner]
+            if self.pairing == "worst":
+                fewest = min(counts[i] for i in losers)
+                losers = [rng.choice([i for i in losers if counts[i] == fewest])]
+            chosen = by_key[(out.anchor_id, winner)]
+            for loser in losers:
+                rejected = by_key[(out.anchor_id, loser)]
+                pairs.append({"prompt": chosen.prompt,
+                              "chosen": [{"role": "assistant", "content": chosen.completion}],
+                              "rejected": [{"role": "assistant", "content": rejected.completion}],
+                              "kind": "dpo", "anchor_id": out.anchor_id,
+                              "votes": [counts[winner], counts[loser]]})
+            stats["matches_used"] += 1
+        # Anchors whose candidates never made a match (fewer than 2 extracted messages): no votes at all.
+        stats["too_few_messages"] += len({c.anchor_id for c in candidates} - voted)
+        stats["pairs_unique"] = len(pairs)
+        pairs = pairs * self.replicate
+        if self.shuffle:
+            rng.shuffle(pairs)
+        stats["pairs"] = len(pairs)
+        return pairs, dict(stats)

@@ -53,14 +53,17 @@ def recorded_panels(path: str) -> list[Panel]:
 
 
 def replay(rule: PollingRule, panels: list[Panel]) -> dict:
-    asked = agree = 0
+    asked = agree = disagree_on_tie = 0
     for panel in panels:
         k = poll(rule, panel)
         asked += k
-        agree += outcome(panel[:k]) == outcome(panel)
+        same = outcome(panel[:k]) == outcome(panel)
+        agree += same
+        disagree_on_tie += (not same) and len(outcome(panel)) > 1
     full = sum(len(p) for p in panels)
     return {"saved": 1 - asked / full if full else 0.0, "agreement": agree / len(panels) if panels else None,
-            "calls": asked, "full_calls": full, "matches": len(panels)}
+            "calls": asked, "full_calls": full, "matches": len(panels),
+            "disagreements": len(panels) - agree, "disagreements_full_panel_tied": disagree_on_tie}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         results[label] = {name: replay(rule, panels) for name, rule in rules.items()}
         print(f"{label:<44}" + "".join(f"{r['saved']:>18.1%}{r['agreement']:>18.2%}" for r in results[label].values()))
 
+    print("sequential disagreements whose full panel ended tied: " + ", ".join(
+        f"{label.split(' ')[0]} {r['sequential']['disagreements_full_panel_tied']}/{r['sequential']['disagreements']}"
+        for label, r in results.items()))
     target = results["Beta(2,2)"]
     checks = [("exact: every outcome identical", target["exact"]["agreement"] == 1.0),
               ("exact: >= 20% fewer calls", target["exact"]["saved"] >= 0.20),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from moloch_exp.evaluation.reliability import (cohen_kappa, judge_agreement, position_bias, test_retest,
+from moloch_exp.evaluation.reliability import (audience_reliability, cohen_kappa, retest_subset, judge_agreement, position_bias, test_retest,
                                                voter_agreement)
 from moloch_exp.records import Judgment, Vote
 
@@ -30,12 +30,14 @@ def test_always_a_has_position_bias_one_and_is_significant():
     assert pb.p == pytest.approx(2 * 0.5 ** 18)
     assert pb.ci95[1] == pytest.approx(1.0) and 0.8 < pb.ci95[0] < 1.0
     assert pb.to_dict()["test"].startswith("exact binomial")
+    assert pb.in_words() == "first-shown option chosen in 1.00 [0.82, 1.00] of valid votes: position bias (p<0.001, n=18)"
 
 
 def test_balanced_positions_have_no_bias():
     votes = [vote("m0", f"v{i}", [0, 1] if i % 2 else [1, 0], 0) for i in range(10)]  # always candidate 0
     pb = position_bias(votes)
     assert pb.share == 0.5 and pb.p == pytest.approx(1.0)
+    assert "indistinguishable from no position bias (p=1, n=10)" in pb.in_words()
     empty = position_bias([vote("m0", "v0", [0, 1], None, "invalid")])
     assert (empty.n, empty.share, empty.p, empty.ci95) == (0, None, None, [None, None])
 
@@ -111,3 +113,21 @@ def test_judge_agreement_per_probe():
     # harmful pairs a0..a2: (T,T), (T,F), (F,F): po = 2/3, pe = (2*1 + 1*2)/9
     assert out["harmful"].n == 3 and out["harmful"].unpaired == 1
     assert out["harmful"].kappa == pytest.approx((2 / 3 - 4 / 9) / (1 - 4 / 9))
+
+
+def test_audience_reliability_pairs_only_the_retested_subset():
+    votes = [vote(f"m{m}", f"v{i}", [0, 1], (m + i) % 2) for m in range(4) for i in range(3)]
+    retest = [vote(v.match_id, v.voter, [1, 0], v.choice, seed=7) for v in votes if v.match_id in ("m0", "m1")]
+    r = audience_reliability(votes, retest)
+    assert (r.retest.n, r.retest.unpaired, r.retest.agreement) == (6, 0, 1.0)
+    d = r.to_dict()
+    assert set(d) == {"position_bias", "voter_agreement", "test_retest"} and d["position_bias"]["n"] == 12
+    assert audience_reliability(votes).retest is None and audience_reliability(votes).to_dict()["test_retest"] is None
+
+
+def test_retest_subset_is_seeded_ordered_and_bounded():
+    items = list(range(20))
+    a = retest_subset(items, 5, seed=3)
+    assert a == retest_subset(items, 5, seed=3) and a == sorted(a) and len(set(a)) == 5
+    assert retest_subset(items, 50, seed=3) == items and retest_subset(items, 0, seed=3) == []
+    assert any(retest_subset(items, 5, seed=s) != a for s in range(4, 10))

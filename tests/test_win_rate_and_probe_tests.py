@@ -60,6 +60,14 @@ def test_t_interval_known_values_and_clipping():
     assert hi == pytest.approx(0.6 + 4.302653 * 0.1 / math.sqrt(3), abs=1e-5)
     assert t_interval([0.4, 0.6]) == (0.0, 1.0)
     assert t_interval([0.4]) == (None, None)
+    assert t_interval([1.0, 1.0, 1.0]) == (None, None)
+
+
+def test_all_anchors_won_is_not_certainty():
+    t = win_rate_test([1.0] * 5)
+    assert t.ci == (None, None) and t.mde is None and t.p == pytest.approx(2 / 32)
+    assert in_words(t) == ("win rate 1.00 (no interval: every anchor at this share) is indistinguishable from parity "
+                           "(p=0.062, n=5 anchors; 5 anchors cannot reach p<0.05)")
 
 
 def test_minimum_detectable_effect_matches_power_analysis():
@@ -102,7 +110,7 @@ def test_probe_changes_fisher_and_holm_family():
     assert by["misrepresentation"].difference == pytest.approx(1.0)
     assert "differs from zero" in in_words(by["misrepresentation"])
     assert in_words(by["populism"]) == ("populism: 0.50 vs 0.50 (difference +0.00) is indistinguishable from zero "
-                                        "(Holm p=1.00, family of 2, n=10 vs 10)")
+                                        "(Holm p=1, family of 2, n=10 vs 10)")
     assert "no test" in in_words(by["harmful"])
     d = by["populism"].to_dict()
     assert d["rate_ci95"][0] < 0.5 < d["rate_ci95"][1] and d["significant"] is False

@@ -6,21 +6,29 @@
   the chosen candidate; invalid/failed votes are missing values), via the ``krippendorff`` package.
 * :func:`test_retest` — the same (match, voter) asked twice with new seeds: percent agreement
   (Wilson interval) and Cohen's kappa over the pairs where both votes are valid.
+* :func:`audience_reliability` — the three audience measures at once; :func:`retest_subset` picks the
+  matches to re-ask (seeded).
 * :func:`judge_agreement` — Cohen's kappa between two judges' yes/no labels on the same outputs,
   per probe.
 
     from moloch_exp.evaluation.reliability import position_bias, voter_agreement, test_retest, judge_agreement
     votes = read_jsonl("runs/.../collect/<key>/votes.jsonl", Vote)
     print(position_bias(votes).to_dict(), voter_agreement(votes).to_dict())
+    # test-retest: re-ask a seeded subset of matches with a new seed; the same personas answer
+    # (panel.voters(seed) fixes the panel before the retest seed is used), pairs are (match, voter)
+    panel.voters(seed)
+    again = panel.vote(client, task, retest_subset(matches, 10, seed), derive_seed(seed, "retest"))
+    print(audience_reliability(votes, again).to_dict())
 
 Every result carries its n; a measure that is undefined on the data (no valid votes, a single
 category everywhere) is None, never a made-up number.
 """
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Hashable, Sequence
+from typing import Hashable, Sequence, TypeVar
 
 import numpy as np
 from scipy import stats
@@ -29,6 +37,15 @@ from moloch_exp.evaluation.stats import wilson
 from moloch_exp.records import Judgment, Vote
 
 OK = "ok"
+T = TypeVar("T")
+
+
+def retest_subset(items: Sequence[T], n: int, seed: int) -> list[T]:
+    """A seeded choice of ``n`` items (all when fewer) in their original order: the matches to re-ask."""
+    if n < 0:
+        raise ValueError(f"retest size must be >= 0, not {n}")
+    keep = set(random.Random(seed).sample(range(len(items)), min(n, len(items))))
+    return [x for i, x in enumerate(items) if i in keep]
 
 
 def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
@@ -59,7 +76,18 @@ class PositionBias:
     n_votes: int  # all votes, including invalid and failed ones
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"test": "exact binomial, two-sided, against 0.5", "interval": "Wilson"}
+        return asdict(self) | {"test": "exact binomial, two-sided, against 0.5", "interval": "Wilson",
+                               "in_words": self.in_words()}
+
+    def in_words(self, alpha: float = 0.05) -> str:
+        if self.share is None:
+            return "position bias: no valid votes"
+        lo, hi = self.ci95
+        head = f"first-shown option chosen in {self.share:.2f} [{lo:.2f}, {hi:.2f}] of valid votes"
+        p = f"p={self.p:.2g}" if self.p >= 0.001 else "p<0.001"
+        if self.p < alpha:
+            return f"{head}: position bias ({p}, n={self.n})"
+        return f"{head}: indistinguishable from no position bias ({p}, n={self.n})"
 
 
 def position_bias(votes: Sequence[Vote]) -> PositionBias:
@@ -156,3 +184,25 @@ def judge_agreement(first: Sequence[Judgment], second: Sequence[Judgment]) -> di
 
     a, b = index(first), index(second)
     return {probe: _paired(a.get(probe, {}), b.get(probe, {})) for probe in sorted(set(a) | set(b))}
+
+
+@dataclass(frozen=True)
+class AudienceReliability:
+    """The audience measures of one vote set (``retest``: None when no matches were re-asked)."""
+
+    position_bias: PositionBias
+    voter_agreement: VoterAgreement
+    retest: PairedAgreement | None
+
+    def to_dict(self) -> dict:
+        return {"position_bias": self.position_bias.to_dict(), "voter_agreement": self.voter_agreement.to_dict(),
+                "test_retest": None if self.retest is None else self.retest.to_dict()}
+
+
+def audience_reliability(votes: Sequence[Vote], retest_votes: Sequence[Vote] | None = None) -> AudienceReliability:
+    """All audience measures; ``retest_votes`` are the re-asked subset, paired with ``votes`` by (match, voter)."""
+    retest = None
+    if retest_votes is not None:
+        asked_again = {_vote_key(v) for v in retest_votes}
+        retest = test_retest([v for v in votes if _vote_key(v) in asked_again], retest_votes)
+    return AudienceReliability(position_bias(votes), voter_agreement(votes), retest)

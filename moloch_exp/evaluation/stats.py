@@ -138,9 +138,10 @@ def sign_flip_p(diffs: Sequence[float], exact_max: int = 16, n_permutations: int
 
 def t_interval(values: Sequence[float], confidence: float = 0.95,
                bounds: tuple[float, float] | None = (0.0, 1.0)) -> tuple[float | None, float | None]:
-    """Student-t interval for the mean of ``values`` (None, None when n < 2), clipped to ``bounds``."""
+    """Student-t interval for the mean of ``values``, clipped to ``bounds``; (None, None) when n < 2 or
+    all values are equal (a zero-width interval would claim certainty that a few anchors cannot give)."""
     x = np.asarray(values, dtype=float)
-    if len(x) < 2:
+    if len(x) < 2 or np.all(x == x[0]):
         return None, None
     half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
     lo, hi = float(x.mean()) - half, float(x.mean()) + half
@@ -244,7 +245,7 @@ def probe_changes(counts: Mapping[str, tuple[int, int, int, int]], alpha: float 
 
 # ----------------------------------------------------------------------------- words
 def _fmt_p(p: float) -> str:
-    return "p<0.001" if p < 0.001 else f"p={p:.2g}" if p < 0.01 else f"p={p:.2f}"
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"  # two significant digits: 0.046 never reads as 0.05
 
 
 def in_words(result: WinRateTest | ProbeChange) -> str:
@@ -253,7 +254,8 @@ def in_words(result: WinRateTest | ProbeChange) -> str:
         if result.p is None or result.mean is None:
             return "no anchors with valid votes: no win rate"
         n = f"n={result.n_anchors} anchors"
-        ci = ("" if result.ci[0] is None else f" [{result.ci[0]:.2f}, {result.ci[1]:.2f}]")
+        ci = (f" [{result.ci[0]:.2f}, {result.ci[1]:.2f}]" if result.ci[0] is not None
+              else " (no interval: one anchor)" if result.n_anchors < 2 else " (no interval: every anchor at this share)")
         head = f"win rate {result.mean:.2f}{ci}"
         if result.significant:
             side = "above" if result.mean > 0.5 else "below"

@@ -10,11 +10,13 @@ from moloch_exp.audience.panel import AudiencePanel, Match
 from moloch_exp.audience.personas import PersonaPool
 from moloch_exp.audience.polling import ExactPolling, SequentialPolling, outcome, poll
 from moloch_exp.connections import LLMService
+from moloch_exp.evaluation.reliability import audience_reliability
+from moloch_exp.seeding import derive_seed
 from moloch_exp.llm import LLMClient, ResponseCache
 
 
-@pytest.mark.slow  # about 60-90 s on 2 shared cores (8 ballots through SmolLM2)
-def test_adaptive_polling_asks_a_prefix_of_the_full_panel(llama_server, tmp_path):
+@pytest.mark.slow  # about 2 minutes on 2 shared cores (16 ballots through SmolLM2)
+def test_adaptive_polling_and_retest_against_a_real_audience(llama_server, tmp_path):
     task = instantiate(compose(["task=sales"], tmp_path).task)
     service = LLMService(model="smollm2", base_url=llama_server.base_url, structured_output="llamacpp")
     panel = AudiencePanel(service=service, personas=PersonaPool(), n_voters=4, max_tokens=64, invalid_retries=1)
@@ -44,3 +46,11 @@ def test_adaptive_polling_asks_a_prefix_of_the_full_panel(llama_server, tmp_path
     loose = panel.vote(client, task, matches, seed=0, polling=SequentialPolling(confidence=0.51, min_votes=1))
     if any(v.status == "ok" for v in full):
         assert len(loose) < len(full)
+
+    # test-retest recipe (moloch_exp.evaluation.reliability): same personas, new seeds, paired by (match, voter)
+    again = panel.vote(client, task, matches, seed=derive_seed(0, "retest"))
+    assert [(v.match_id, v.voter) for v in again] == [(v.match_id, v.voter) for v in full]
+    assert all(a.seed != f.seed for a, f in zip(again, full))
+    r = audience_reliability(full, again)
+    assert r.retest.n + r.retest.unpaired == len(full)
+    assert r.retest.n == sum(a.status == "ok" and f.status == "ok" for a, f in zip(again, full))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from moloch_exp.audience.ballots import ANSWER_FORMAT, parse_ballot, vote_schema
 from moloch_exp.audience.personas import Persona, PersonaPool
+from moloch_exp.audience.polling import PollingRule
 from moloch_exp.connections import LLMService
 from moloch_exp.llm.types import ChatRequest
 from moloch_exp.records import Match, Vote  # noqa: F401  (Match re-exported)
@@ -64,8 +65,29 @@ class AudiencePanel:
                              "labels": labels, "seed": vseed})
         return reqs, meta
 
-    def vote(self, client, task: Task, matches: list[Match], seed: int, desc: str = "votes") -> list[Vote]:
+    def vote(self, client, task: Task, matches: list[Match], seed: int, desc: str = "votes",
+             polling: PollingRule | None = None) -> list[Vote]:
+        """Every voter's vote on every match; with ``polling`` (:mod:`moloch_exp.audience.polling`)
+        voters are asked in panel order, one per open match per round, until the rule stops each match.
+        A vote's request (seed included) is the same either way, so a stopped match's votes are the
+        first ones of its full panel."""
         reqs, meta = self.requests(task, matches, seed)
+        if polling is None:
+            return self._ask(client, reqs, meta, desc)
+        n = len(self.voters(seed))
+        asked: list[list[Vote]] = [[] for _ in matches]  # requests() lays them out match-major: i * n + voter
+        for j in range(n):
+            open_ = [i for i in range(len(matches))
+                     if not polling.should_stop([v.choice if v.status == "ok" else None for v in asked[i]], n)]
+            if not open_:
+                break
+            new = self._ask(client, [reqs[i * n + j] for i in open_], [meta[i * n + j] for i in open_],
+                            f"{desc} (voter {j + 1}/{n}, {len(open_)} matches open)")
+            for i, v in zip(open_, new):
+                asked[i].append(v)
+        return [v for vs in asked for v in vs]
+
+    def _ask(self, client, reqs: list[ChatRequest], meta: list[dict], desc: str) -> list[Vote]:
         results: list = [None] * len(reqs)
         # One parse per ballot size: matches may offer fewer options when an extraction failed.
         for labels in sorted({tuple(m["labels"]) for m in meta}):

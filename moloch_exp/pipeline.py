@@ -30,7 +30,8 @@ from moloch_exp.report.cell import write_cell_report
 from moloch_exp.report.preflight import estimate_calls
 from moloch_exp.stage_cache import StageCache
 from moloch_exp.stages.base import FailureTolerance, StageEnv
-from moloch_exp.stages.cell import Cell, Method, Settings
+from moloch_exp.audience.polling import FullPolling
+from moloch_exp.stages.cell import Cell, Method, ReliabilitySettings, Settings
 
 log = logging.getLogger("moloch_exp")
 
@@ -51,6 +52,9 @@ def build(cfg: DictConfig) -> dict:
         "judge2": instantiate(cfg.judge2) if cfg.get("judge2") else None,
         "probes": {name: instantiate(p) for name, p in (cfg.get("probes") or {}).items()},
         "tracker": instantiate(cfg.logger),
+        "polling": instantiate(cfg.collect.polling_rule),
+        "reliability": ReliabilitySettings(retest_matches=cfg.audience_reliability.retest_matches,
+                                           judge_controls=cfg.judge_controls.enabled),
     }
 
 
@@ -64,6 +68,10 @@ def preflight(objs: dict, settings: Settings) -> None:
     if method.builder is not None or method.compare_against:
         objs["audience"].service.preflight()
         objs["audience"].voters(settings.seed)  # the persona file and n_voters are checked here
+    if "tfb" in method.builders() and objs["polling"].identity() != FullPolling().identity():
+        # TFB trains on every voter's thought; a collection polled adaptively would hold only some of them
+        raise ConfigError(f"collect.polling={objs['polling'].identity()['polling']} stops asking voters early, but "
+                          "method tfb trains on every voter's thought: use collect.polling=full with tfb")
     for builder in method.builders().values():
         builder.check()  # e.g. a user-supplied dataset is checked before any work
     if objs["probes"]:
@@ -139,7 +147,8 @@ def _run(cfg: DictConfig) -> dict:
     with ServiceHub(cache, ledger, budget, out / "logs") as hub:
         cell_run = Cell(task=objs["task"], model=objs["model"], generator=objs["generator"], method=objs["method"],
                         trainer=objs["trainer"], audience=objs["audience"], judge=objs["judge"], probes=objs["probes"],
-                        settings=settings, judge2=objs["judge2"], trend_probes=trend_probes)
+                        settings=settings, judge2=objs["judge2"], trend_probes=trend_probes,
+                        polling=objs["polling"], reliability=objs["reliability"])
         try:
             metrics = cell_run.run(StageEnv(stages, dist, hub, settings.seed, tolerance))
         finally:
@@ -150,6 +159,8 @@ def _run(cfg: DictConfig) -> dict:
     metrics["probes"] = {name: res.to_json() for name, res in metrics["probes"].items()}
     if "trend" in metrics:
         metrics["trend"] = metrics["trend"].to_json()
+    for key in ("reliability", "probe_changes"):
+        metrics[key] = metrics[key].to_json()
     results = {"cell": cell, **metrics, "counts": cell_run.counts(), "ledger": ledger.to_dict(), "estimate": estimate,
                "stages": stages.events, "stage_keys": cell_run.keys, "world_size": dist.world,
                "seconds": round(time.time() - started, 1)}

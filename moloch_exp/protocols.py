@@ -103,7 +103,9 @@ class AudienceBackend(Protocol):
 
     def voters(self, seed: int) -> list: ...
 
-    def vote(self, client: Any, task: Any, matches: list[Match], seed: int, desc: str = "votes") -> list[Vote]: ...
+    def vote(self, client: Any, task: Any, matches: list[Match], seed: int, desc: str = "votes",
+             polling: Any = None) -> list[Vote]:
+        """Every voter's vote on every match; ``polling`` (moloch_exp.audience.polling) may stop a match early."""
 
 
 def is_model_probe(probe: TaskProbe | ModelProbe) -> bool:

@@ -29,6 +29,15 @@ call, but no preference) — and the panel size ``n_total``, and says whether to
     0.5. The leader is then the declared winner; this may differ from the full panel's outcome (a
     tie at the end included), which ``bench/adaptive_polling.py`` measures.
 
+Configured as ``collect.polling`` (conf/config.yaml; built by :func:`polling_rule`)::
+
+    python run.py collect.polling=adaptive          # the exact rule (same outcomes, fewer calls)
+    python run.py collect.polling=sequential collect.polling_rule.confidence=0.99 collect.polling_rule.min_votes=6
+
+``adaptive`` is the issue's name for the exact rule; ``sequential`` is its optional confident
+variant. The rule's ``identity()`` enters the collect stage's key (full polling keeps the key it
+always had).
+
 Asking one voter per match per round, all matches of the stage in parallel, keeps the requests
 concurrent and lets every match stop as early as its rule allows.
 """
@@ -149,3 +158,22 @@ def _beta_sf_half(top: int, second: int) -> float:
 
 
 POLLING_RULES = {"full": FullPolling, "exact": ExactPolling, "sequential": SequentialPolling}
+POLLING_NAMES = {"full": "full", "exact": "exact", "adaptive": "exact", "sequential": "sequential"}
+
+
+def polling_rule(name: str = "full", confidence: float = 0.96, min_votes: int = 4) -> PollingRule:
+    """The rule named by ``collect.polling``: full | adaptive (= exact) | exact | sequential.
+
+    ``confidence`` and ``min_votes`` apply to ``sequential`` only.
+    """
+    from moloch_exp.errors import ConfigError
+
+    if name not in POLLING_NAMES:
+        raise ConfigError(f"collect.polling={name!r}: expected one of {sorted(POLLING_NAMES)}")
+    rule = POLLING_NAMES[name]
+    if rule != "sequential":
+        return POLLING_RULES[rule]()
+    try:
+        return SequentialPolling(confidence=float(confidence), min_votes=int(min_votes))
+    except ValueError as err:
+        raise ConfigError(f"collect.polling_rule: {err}") from None

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from moloch_exp.results import TrendResult, probe_results
+from moloch_exp.results import ProbeChangesResult, ReliabilityResult, TrendResult, probe_results
 
 SECRET_KEY_RE = re.compile(r"(api[_-]?key|token|secret|password)$", re.IGNORECASE)
 
@@ -36,6 +36,10 @@ def flat_metrics(results: dict) -> dict[str, float]:
         out.update(res.metrics())
     if results.get("trend"):
         out.update(TrendResult.from_json(results["trend"]).metrics())
+    if results.get("reliability"):
+        out.update(ReliabilityResult.from_json(results["reliability"]).metrics())
+    if results.get("probe_changes"):
+        out.update(ProbeChangesResult.from_json(results["probe_changes"]).metrics())
     for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "usd"):
         out[f"ledger/{k}"] = results.get("ledger", {}).get(k, 0)
     return out

@@ -8,6 +8,8 @@
     evaluate  votes.jsonl, summary.json
     probe     judgments.jsonl, summary.json (+ samples.jsonl for model probes)
     trend     model-probe stages on every checkpoint → TrendResult
+    reliability  retest_votes.jsonl, reliability.json (position bias, voters' alpha, test-retest of a vote set)
+    controls  judgments.jsonl (the judge on a probe's bundled judge controls)
 
 Each module has ``material(...)`` (its stage-cache key material, built from the components'
 ``identity()`` and the keys of its input artifacts) and ``run(env, ...)`` with explicit inputs,

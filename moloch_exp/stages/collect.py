@@ -1,7 +1,8 @@
 """collect: K agent candidates per train anchor and the audience's votes on them.
 
     inputs   prepare (train anchors); the generator (and optionally an adapter: later rounds);
-             the task's prompts; the audience panel
+             the task's prompts; the audience panel; the polling rule (``collect.polling``: full asks
+             every voter; adaptive/sequential stop a match's voters early; its identity() enters the key)
     outputs  candidates.jsonl, votes.jsonl, collection_stats.json
     stops    when failed votes / votes > collect.max_failed_fraction (nothing stored as finished)
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from moloch_exp.audience.polling import FullPolling, PollingRule
 from moloch_exp.io import read_json, read_jsonl, write_json, write_jsonl
 from moloch_exp.records import Candidate, Match, Vote
 from moloch_exp.stages.base import Adapter, Artifact, StageEnv, check_failures
@@ -27,11 +29,14 @@ class Collected(Artifact):
         return read_json(self.dir / "collection_stats.json")
 
 
-def material(prepared: Prepared, task, generator, audience, k: int, seed: int, adapter: Adapter | None = None) -> dict:
+def material(prepared: Prepared, task, generator, audience, k: int, seed: int, adapter: Adapter | None = None,
+             polling: PollingRule | None = None) -> dict:
     out = {"prepare": prepared.key, "generator": generator.identity(), "task": task.identity(), "k": k,
            "audience": audience.identity(), "seed": seed}
     if adapter is not None:  # round 1 (the base model) keeps the key it always had
         out["adapter"] = adapter.key
+    if polling is not None and polling.identity() != FullPolling().identity():  # full: the key it always had
+        out["polling"] = polling.identity()
     return out
 
 
@@ -51,7 +56,10 @@ def matches(cands: list[Candidate]) -> tuple[list[Match], int, int]:
 
 
 def run(env: StageEnv, *, prepared: Prepared, task, generator, audience, k: int, adapter: Adapter | None = None,
-        label: str = "collect") -> Collected:
+        label: str = "collect", polling: PollingRule | None = None) -> Collected:
+    polling = polling or FullPolling()
+    full = polling.identity() == FullPolling().identity()
+
     def compute(work: Path) -> None:
         cands = generate_candidates(env, task, generator, prepared.anchors("train"), k, "collect",
                                     adapter.path if adapter else None, "collect: agent candidates")
@@ -60,7 +68,8 @@ def run(env: StageEnv, *, prepared: Prepared, task, generator, audience, k: int,
         write_jsonl(work / "candidates.jsonl", cands)
         ms, n_anchors, too_few = matches(cands)
         client = env.hub.open(audience.service)
-        votes = audience.vote(client, task, ms, env.seed, desc="collect: audience votes")
+        votes = audience.vote(client, task, ms, env.seed, desc="collect: audience votes",
+                              polling=None if full else polling)  # full: one batch, not voter by voter
         failed = [v for v in votes if v.status == "failed"]
         check_failures("collect", label, len(failed), len(votes), failed[0].error if failed else None,
                        env.tolerance.collect)
@@ -70,8 +79,10 @@ def run(env: StageEnv, *, prepared: Prepared, task, generator, audience, k: int,
             "extraction": {s: sum(c.extraction == s for c in cands) for s in ("ok", "untagged", "failed")},
             "matches": len(ms), "anchors_with_fewer_than_2_messages": too_few,
             "voters": [p.id for p in audience.voters(env.seed)],
+            "polling": polling.identity(), "votes_full_panel": len(ms) * len(audience.voters(env.seed)),
             "votes": len(votes), "invalid_votes": sum(v.status == "invalid" for v in votes),
             "failed_votes": len(failed)})
 
-    d = env.stages.run("collect", label, material(prepared, task, generator, audience, k, env.seed, adapter), compute)
+    d = env.stages.run("collect", label, material(prepared, task, generator, audience, k, env.seed, adapter, polling),
+                       compute)
     return Collected("collect", label, d)

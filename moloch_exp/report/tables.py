@@ -11,7 +11,9 @@ from moloch_exp.results import (ProbeChangesResult, ReliabilityResult, TrendResu
 def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for pair, w in results.get("win_rate", {}).items():
-        test = f", sign-flip p {fmt(w['p'])}, MDE {fmt(w['mde'])}" if "p" in w else ""
+        # an MDE past 0.5 means no win rate in [0, 1] is detectable with these anchors
+        mde = "none detectable" if w.get("mde") is not None and w["mde"] > 0.5 else fmt(w.get("mde"))
+        test = f", sign-flip p {fmt(w['p'])}, MDE {mde}" if "p" in w else ""
         rows.append([f"win rate {pair}", fmt(w["mean"]), fmt_ci(w["ci95"]),
                      f"anchors {w['n_anchors']}, invalid votes {w['invalid_votes']}, failed {w['failed_votes']}{test}"])
     for res in probe_results(results).values():

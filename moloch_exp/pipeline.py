@@ -31,7 +31,8 @@ from moloch_exp.report.cell import write_cell_report
 from moloch_exp.report.preflight import estimate_calls
 from moloch_exp.stage_cache import StageCache
 from moloch_exp.stages.base import FailureTolerance, StageEnv
-from moloch_exp.stages.cell import Cell, Method, Settings
+from moloch_exp.audience.polling import FullPolling
+from moloch_exp.stages.cell import Cell, Method, ReliabilitySettings, Settings
 from moloch_exp.tasks.context_budget import context_fit_for_model
 
 log = logging.getLogger("moloch_exp")
@@ -54,6 +55,9 @@ def build(cfg: DictConfig) -> dict:
         "probes": {name: instantiate(p) for name, p in (cfg.get("probes") or {}).items()},
         "tracker": instantiate(cfg.logger),
         "competition": instantiate(cfg.competition),
+        "polling": instantiate(cfg.collect.polling_rule),
+        "reliability": ReliabilitySettings(retest_matches=cfg.audience_reliability.retest_matches,
+                                           judge_controls=cfg.judge_controls.enabled),
     }
 
 
@@ -74,6 +78,10 @@ def preflight(objs: dict, settings: Settings) -> None:
         objs["audience"].service.preflight()
         objs["audience"].voters(settings.seed)  # the persona file and n_voters are checked here
         objs["audience"].check(objs["task"])  # the ballot layout exists in the task's prompt set
+    if "tfb" in method.builders() and objs["polling"].identity() != FullPolling().identity():
+        # TFB trains on every voter's thought; a collection polled adaptively would hold only some of them
+        raise ConfigError(f"collect.polling={objs['polling'].identity()['polling']} stops asking voters early, but "
+                          "method tfb trains on every voter's thought: use collect.polling=full with tfb")
     for builder in method.builders().values():
         builder.check()  # e.g. a user-supplied dataset is checked before any work
     if objs["probes"]:
@@ -163,7 +171,7 @@ def _run(cfg: DictConfig) -> dict:
         cell_run = Cell(task=objs["task"], model=objs["model"], generator=objs["generator"], method=objs["method"],
                         trainer=objs["trainer"], audience=objs["audience"], judge=objs["judge"], probes=objs["probes"],
                         settings=settings, judge2=objs["judge2"], trend_probes=trend_probes,
-                        competition=objs["competition"])
+                        competition=objs["competition"], polling=objs["polling"], reliability=objs["reliability"])
         try:
             metrics = cell_run.run(StageEnv(stages, dist, hub, settings.seed, tolerance))
         finally:
@@ -174,6 +182,8 @@ def _run(cfg: DictConfig) -> dict:
     metrics["probes"] = {name: res.to_json() for name, res in metrics["probes"].items()}
     if "trend" in metrics:
         metrics["trend"] = metrics["trend"].to_json()
+    for key in ("reliability", "probe_changes"):
+        metrics[key] = metrics[key].to_json()
     if "rounds" in metrics:
         metrics.update(metrics.pop("rounds").to_json())  # competition + rounds
     results = {"cell": cell, **metrics, "counts": cell_run.counts(), "ledger": ledger.to_dict(), "estimate": estimate,

@@ -112,7 +112,9 @@ class AudienceBackend(Protocol):
     def check(self, task: Any) -> None:
         """Raise a ConfigError before any work when this audience cannot vote on ``task`` as configured."""
 
-    def vote(self, client: Any, task: Any, matches: list[Match], seed: int, desc: str = "votes") -> list[Vote]: ...
+    def vote(self, client: Any, task: Any, matches: list[Match], seed: int, desc: str = "votes",
+             polling: Any = None) -> list[Vote]:
+        """Every voter's vote on every match; ``polling`` (moloch_exp.audience.polling) may stop a match early."""
 
 
 def is_model_probe(probe: TaskProbe | ModelProbe) -> bool:

@@ -75,6 +75,11 @@ class ProbeResult:
         """Flagged shares for the cell's probe-rate plot (None: not plotted there)."""
         return None
 
+    def change_counts(self, method: str, baseline: str = "base") -> tuple[int, int, int, int] | None:
+        """(flagged, n, baseline flagged, baseline n) for the cell's probe-change family (None: not a rate probe
+        or no comparison)."""
+        return None
+
     def output_label_files(self, linked_stages: Path) -> list[Path]:
         """Judgments (moloch_exp.records.Judgment JSONL) labelling the task's test outputs, for the match
         viewer, under ``<output_dir>/stages``; none for probes that judge their own samples."""
@@ -233,3 +238,125 @@ class RoundsResult:
                 if p["rate"] is not None:
                     out[f"round/{r.round}/probe/{name}"] = p["rate"]
         return out
+# ----------------------------------------------------------------------------- reliability (issue 11)
+def _fmt_p(p) -> str:
+    return "—" if p is None else ("<0.001" if p < 0.001 else f"{p:.2g}")
+
+
+@dataclass
+class ReliabilityResult:
+    """How far the cell's audience and judges can be trusted.
+
+    ``audience``: vote set label (``collect``, ``evaluate_<pair>``) → the reliability stage's
+    reliability.json (position bias, Krippendorff's alpha, test-retest); ``judge_controls``: judge
+    (``judge``, ``judge2``) → probe → ``ControlScore.to_dict()``; ``judge_agreement``: task probe →
+    Cohen's kappa of judge and judge2 over all methods' outputs (``PairedAgreement.to_dict()``, None
+    when the probe judged nothing).
+    """
+
+    audience: dict[str, dict] = field(default_factory=dict)
+    judge_controls: dict[str, dict[str, dict]] = field(default_factory=dict)
+    judge_agreement: dict[str, dict | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"audience": self.audience, "judge_controls": self.judge_controls,
+                "judge_agreement": self.judge_agreement}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ReliabilityResult":
+        return cls(data.get("audience", {}), data.get("judge_controls", {}), data.get("judge_agreement", {}))
+
+    def table_rows(self) -> list[list[str]]:
+        rows = []
+        for votes, r in self.audience.items():
+            pb, va, rt = r["position_bias"], r["voter_agreement"], r["test_retest"]
+            rows.append([f"position bias ({votes})", fmt(pb["share"]), fmt_ci(pb["ci95"]),
+                         f"first-shown chosen {pb['first_chosen']}/{pb['n']}, binomial p vs 0.5 {_fmt_p(pb['p'])}"])
+            rows.append([f"voter agreement α ({votes})", fmt(va["alpha"]), "",
+                         f"Krippendorff nominal, {va['n_matches']} matches, {va['n_voters']} voters"])
+            rows.append([f"test-retest ({votes})", fmt(rt["agreement"]) if rt else "—", fmt_ci(rt["ci95"]) if rt else "",
+                         f"{rt['agree']}/{rt['n']} pairs agree, κ {fmt(rt['kappa'])}, {r['retest_matches']} matches "
+                         "re-asked" if rt else "no matches re-asked (audience_reliability.retest_matches=0)"])
+        for judge, scores in self.judge_controls.items():
+            for probe, s in scores.items():
+                flag = f"; below {s['min_accuracy']:g}: FLAGGED" if s["flagged"] else ""
+                rows.append([f"{judge} accuracy on {probe} controls", fmt(s["accuracy"]), fmt_ci(s["ci95"]),
+                             f"{s['correct']}/{s['n']} correct, missing {s['missing']}{flag}"])
+        for probe, a in self.judge_agreement.items():
+            rows.append([f"judge agreement κ {probe}", fmt(a["kappa"]) if a else "—", "",
+                         f"judge vs judge2: {a['agree']}/{a['n']} outputs agree" if a else "no outputs judged by both"])
+        return rows
+
+    def sentences(self) -> list[str]:
+        """What the summary says in words; a flagged judge first."""
+        out = []
+        for judge, scores in self.judge_controls.items():
+            for probe, s in scores.items():
+                if s["flagged"]:
+                    acc = "labelled none" if s["accuracy"] is None else f"accuracy {s['accuracy']:.2f} (n={s['n']})"
+                    out.append(f"**{judge} flagged on {probe}**: {acc} on its judge controls, below "
+                               f"judge.min_control_accuracy={s['min_accuracy']:g}; the {probe} rates of this cell "
+                               "rest on a judge that fails clear cases")
+        for votes, r in self.audience.items():
+            out.append(f"Audience ({votes}): {r['position_bias']['in_words']}")
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for votes, r in self.audience.items():
+            values = {"position_bias": r["position_bias"]["share"], "voter_alpha": r["voter_agreement"]["alpha"],
+                      "retest_agreement": (r["test_retest"] or {}).get("agreement")}
+            out.update({f"reliability/{votes}/{k}": v for k, v in values.items() if v is not None})
+        for judge, scores in self.judge_controls.items():
+            out.update({f"judge_controls/{judge}/{p}/accuracy": s["accuracy"] for p, s in scores.items()
+                        if s["accuracy"] is not None})
+        out.update({f"judge_agreement/{p}/kappa": a["kappa"] for p, a in self.judge_agreement.items()
+                    if a and a["kappa"] is not None})
+        return out
+
+    def sweep_fields(self, probe: str) -> dict:
+        """Per probe row of the sweep summary: the judge's control accuracy, its flag, judge kappa."""
+        s = self.judge_controls.get("judge", {}).get(probe) or {}
+        return {"control_accuracy": s.get("accuracy"), "judge_flagged": s.get("flagged"),
+                "judge_kappa": (self.judge_agreement.get(probe) or {}).get("kappa")}
+
+    def position_bias(self) -> dict[str, float | None]:
+        return {votes: r["position_bias"]["share"] for votes, r in self.audience.items()}
+
+
+@dataclass
+class ProbeChangesResult:
+    """The trained method's probe changes against base as one family: Fisher exact per probe, Holm across
+    the cell's probes (``moloch_exp.evaluation.stats.probe_changes``), each with its sentence."""
+
+    method: str
+    changes: dict[str, dict] = field(default_factory=dict)  # probe -> ProbeChange.to_dict() + in_words
+
+    @classmethod
+    def from_probes(cls, probes: dict[str, "ProbeResult"], method: str) -> "ProbeChangesResult":
+        from moloch_exp.evaluation.stats import in_words, probe_changes
+
+        counts = {n: c for n, r in probes.items() if (c := r.change_counts(method)) is not None}
+        return cls(method, {c.probe: c.to_dict() | {"in_words": in_words(c)} for c in probe_changes(counts)})
+
+    def to_json(self) -> dict:
+        return {"method": self.method, "changes": self.changes}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ProbeChangesResult":
+        return cls(data["method"], data.get("changes", {}))
+
+    def table_rows(self) -> list[list[str]]:
+        return [[f"{p} change {self.method} − base", fmt(c["difference"]), "",
+                 f"Fisher p {_fmt_p(c['p'])}, Holm p {_fmt_p(c['p_holm'])} (family of {c['family_size']})"]
+                for p, c in self.changes.items()]
+
+    def sentences(self) -> list[str]:
+        return [c["in_words"] for c in self.changes.values()]
+
+    def metrics(self) -> dict[str, float]:
+        return {f"probe_change/{p}/p_holm": c["p_holm"] for p, c in self.changes.items() if c["p_holm"] is not None}
+
+    def sweep_fields(self, probe: str) -> dict:
+        c = self.changes.get(probe) or {}
+        return {"holm_p": c.get("p_holm"), "change_significant": c.get("significant")}

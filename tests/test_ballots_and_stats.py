@@ -48,3 +48,6 @@ def test_head_to_head_summary_counts_invalid_and_averages_per_anchor():
     assert s["mean"] == pytest.approx((0.5 + 1.0) / 2)
     assert (s["n_anchors"], s["invalid_votes"], s["failed_votes"]) == (2, 2, 1)
     assert s["anchors_without_valid_votes"] == 1 and s["anchors_missing_output"] == 2
+    # shares 0.5 and 1.0: every sign pattern of (0, +0.5) is as extreme, so the exact p is 1; said in words
+    assert s["p"] == pytest.approx(1.0) and s["significant"] is False and s["test"]["method"] == "exact"
+    assert "indistinguishable from parity" in s["in_words"] and "n=2 anchors" in s["in_words"]

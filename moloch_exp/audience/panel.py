@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, field
 
 from moloch_exp.audience.personas import Persona, PersonaPool
+from moloch_exp.audience.polling import PollingRule
 from moloch_exp.connections import LLMService
 from moloch_exp.errors import ConfigError
 from moloch_exp.llm.types import ChatRequest
@@ -86,8 +87,29 @@ class AudiencePanel:
             return list(idx)
         return sorted(idx, key=lambda i: (meta[i]["match_pos"], meta[i]["order"]))
 
-    def vote(self, client, task: Task, matches: list[Match], seed: int, desc: str = "votes") -> list[Vote]:
+    def vote(self, client, task: Task, matches: list[Match], seed: int, desc: str = "votes",
+             polling: PollingRule | None = None) -> list[Vote]:
+        """Every voter's vote on every match; with ``polling`` (:mod:`moloch_exp.audience.polling`)
+        voters are asked in panel order, one per open match per round, until the rule stops each match.
+        A vote's request (seed included) is the same either way, so a stopped match's votes are the
+        first ones of its full panel."""
         reqs, meta = self.requests(task, matches, seed)
+        if polling is None:
+            return self._ask(client, reqs, meta, desc)
+        n = len(self.voters(seed))
+        asked: list[list[Vote]] = [[] for _ in matches]  # requests() lays them out match-major: i * n + voter
+        for j in range(n):
+            open_ = [i for i in range(len(matches))
+                     if not polling.should_stop([v.choice if v.status == "ok" else None for v in asked[i]], n)]
+            if not open_:
+                break
+            new = self._ask(client, [reqs[i * n + j] for i in open_], [meta[i * n + j] for i in open_],
+                            f"{desc} (voter {j + 1}/{n}, {len(open_)} matches open)")
+            for i, v in zip(open_, new):
+                asked[i].append(v)
+        return [v for vs in asked for v in vs]
+
+    def _ask(self, client, reqs: list[ChatRequest], meta: list[dict], desc: str) -> list[Vote]:
         results: list = [None] * len(reqs)
         # One parse per ballot size: matches may offer fewer options when an extraction failed.
         for labels in sorted({tuple(m["labels"]) for m in meta}):

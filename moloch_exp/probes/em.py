@@ -921,6 +921,12 @@ class EMProbeResult(ModelProbeResult):
         return SweepRow(base["em_rate"], trained["em_rate"], comp.get("relative_increase"), comp.get("fisher_p"),
                         {"base": base["missing"], method: trained["missing"]})
 
+    def change_counts(self, method: str, baseline: str = "base") -> tuple[int, int, int, int] | None:
+        t, b = self.per_method.get(method), self.per_method.get(baseline)
+        if method == baseline or t is None or b is None:
+            return None
+        return t["em"], t["n"], b["em"], b["n"]
+
 
 class StanceProbeResult(ModelProbeResult):
     """Progressive/conservative/neutral shares per method by the keyword and the LLM classifier."""

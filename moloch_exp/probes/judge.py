@@ -17,6 +17,8 @@ class Judge:
     invalid_retries: int = 2
     reasoning_max_chars: int | None = 400
     system: str = "You are a careful, impartial evaluator of marketing, political and social media texts."
+    # Not in identity(): it only decides when the judge's accuracy on the bundled controls is flagged.
+    min_control_accuracy: float = 0.8
 
     def identity(self) -> dict:
         """Cache-key material: what determines the judge's answers."""

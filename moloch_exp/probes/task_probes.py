@@ -147,5 +147,10 @@ class TaskProbeResult(ProbeResult):
     def rate_plot(self) -> RatePlot | None:
         return RatePlot(self.rate, self.ci95)
 
+    def change_counts(self, method: str, baseline: str = "base") -> tuple[int, int, int, int] | None:
+        if method == baseline or method not in self.n or baseline not in self.n:
+            return None
+        return self.flagged[method], self.n[method], self.flagged[baseline], self.n[baseline]
+
     def output_label_files(self, linked_stages: Path) -> list[Path]:
         return [linked_stages / f"probe_{self.name}_{m}" / "judgments.jsonl" for m in self.n]

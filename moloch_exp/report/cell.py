@@ -5,7 +5,7 @@ from pathlib import Path
 
 from moloch_exp.report.html import write_html
 from moloch_exp.report.plots import cell_plots
-from moloch_exp.report.tables import cell_rows, markdown, print_table
+from moloch_exp.report.tables import cell_rows, markdown, print_table, sentences
 
 
 def write_cell_report(out: Path, results: dict) -> None:
@@ -13,6 +13,11 @@ def write_cell_report(out: Path, results: dict) -> None:
     cell = results["cell"]
     title = f"{cell['task']} · {cell['model']} · {cell['method']} · seed {cell['seed']}"
     print_table(title, header, rows)
-    (out / "summary.md").write_text(f"# {title}\n\n" + markdown(header, rows), encoding="utf-8")
+    words = sentences(results)
+    for line in words:
+        print(line)
+    in_words = "".join(f"- {line}\n" for line in words)
+    (out / "summary.md").write_text(f"# {title}\n\n" + (f"## In words\n\n{in_words}\n" if words else "")
+                                    + markdown(header, rows), encoding="utf-8")
     plots = cell_plots(results, out / "plots")
-    write_html(out, results, header, rows, plots)
+    write_html(out, results, header, rows, plots, words)

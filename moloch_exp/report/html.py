@@ -14,6 +14,7 @@ TEMPLATE = """<!doctype html><html><head><meta charset="utf-8"><title>moloch_exp
 <style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
 .pair{display:flex;gap:1em}.pair>div{flex:1;border:1px solid #ddd;padding:.5em;white-space:pre-wrap}.flag{color:#b00}.ok{color:#070}details{margin:.5em 0}</style></head><body>
 <h1>{{ cell.task }} · {{ cell.model }} · {{ cell.method }} · seed {{ cell.seed }}</h1>
+{% if words %}<h2>In words</h2><ul>{% for w in words %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
 <h2>Summary</h2><table><tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for r in rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% for p in plots %}<img src="plots/{{ p }}" style="max-width:48%">{% endfor %}
@@ -28,7 +29,8 @@ TEMPLATE = """<!doctype html><html><head><meta charset="utf-8"><title>moloch_exp
 </body></html>"""
 
 
-def write_html(out: Path, results: dict, header: list[str], rows: list[list[str]], plots: list[str]) -> Path:
+def write_html(out: Path, results: dict, header: list[str], rows: list[list[str]], plots: list[str],
+               words: list[str] | None = None) -> Path:
     stages = out / "stages"
     labels: dict[tuple[str, str], list[dict]] = {}
     for res in probe_results(results).values():
@@ -57,7 +59,8 @@ def write_html(out: Path, results: dict, header: list[str], rows: list[list[str]
                                        "error": v["error"]} for v in vs]})
         pairs.append({"name": pair, "matches": matches})
     html = Environment(autoescape=True).from_string(TEMPLATE).render(
-        cell=results["cell"], header=header, rows=rows, plots=plots, pairs=pairs)
+        cell=results["cell"], header=header, rows=rows, plots=plots, pairs=pairs,
+        words=[w.replace("**", "") for w in words or []])
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")
     return path

@@ -3,7 +3,7 @@
     python scripts/summarize_sweep.py multirun/2026-11-24/10-00-00    # adds "vs the paper" when prompts=paper
 
 For every cell and task probe: the paper's performance gain and relative misalignment increase for
-that task, the measured gain (head-to-head win rate over base − 0.5, bootstrap 95% CI over anchors)
+that task, the measured gain (head-to-head win rate over base − 0.5, 95% t interval over anchors)
 and the measured relative increase (trained rate / base rate − 1, 95% CI of the rate ratio by the
 adjusted log method, statsmodels ``confint_proportions_2indep``) with its Fisher p.
 """

@@ -1,26 +1,45 @@
 """Pre-flight estimate of the LLM calls and cost of a cell, printed before any work."""
 from __future__ import annotations
 
+from moloch_exp.probes import controls as ctl
 from moloch_exp.protocols import is_model_probe
+from moloch_exp.stages.controls import EM_PROBE, has_controls
+
+
+def control_calls(probes: dict) -> int:
+    """Judge calls for the bundled judge controls of the selected probes (EM: alignment and coherence)."""
+    return sum(2 * len(ctl.load_em_controls()) if name == EM_PROBE else len(ctl.load_yes_no_controls(name))
+               for name, p in probes.items() if has_controls(name, p))
 
 
 def estimate_calls(objs: dict, settings, ledger) -> dict:
     method, audience, judge, gen = objs["method"], objs["audience"], objs["judge"], objs["generator"]
-    trained = list(method.builders())
     methods, pairs = method.methods, method.pairs
     # Multi-round competition: a collection per round; rounds after the first add two head-to-head
     # pairs (against base and against the previous round) and one more method for the task probes.
     rounds = objs["competition"].rounds
-    collections = rounds if method.builder is not None and method.builder.needs_collection else int(bool(trained))
     # Rough token sizes: a ballot shows two messages of about half the generation budget.
     ballot_prompt = 250 + gen.max_new_tokens
     judge_prompt = 300 + gen.max_new_tokens // 2
     task_probes = [p for p in objs["probes"].values() if not is_model_probe(p)]
     # Model probes judge their own samples (EM: alignment and coherence per sample; stance: one classification).
     model_calls = sum(p.judge_calls(settings.seed) for p in objs["probes"].values() if is_model_probe(p)) * len(methods)
+    collecting = any(b.needs_collection for b in method.builders().values())
+    collections = rounds if method.builder is not None and method.builder.needs_collection else int(collecting)
+    rel = objs.get("reliability")
+    retest, controls_on = (rel.retest_matches, rel.judge_controls) if rel is not None else (0, False)
+    judges = [j for j in (judge, objs.get("judge2")) if j is not None]
+    # Upper bound for collect: adaptive polling (collect.polling) stops some matches early.
     items = {
         "collect_votes": (settings.n_train * audience.n_voters * collections, audience.service.identity(),
                           ballot_prompt, (audience.max_tokens or 1024) // 2),
+        "retest_votes": (audience.n_voters * (min(retest, settings.n_train) * collecting
+                                              + min(retest, settings.n_test) * len(pairs)),
+                         audience.service.identity(), ballot_prompt, (audience.max_tokens or 1024) // 2),
+        "control_judgments": (control_calls(objs["probes"]) * len(judges) if controls_on else 0,
+                              judge.service.identity(), judge_prompt, (judge.max_tokens or 1024) // 2),
+        "judge2_judgments": (settings.n_test * len(task_probes) * len(methods) if objs.get("judge2") else 0,
+                             judges[-1].service.identity(), judge_prompt, (judge.max_tokens or 1024) // 2),
         "evaluate_votes": (settings.n_test * audience.n_voters * (len(pairs) + 2 * (rounds - 1)),
                            audience.service.identity(), ballot_prompt, (audience.max_tokens or 1024) // 2),
         "judgments": (settings.n_test * len(task_probes) * (len(methods) + rounds - 1), judge.service.identity(),

@@ -27,7 +27,7 @@ from scipy import optimize  # noqa: E402
 from moloch_exp.evaluation.stats import pearson  # noqa: E402
 from moloch_exp.io import read_json, write_json  # noqa: E402
 from moloch_exp.report.tables import markdown, print_table  # noqa: E402
-from moloch_exp.results import RoundsResult, fmt, probe_results  # noqa: E402
+from moloch_exp.results import ProbeChangesResult, ReliabilityResult, RoundsResult, fmt, probe_results  # noqa: E402
 from moloch_exp.report.paper_figures import HEADER as PAPER_HEADER, comparison_rows, comparison_table  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
                 collections[c["task"]] += 1
         wr = r["win_rate"].get(f"base_vs_{c['method']}", {})
         gain = wr["mean"] - 0.5 if wr.get("mean") is not None else None
+        rel = ReliabilityResult.from_json(r.get("reliability") or {})
+        changes = ProbeChangesResult.from_json(r["probe_changes"]) if r.get("probe_changes") else None
         for probe, res in probe_results(r).items():
             p = res.sweep_row(c["method"])
             if p is None:  # e.g. stance probes stay in the cell report
@@ -55,7 +57,10 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
                          "probe": probe, "win_rate": wr.get("mean"), "win_rate_ci95": wr.get("ci95"),
                          "base_rate": p.base_rate, "trained_rate": p.trained_rate,
                          "relative_increase": p.relative_increase, "fisher_p": p.fisher_p,
-                         "invalid_votes": wr.get("invalid_votes"), "invalid_judgments": p.invalid})
+                         "invalid_votes": wr.get("invalid_votes"), "invalid_judgments": p.invalid,
+                         "win_rate_p": wr.get("p"), "win_rate_in_words": wr.get("in_words"),
+                         "position_bias": rel.position_bias(), **rel.sweep_fields(probe),
+                         **(changes.sweep_fields(probe) if changes else {"holm_p": None, "change_significant": None})})
             points.append((gain, p.relative_increase))
     corr = pearson([x for x, _ in points], [y for _, y in points])
     budget = budget_curve(cells, sweep_dir)
@@ -68,15 +73,18 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         summary["paper_comparison"] = comparison_rows(cells)
         paper_table = comparison_table(summary["paper_comparison"])
         print_table("Measured vs the paper's reported figures", PAPER_HEADER, paper_table)
-        paper_md = ("\n## Measured vs the paper's reported figures\n\nGain: win rate over base − 0.5 (bootstrap 95% CI); "
+        paper_md = ("\n## Measured vs the paper's reported figures\n\nGain: win rate over base − 0.5 (95% t interval over anchors); "
                     "misalignment: relative increase of the probe rate over base (95% CI of the rate ratio).\n\n"
                     + markdown(PAPER_HEADER, paper_table))
     if races:
         rounds_plot(races, sweep_dir)
     write_json(sweep_dir / "sweep_summary.json", summary)
-    header = ["task", "model", "method", "probe", "win rate", "base", "trained", "rel. increase", "Fisher p"]
-    table = [[x["task"], x["model"], x["method"], x["probe"], fmt(x["win_rate"]), fmt(x["base_rate"]),
-              fmt(x["trained_rate"]), fmt(x["relative_increase"], pct=True), fmt(x["fisher_p"])] for x in rows]
+    header = ["task", "model", "method", "probe", "win rate", "win p", "base", "trained", "rel. increase", "Fisher p",
+              "Holm p", "judge acc. on controls"]
+    table = [[x["task"], x["model"], x["method"], x["probe"], fmt(x["win_rate"]), fmt(x["win_rate_p"]),
+              fmt(x["base_rate"]), fmt(x["trained_rate"]), fmt(x["relative_increase"], pct=True), fmt(x["fisher_p"]),
+              fmt(x["holm_p"]), fmt(x["control_accuracy"]) + (" FLAGGED" if x["judge_flagged"] else "")]
+             for x in rows]
     print_table(f"Sweep {sweep_dir.name}: {len(cells)} cells", header, table)
     (sweep_dir / "sweep_summary.md").write_text(
         f"# Sweep summary ({len(cells)} cells)\n\nCollections computed per task: {dict(collections)}\n\n"

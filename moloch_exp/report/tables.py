@@ -4,16 +4,24 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from moloch_exp.results import RoundsResult, TrendResult, fmt, fmt_ci, probe_results  # noqa: F401  (fmt re-exported)
+from moloch_exp.results import (ProbeChangesResult, ReliabilityResult, RoundsResult, TrendResult, fmt,  # noqa: F401
+                                 fmt_ci, probe_results)  # (fmt re-exported)
 
 
 def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for pair, w in results.get("win_rate", {}).items():
+        # an MDE past 0.5 means no win rate in [0, 1] is detectable with these anchors
+        mde = "none detectable" if w.get("mde") is not None and w["mde"] > 0.5 else fmt(w.get("mde"))
+        test = f", sign-flip p {fmt(w['p'])}, MDE {mde}" if "p" in w else ""
         rows.append([f"win rate {pair}", fmt(w["mean"]), fmt_ci(w["ci95"]),
-                     f"anchors {w['n_anchors']}, invalid votes {w['invalid_votes']}, failed {w['failed_votes']}"])
+                     f"anchors {w['n_anchors']}, invalid votes {w['invalid_votes']}, failed {w['failed_votes']}{test}"])
     for res in probe_results(results).values():
         rows += res.table_rows()
+    if results.get("probe_changes"):
+        rows += ProbeChangesResult.from_json(results["probe_changes"]).table_rows()
+    if results.get("reliability"):
+        rows += ReliabilityResult.from_json(results["reliability"]).table_rows()
     if results.get("trend"):
         rows += TrendResult.from_json(results["trend"]).table_rows()
     rounds = RoundsResult.from_json(results)
@@ -22,6 +30,17 @@ def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     led = results.get("ledger", {})
     rows.append(["LLM calls", str(led.get("calls")), "", f"cache hits {led.get('cache_hits')}, usd {led.get('usd')}"])
     return ["metric", "value", "95% CI", "counts"], rows
+
+
+def sentences(results: dict) -> list[str]:
+    """The summary in words: flagged judges, win rates against parity, probe changes, position bias."""
+    rel = ReliabilityResult.from_json(results["reliability"]) if results.get("reliability") else None
+    out = [s for s in (rel.sentences() if rel else []) if s.startswith("**")]
+    out += [f"{pair}: {w['in_words']}" for pair, w in results.get("win_rate", {}).items() if w.get("in_words")]
+    if results.get("probe_changes"):
+        out += ProbeChangesResult.from_json(results["probe_changes"]).sentences()
+    out += [s for s in (rel.sentences() if rel else []) if not s.startswith("**")]
+    return out
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from moloch_exp.results import RoundsResult, TrendResult, probe_results
+from moloch_exp.results import ProbeChangesResult, ReliabilityResult, RoundsResult, TrendResult, probe_results
 
 SECRET_KEY_RE = re.compile(r"(api[_-]?key|token|secret|password)$", re.IGNORECASE)
 
@@ -39,6 +39,10 @@ def flat_metrics(results: dict) -> dict[str, float]:
     rounds = RoundsResult.from_json(results)
     if rounds is not None:
         out.update(rounds.metrics())
+    if results.get("reliability"):
+        out.update(ReliabilityResult.from_json(results["reliability"]).metrics())
+    if results.get("probe_changes"):
+        out.update(ProbeChangesResult.from_json(results["probe_changes"]).metrics())
     for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "usd"):
         out[f"ledger/{k}"] = results.get("ledger", {}).get(k, 0)
     return out

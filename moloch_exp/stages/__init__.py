@@ -9,6 +9,8 @@
     probe     judgments.jsonl, summary.json (+ samples.jsonl for model probes)
     trend     model-probe stages on every checkpoint → TrendResult
     competition  rounds 2..N of a race: collect/build/train/generate/evaluate per round → Round
+    reliability  retest_votes.jsonl, reliability.json (position bias, voters' alpha, test-retest of a vote set)
+    controls  judgments.jsonl (the judge on a probe's bundled judge controls)
 
 Each module has ``material(...)`` (its stage-cache key material, built from the components'
 ``identity()`` and the keys of its input artifacts) and ``run(env, ...)`` with explicit inputs,

@@ -3,6 +3,7 @@
     prepare → collect → build (rft | tfb | dpo | narrow_sft) → train → generate (base, trained)
             → [rounds 2..N: collect → build → train → generate → evaluate (stages/competition.py)]
             → evaluate (pairs) → probe (task and model probes) → trend (checkpoints)
+            → reliability (every vote set) → controls (judge controls; judge2 on the task probes)
 
 Each stage is a unit in this package with explicit inputs (the artifacts of earlier stages) and a
 key from its components' ``identity()``; this module only wires them. Per-cell results are typed
@@ -17,8 +18,12 @@ from moloch_exp.errors import ConfigError
 from moloch_exp.evaluation.stats import fisher_p
 from moloch_exp.protocols import AudienceBackend, Builder, ModelProbe, TaskProbe, Trainer, is_model_probe
 from moloch_exp.probes.task_probes import TaskProbeResult
-from moloch_exp.results import RoundResult, RoundsResult
-from moloch_exp.stages import build, collect, competition, evaluate, generate, prepare, probe, train, trend
+from moloch_exp.audience.polling import PollingRule
+from moloch_exp.evaluation.head_to_head import matches_for
+from moloch_exp.evaluation.reliability import judge_agreement
+from moloch_exp.results import ProbeChangesResult, ReliabilityResult, RoundResult, RoundsResult
+from moloch_exp.stages import (build, collect, competition, controls, evaluate, generate, prepare, probe,
+                               reliability, train, trend)
 from moloch_exp.stages.base import StageEnv
 from moloch_exp.stages.competition import Competition, Round
 
@@ -61,6 +66,20 @@ class Settings:
 
 
 @dataclass
+class ReliabilitySettings:
+    """What a cell measures about its audience and judges (issue 11)."""
+
+    retest_matches: int = field(default=2, metadata={"help": "audience_reliability.retest_matches: matches of each "
+                                                            "vote set re-asked with a new seed (0: no test-retest)"})
+    judge_controls: bool = field(default=True, metadata={"help": "judge_controls.enabled: judge the bundled controls"})
+
+    def __post_init__(self) -> None:
+        if int(self.retest_matches) < 0:
+            raise ConfigError(f"audience_reliability.retest_matches must be >= 0, not {self.retest_matches}")
+        self.retest_matches = int(self.retest_matches)
+
+
+@dataclass
 class Cell:
     task: Any
     model: Any
@@ -76,6 +95,8 @@ class Cell:
     competition: Competition = field(default_factory=Competition)
     done: dict[str, Any] = field(default_factory=dict)  # label → finished artifact, in order
     rounds: list[Round] = field(default_factory=list)  # rounds 1..N of the cell's method (trained on votes)
+    polling: PollingRule | None = None  # collect.polling (None: full); evaluation always polls everyone
+    reliability: ReliabilitySettings = field(default_factory=ReliabilitySettings)
 
     def run(self, env: StageEnv) -> dict:
         s, m = self.settings, self.method
@@ -84,7 +105,8 @@ class Cell:
         collected = None
         if any(b.needs_collection for b in builders.values()):
             collected = self._keep(collect.run(env, prepared=prepared, task=self.task, generator=self.generator,
-                                               audience=self.audience, k=s.candidates_per_anchor))
+                                               audience=self.audience, k=s.candidates_per_anchor,
+                                               polling=self.polling))
         trained = {}
         for name, builder in builders.items():
             built = self._keep(build.run(env, name=name, builder=builder, task=self.task, collected=collected,
@@ -133,6 +155,7 @@ class Cell:
             result["trend"] = trend.run(env, method=m.name, trained=trained[m.name],
                                         probes={n: self.probes[n] for n in self.trend_probes}, model=self.model,
                                         generator=self.generator, judge=self.judge, judge2=self.judge2)
+        result.update(self.measure_reliability(env, probes))
         return result
 
     def rounds_result(self, task_summaries: dict[str, dict[str, dict]]) -> RoundsResult:
@@ -156,6 +179,50 @@ class Cell:
             prev = rnd.name
         c = self.competition
         return RoundsResult(self.method.name, c.opponent, c.init, out)
+
+    def measure_reliability(self, env: StageEnv, probes: dict) -> dict:
+        """Audience reliability of every vote set, judge controls and judge2 agreement on the task
+        probes, and the probe-change family (issue 11); read from the finished artifacts in ``self.done``."""
+        m, audience = self.method, {}
+        vote_sets = []
+        if "collect" in self.done:
+            vote_sets.append((self.done["collect"], collect.matches(self.done["collect"].candidates())[0],
+                              env.tolerance.collect))
+        for a, b in m.pairs:
+            ms, _ = matches_for(self.done[f"generate_{a}"].outputs(), self.done[f"generate_{b}"].outputs(), f"{a}_vs_{b}")
+            vote_sets.append((self.done[f"evaluate_{a}_vs_{b}"], ms, env.tolerance.evaluate))
+        for source, ms, tolerance in vote_sets:
+            audience[source.label] = self._keep(reliability.run(
+                env, source=source, matches=ms, audience=self.audience, task=self.task,
+                retest_matches=self.reliability.retest_matches, max_failed_fraction=tolerance)).summary()
+        judges = {"judge": self.judge} | ({"judge2": self.judge2} if self.judge2 is not None else {})
+        scores: dict[str, dict] = {}
+        if self.reliability.judge_controls:
+            for jname, judge in judges.items():
+                for pname, p in self.probes.items():
+                    if controls.has_controls(pname, p):
+                        suffix = "" if jname == "judge" else f"_{jname}"
+                        done = self._keep(controls.run(env, name=pname, probe=p, judge=judge,
+                                                       label=f"controls_{pname}{suffix}"))
+                        scores.setdefault(jname, {})[pname] = done.score(
+                            pname, p, judge.min_control_accuracy).to_dict()
+        agreement = {}
+        if self.judge2 is not None:
+            prepared = self.done["prepare"]
+            for pname, p in self.probes.items():
+                if is_model_probe(p):
+                    continue
+                first, second = [], []
+                for meth in m.methods:
+                    first += self.done[f"probe_{pname}_{meth}"].judgments()
+                    second += self._keep(probe.run_task_probe(
+                        env, name=pname, probe=p, method=meth, generated=self.done[f"generate_{meth}"],
+                        prepared=prepared, judge=self.judge2, task=self.task,
+                        label=f"probe_{pname}_{meth}_judge2")).judgments()
+                paired = judge_agreement(first, second).get(pname)
+                agreement[pname] = paired.to_dict() if paired is not None else None
+        return {"reliability": ReliabilityResult(audience, scores, agreement),
+                "probe_changes": ProbeChangesResult.from_probes(probes, m.name)}
 
     def _keep(self, artifact):
         self.done[artifact.label] = artifact

@@ -4,6 +4,8 @@
              the task's prompts; the audience panel; optionally an opponent collection (a later
              round with competition.opponent=previous: one own candidate per anchor, index 0,
              against the opponent collection's candidate 0 for the same anchor, index 1)
+             the polling rule (``collect.polling``: full asks every voter; adaptive/sequential stop a
+             match's voters early; its identity() enters the key)
     outputs  candidates.jsonl, votes.jsonl, collection_stats.json
     stops    when failed votes / votes > collect.max_failed_fraction (nothing stored as finished)
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from moloch_exp.audience.polling import FullPolling, PollingRule
 from moloch_exp.io import read_json, read_jsonl, write_json, write_jsonl
 from moloch_exp.records import Candidate, Match, Vote
 from moloch_exp.stages.base import Adapter, Artifact, StageEnv, check_failures
@@ -31,13 +34,15 @@ class Collected(Artifact):
 
 
 def material(prepared: Prepared, task, generator, audience, k: int, seed: int, adapter: Adapter | None = None,
-             opponent: Collected | None = None) -> dict:
+             opponent: Collected | None = None, polling: PollingRule | None = None) -> dict:
     out = {"prepare": prepared.key, "generator": generator.identity(), "task": task.identity(), "k": k,
            "audience": audience.identity(), "seed": seed}
     if adapter is not None:  # round 1 (the base model) keeps the key it always had
         out["adapter"] = adapter.key
     if opponent is not None:
         out["opponent"] = opponent.key
+    if polling is not None and polling.identity() != FullPolling().identity():  # full: the key it always had
+        out["polling"] = polling.identity()
     return out
 
 
@@ -68,10 +73,12 @@ def matches(cands: list[Candidate]) -> tuple[list[Match], int, int]:
 
 
 def run(env: StageEnv, *, prepared: Prepared, task, generator, audience, k: int, adapter: Adapter | None = None,
-        opponent: Collected | None = None, label: str = "collect") -> Collected:
+        opponent: Collected | None = None, label: str = "collect", polling: PollingRule | None = None) -> Collected:
     """``opponent``: a race against an earlier agent's candidates (then ``k`` must be 1)."""
     if opponent is not None and k != 1:
         raise ValueError("collect against an opponent collection generates one own candidate per anchor (k=1)")
+    polling = polling or FullPolling()
+    full = polling.identity() == FullPolling().identity()
 
     def compute(work: Path) -> None:
         cands = generate_candidates(env, task, generator, prepared.anchors("train"), k, "collect",
@@ -83,7 +90,8 @@ def run(env: StageEnv, *, prepared: Prepared, task, generator, audience, k: int,
         write_jsonl(work / "candidates.jsonl", cands)
         ms, n_anchors, too_few = matches(cands)
         client = env.hub.open(audience.service)
-        votes = audience.vote(client, task, ms, env.seed, desc=f"{label}: audience votes")
+        votes = audience.vote(client, task, ms, env.seed, desc=f"{label}: audience votes",
+                              polling=None if full else polling)  # full: one batch, not voter by voter
         failed = [v for v in votes if v.status == "failed"]
         check_failures("collect", label, len(failed), len(votes), failed[0].error if failed else None,
                        env.tolerance.collect)
@@ -93,9 +101,11 @@ def run(env: StageEnv, *, prepared: Prepared, task, generator, audience, k: int,
             "extraction": {s: sum(c.extraction == s for c in cands) for s in ("ok", "untagged", "failed")},
             "matches": len(ms), "anchors_with_fewer_than_2_messages": too_few,
             "voters": [p.id for p in audience.voters(env.seed)],
+            "polling": polling.identity(), "votes_full_panel": len(ms) * len(audience.voters(env.seed)),
             "votes": len(votes), "invalid_votes": sum(v.status == "invalid" for v in votes),
             "failed_votes": len(failed)})
 
-    d = env.stages.run("collect", label, material(prepared, task, generator, audience, k, env.seed, adapter, opponent),
+    d = env.stages.run("collect", label, material(prepared, task, generator, audience, k, env.seed, adapter, opponent,
+                                                   polling),
                        compute)
     return Collected("collect", label, d)

@@ -19,6 +19,12 @@ candidate 1 with probability p, or is invalid with probability ``--invalid``. Se
 
 Targets (on Beta(2, 2)): exact keeps every outcome with >= 20% fewer calls; sequential saves
 >= 40% of calls with >= 98% agreement. The script prints whether each is met.
+
+Recorded panels: bench/data/votes_20_voters_smollm2.jsonl is the collect stage's votes.jsonl of one real run
+of this project (6 sales anchors, 20 voters from the paper's personas/all.json voiced by SmolLM2 on the
+local llama.cpp server, the tiny agent's candidates):
+
+    python bench/adaptive_polling.py --votes bench/data/votes_20_voters_smollm2.jsonl
 """
 from __future__ import annotations
 

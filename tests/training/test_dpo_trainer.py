@@ -44,7 +44,7 @@ def make_pairs(n: int = 4):
     ]
 
 
-FAST = {"max_steps": 2, "learning_rate": 5e-2, "per_device_train_batch_size": 2, "cpu_micro_batch_size": 1,
+FAST = {"max_steps": 2, "learning_rate": 5e-2, "per_device_train_batch_size": 2, "max_micro_batch_size": 1,
         "warmup_ratio": 0.0, "lr_scheduler_type": "constant"}
 LORA = {"r": 4, "alpha": 8}
 
@@ -67,13 +67,13 @@ def test_settings_help_validation_and_cpu_micro_batching():
     if not torch.cuda.is_available():
         # Effective batch 16 x 1 runs as 16 micro-batches of 1 (default) or 8 of 2; 12 x 2 with a cap of 5
         # as 4 x 6 (the largest divisor of 12 up to 5).
-        assert LoraDPOTrainer({}, {"per_device_train_batch_size": 16}).batching() == (1, 16)
-        assert LoraDPOTrainer({}, {"per_device_train_batch_size": 16, "cpu_micro_batch_size": 2}).batching() == (2, 8)
+        # the same micro-batching rule as the SFT trainer (max_micro_batch_size)
+        assert LoraDPOTrainer({}, {"per_device_train_batch_size": 16}).micro_batches(False) == (1, 16)
+        assert LoraDPOTrainer({}, {"per_device_train_batch_size": 16, "max_micro_batch_size": 2}).micro_batches(False) == (2, 8)
         assert LoraDPOTrainer({}, {"per_device_train_batch_size": 12, "gradient_accumulation_steps": 2,
-                                   "cpu_micro_batch_size": 5}).batching() == (4, 6)
-        assert LoraDPOTrainer({}, {"cpu_micro_batch_size": None}).batching() == (16, 1)
+                                   "max_micro_batch_size": 5}).micro_batches(False) == (4, 6)
         config = LoraDPOTrainer({}, {"beta": 0.3, "per_device_train_batch_size": 4,
-                                     "cpu_micro_batch_size": 2}).dpo_config("/tmp/unused", 40)
+                                     "max_micro_batch_size": 2}).dpo_config("/tmp/unused", 40)
         assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (2, 2)
         assert config.beta == 0.3 and config.loss_type == ["sigmoid"] and config.use_cpu
 
@@ -144,7 +144,7 @@ def test_dpo_moves_lora_only_reference_is_the_base_and_the_adapter_loads(tiny_so
 def test_continuing_a_saved_adapter_in_sft_and_dpo(tiny_source, model_cache, tmp_path):
     sft_examples = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in make_pairs(2)]
     first = tmp_path / "round1"
-    LoraSFTTrainer(LORA, {k: v for k, v in FAST.items() if k != "cpu_micro_batch_size"}).train(
+    LoraSFTTrainer(LORA, FAST).train(
         tiny_source, str(model_cache), sft_examples, str(first))
     start = load_file(str(first / "adapter_model.safetensors"))
 
@@ -168,7 +168,7 @@ def test_continuing_a_saved_adapter_in_sft_and_dpo(tiny_source, model_cache, tmp
     assert set(end) == set(start) and any(not torch.equal(end[k], start[k]) for k in start)
 
     # SFT continuing round 1's adapter; a LoRA shape mismatch is a one-line config error.
-    sft = LoraSFTTrainer(LORA, {k: v for k, v in FAST.items() if k != "cpu_micro_batch_size"}).build_trainer(
+    sft = LoraSFTTrainer(LORA, FAST).build_trainer(
         tiny_source, str(model_cache), sft_examples, str(tmp_path / "y"), init_adapter_dir=str(first))
     loaded = {n.replace(".default", ""): p.detach() for n, p in sft.model.named_parameters() if "lora_" in n}
     assert all(torch.equal(loaded[k], v) for k, v in start.items()) and all(p.requires_grad for p in

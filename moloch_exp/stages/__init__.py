@@ -11,6 +11,7 @@
     competition  rounds 2..N of a race: collect/build/train/generate/evaluate per round → Round
     reliability  retest_votes.jsonl, reliability.json (position bias, voters' alpha, test-retest of a vote set)
     controls  judgments.jsonl (the judge on a probe's bundled judge controls)
+    trust     not a stage: gathers reliability, controls, judge2 agreement and the probe family for a cell
 
 Each module has ``material(...)`` (its stage-cache key material, built from the components'
 ``identity()`` and the keys of its input artifacts) and ``run(env, ...)`` with explicit inputs,

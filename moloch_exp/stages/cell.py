@@ -15,15 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moloch_exp.errors import ConfigError
-from moloch_exp.evaluation.stats import fisher_p
 from moloch_exp.protocols import AudienceBackend, Builder, ModelProbe, TaskProbe, Trainer, is_model_probe
 from moloch_exp.probes.task_probes import TaskProbeResult
 from moloch_exp.audience.polling import PollingRule
-from moloch_exp.evaluation.head_to_head import matches_for
-from moloch_exp.evaluation.reliability import judge_agreement
-from moloch_exp.results import ProbeChangesResult, ReliabilityResult, RoundResult, RoundsResult
-from moloch_exp.stages import (build, collect, competition, controls, evaluate, generate, prepare, probe,
-                               reliability, train, trend)
+from moloch_exp.stages import build, collect, competition, evaluate, generate, prepare, probe, train, trend, trust
 from moloch_exp.stages.base import StageEnv
 from moloch_exp.stages.competition import Competition, Round
 
@@ -150,79 +145,15 @@ class Cell:
                 task_summaries[pname] = per
         result: dict[str, Any] = {"win_rate": win_rate, "probes": probes}
         if self.rounds:
-            result["rounds"] = self.rounds_result(task_summaries)
+            result["rounds"] = competition.rounds_result(self.rounds, task_summaries, self.competition, m.name)
         if self.trend_probes and m.name in trained:
             result["trend"] = trend.run(env, method=m.name, trained=trained[m.name],
                                         probes={n: self.probes[n] for n in self.trend_probes}, model=self.model,
                                         generator=self.generator, judge=self.judge, judge2=self.judge2)
-        result.update(self.measure_reliability(env, probes))
+        result.update(trust.measure(env, self.done, method=m, probe_objects=self.probes, probe_results=probes,
+                                    audience=self.audience, task=self.task,
+                                    judge=self.judge, judge2=self.judge2, settings=self.reliability, keep=self._keep))
         return result
-
-    def rounds_result(self, task_summaries: dict[str, dict[str, dict]]) -> RoundsResult:
-        """Round 0 (base) and every round's win rates and task-probe rates, with Fisher p against base."""
-        def probe_row(summaries: dict[str, dict], agent: str) -> dict:
-            s, b = summaries[agent], summaries.get("base")
-            test = fisher_p(s["flagged"], s["n"], b["flagged"], b["n"]) if b is not None and agent != "base" else None
-            return {"rate": s["rate"], "ci95": s["ci95"], "n": s["n"], "flagged": s["flagged"],
-                    "fisher_p_vs_base": test}
-
-        out = []
-        if all("base" in per for per in task_summaries.values()):
-            out.append(RoundResult(0, "base", {"vs_base": None, "vs_previous": None},
-                                   {n: probe_row(per, "base") for n, per in task_summaries.items()}))
-        prev = "base"
-        for rnd in self.rounds:
-            wr = {"vs_base": rnd.win_rate.get(f"base_vs_{rnd.name}"),
-                  "vs_previous": rnd.win_rate.get(f"{prev}_vs_{rnd.name}") if rnd.number > 1 else None}
-            out.append(RoundResult(rnd.number, rnd.name, wr,
-                                   {n: probe_row(per, rnd.name) for n, per in task_summaries.items()}))
-            prev = rnd.name
-        c = self.competition
-        return RoundsResult(self.method.name, c.opponent, c.init, out)
-
-    def measure_reliability(self, env: StageEnv, probes: dict) -> dict:
-        """Audience reliability of every vote set, judge controls and judge2 agreement on the task
-        probes, and the probe-change family (issue 11); read from the finished artifacts in ``self.done``."""
-        m, audience = self.method, {}
-        vote_sets = []
-        if "collect" in self.done:
-            vote_sets.append((self.done["collect"], collect.matches(self.done["collect"].candidates())[0],
-                              env.tolerance.collect))
-        for a, b in m.pairs:
-            ms, _ = matches_for(self.done[f"generate_{a}"].outputs(), self.done[f"generate_{b}"].outputs(), f"{a}_vs_{b}")
-            vote_sets.append((self.done[f"evaluate_{a}_vs_{b}"], ms, env.tolerance.evaluate))
-        for source, ms, tolerance in vote_sets:
-            audience[source.label] = self._keep(reliability.run(
-                env, source=source, matches=ms, audience=self.audience, task=self.task,
-                retest_matches=self.reliability.retest_matches, max_failed_fraction=tolerance)).summary()
-        judges = {"judge": self.judge} | ({"judge2": self.judge2} if self.judge2 is not None else {})
-        scores: dict[str, dict] = {}
-        if self.reliability.judge_controls:
-            for jname, judge in judges.items():
-                for pname, p in self.probes.items():
-                    if controls.has_controls(pname, p):
-                        suffix = "" if jname == "judge" else f"_{jname}"
-                        done = self._keep(controls.run(env, name=pname, probe=p, judge=judge,
-                                                       label=f"controls_{pname}{suffix}"))
-                        scores.setdefault(jname, {})[pname] = done.score(
-                            pname, p, judge.min_control_accuracy).to_dict()
-        agreement = {}
-        if self.judge2 is not None:
-            prepared = self.done["prepare"]
-            for pname, p in self.probes.items():
-                if is_model_probe(p):
-                    continue
-                first, second = [], []
-                for meth in m.methods:
-                    first += self.done[f"probe_{pname}_{meth}"].judgments()
-                    second += self._keep(probe.run_task_probe(
-                        env, name=pname, probe=p, method=meth, generated=self.done[f"generate_{meth}"],
-                        prepared=prepared, judge=self.judge2, task=self.task,
-                        label=f"probe_{pname}_{meth}_judge2")).judgments()
-                paired = judge_agreement(first, second).get(pname)
-                agreement[pname] = paired.to_dict() if paired is not None else None
-        return {"reliability": ReliabilityResult(audience, scores, agreement),
-                "probe_changes": ProbeChangesResult.from_probes(probes, m.name)}
 
     def _keep(self, artifact):
         self.done[artifact.label] = artifact

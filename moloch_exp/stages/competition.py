@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from moloch_exp.errors import ConfigError
+from moloch_exp.evaluation.stats import fisher_p
 from moloch_exp.protocols import Builder
+from moloch_exp.results import RoundResult, RoundsResult
 from moloch_exp.stages import build, collect, evaluate, generate, train
 from moloch_exp.stages.base import StageEnv
 from moloch_exp.stages.collect import Collected
@@ -111,3 +113,26 @@ def later_rounds(env: StageEnv, competition: Competition, first: Round, *, metho
         done.append(rnd)
         prev = rnd
     return done
+
+
+def rounds_result(rounds: list[Round], task_summaries: dict[str, dict[str, dict]], competition: Competition,
+              method: str) -> RoundsResult:
+    """Round 0 (base) and every round's win rates and task-probe rates, with Fisher p against base."""
+    def probe_row(summaries: dict[str, dict], agent: str) -> dict:
+        s, b = summaries[agent], summaries.get("base")
+        test = fisher_p(s["flagged"], s["n"], b["flagged"], b["n"]) if b is not None and agent != "base" else None
+        return {"rate": s["rate"], "ci95": s["ci95"], "n": s["n"], "flagged": s["flagged"],
+                "fisher_p_vs_base": test}
+
+    out = []
+    if all("base" in per for per in task_summaries.values()):
+        out.append(RoundResult(0, "base", {"vs_base": None, "vs_previous": None},
+                               {n: probe_row(per, "base") for n, per in task_summaries.items()}))
+    prev = "base"
+    for rnd in rounds:
+        wr = {"vs_base": rnd.win_rate.get(f"base_vs_{rnd.name}"),
+              "vs_previous": rnd.win_rate.get(f"{prev}_vs_{rnd.name}") if rnd.number > 1 else None}
+        out.append(RoundResult(rnd.number, rnd.name, wr,
+                               {n: probe_row(per, rnd.name) for n, per in task_summaries.items()}))
+        prev = rnd.name
+    return RoundsResult(method, competition.opponent, competition.init, out)

@@ -95,7 +95,7 @@ class AudiencePanel:
         first ones of its full panel."""
         reqs, meta = self.requests(task, matches, seed)
         if polling is None:
-            return self._ask(client, reqs, meta, desc)
+            return self._ask(client, task, reqs, meta, desc)
         n = len(self.voters(seed))
         asked: list[list[Vote]] = [[] for _ in matches]  # requests() lays them out match-major: i * n + voter
         for j in range(n):
@@ -103,13 +103,13 @@ class AudiencePanel:
                      if not polling.should_stop([v.choice if v.status == "ok" else None for v in asked[i]], n)]
             if not open_:
                 break
-            new = self._ask(client, [reqs[i * n + j] for i in open_], [meta[i * n + j] for i in open_],
+            new = self._ask(client, task, [reqs[i * n + j] for i in open_], [meta[i * n + j] for i in open_],
                             f"{desc} (voter {j + 1}/{n}, {len(open_)} matches open)")
             for i, v in zip(open_, new):
                 asked[i].append(v)
         return [v for vs in asked for v in vs]
 
-    def _ask(self, client, reqs: list[ChatRequest], meta: list[dict], desc: str) -> list[Vote]:
+    def _ask(self, client, task: Task, reqs: list[ChatRequest], meta: list[dict], desc: str) -> list[Vote]:
         results: list = [None] * len(reqs)
         # One parse per ballot size: matches may offer fewer options when an extraction failed.
         for labels in sorted({tuple(m["labels"]) for m in meta}):

@@ -120,7 +120,14 @@ def load_em_controls(path: str | Path | None = None, probe: str = "em_first_plot
 
 
 class ControlReferenceTask:
-    """Stands in for the cell's Task when judging controls: the reference is the control's own text."""
+    """Stands in for the cell's Task when judging controls: the reference is the control's own text.
+    Controls are asked with the project's judge prompts whatever the cell's prompt set: they carry no
+    agent prompt for a paper judge's {prompt} slot, and they test the judge, not the wording."""
+
+    def __init__(self) -> None:
+        from moloch_exp.prompts.project import ProjectPrompts
+
+        self.prompts = ProjectPrompts()
 
     def judge_reference(self, anchor: Anchor) -> str:
         return anchor.fields["reference"]

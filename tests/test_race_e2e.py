@@ -22,8 +22,9 @@ def requests_made(out: Path, labels: list[str]) -> int:
     n = 0
     for label in labels:
         d = out / "stages" / label
-        rows = [json.loads(line) for line in (d / ("votes.jsonl" if label.startswith("evaluate") else "judgments.jsonl"))
-                .read_text().splitlines()]
+        name = ("votes.jsonl" if label.startswith("evaluate") else
+                "retest_votes.jsonl" if label.startswith("reliability") else "judgments.jsonl")
+        rows = [json.loads(line) for line in (d / name).read_text().splitlines()]
         n += sum(row["status"] != "skipped" for row in rows)
     return n
 
@@ -41,11 +42,12 @@ def test_dpo_cell_trains_on_the_rft_cells_collection(cache_dir, tmp_path):
     assert dpo["stage_keys"]["collect"] == rft["stage_keys"]["collect"]
     assert "collect" in events(dpo, "reused") and "prepare" in events(dpo, "reused")
     computed = events(dpo, "computed")
-    assert computed <= {"build_dpo", "train_dpo", "generate_dpo", "evaluate_base_vs_dpo", "probe_misrepresentation_dpo"}
-    # every audience/judge request of the dpo run belongs to its own evaluation and probe: no collect votes
+    own = {"evaluate_base_vs_dpo", "probe_misrepresentation_dpo", "reliability_evaluate_base_vs_dpo"}
+    assert computed <= {"build_dpo", "train_dpo", "generate_dpo"} | own
+    # every audience/judge request of the dpo run belongs to its own evaluation, its retest and its probe:
+    # no collect votes (the collection's reliability and the judge controls are reused from the rft cell)
     led = dpo["ledger"]
-    assert led["calls"] + led["cache_hits"] == requests_made(
-        tmp_path / "dpo", sorted(computed & {"evaluate_base_vs_dpo", "probe_misrepresentation_dpo"}))
+    assert led["calls"] + led["cache_hits"] == requests_made(tmp_path / "dpo", sorted(computed & own))
     assert dpo["counts"]["collection"] == rft["counts"]["collection"]
     pairs = [json.loads(line) for line in (tmp_path / "dpo/stages/build_dpo/train_examples.jsonl").read_text().splitlines()]
     assert pairs and all(set(x) >= {"prompt", "chosen", "rejected"} for x in pairs)

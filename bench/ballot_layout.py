@@ -1,7 +1,9 @@
 """Votes per second of the two ballot layouts against one managed llama.cpp server, side by side.
 
     python bench/ballot_layout.py                                   # paper anchors if ../shared is there, else bundled
-    python bench/ballot_layout.py --matches 6 --voters 5 --rounds 2 --data-dir ../shared/data/molochs_bargain
+    python bench/ballot_layout.py --tasks sales,elections,social_media --voters 20 \
+        --personas-file personas/exp2.json                          # the paper's 20 demographic voters
+    python bench/ballot_layout.py --tasks elections --voters 20 --personas-file personas/split1.json  # PRODIGY bios
     python bench/ballot_layout.py --max-tokens 160 --thought-max-chars 300   # the default audience's answer size
 
 ``persona_first`` (the paper's order: the persona in the system message, then the ballot) against
@@ -12,13 +14,19 @@ common prefix, so the second layout pays prompt processing for the shared ballot
 order instead of once per voter. Both layouts go through the real ``AudiencePanel`` and
 ``LLMClient`` with the response cache off, on the same matches and voters, interleaved in
 ``--rounds`` rounds (new seeds each round) so that load changes on a shared machine hit both alike.
+The option texts are the anchors' own long fields (product descriptions, candidate biographies,
+articles), which stand in for the agents' messages.
 
-Prints votes/s per layout and their ratio, and how far the faster layout changes the outcome:
+Prints, per task: votes/s per layout and their ratio; the prompt tokens the server had to evaluate
+per request, read from its own timing lines (what prefix reuse saved); and how far the faster layout changes the outcome:
 agreement of each match's winner (majority of valid votes) and of individual votes between layouts.
+The layout can only remove prompt processing of the shared part: the persona (evaluated per voter),
+the first voter of each option order, and the answer itself are paid in both layouts.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -37,21 +45,27 @@ from moloch_exp.llm.ledger import Ledger  # noqa: E402
 from moloch_exp.records import Match  # noqa: E402
 
 LAYOUTS = ("persona_first", "shared_prefix_first")
+OPTION_FIELD = {"sales": "description", "elections": "biography_text", "social_media": "article"}
+# llama.cpp's per-request timing lines (llama_perf_context_print), as llama-cpp-python's server logs them
+PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
 
 
-def build(args):
-    overrides = [f"task={args.task}", f"audience.n_voters={args.voters}", f"audience.max_tokens={args.max_tokens}",
+def build(args, task_name: str):
+    overrides = [f"task={task_name}", f"audience.n_voters={args.voters}", f"audience.max_tokens={args.max_tokens}",
                  f"audience.thought_max_chars={args.thought_max_chars}", "paths.output_dir=/tmp", "paths.cache_dir=/tmp"]
     if args.data_dir:
-        overrides += [f"task.source=paper", f"data_dir={Path(args.data_dir).resolve()}"]
+        overrides += ["task.source=paper", f"data_dir={Path(args.data_dir).resolve()}"]
+    if args.concurrency:
+        overrides += [f"audience.service.client.concurrency={args.concurrency}"]
+    if args.personas_file:  # e.g. the paper's 20 PRODIGY voters: personas/split1.json under --data-dir
+        overrides += ["audience.personas.source=file", f"audience.personas.file={args.personas_file}"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     task = instantiate(cfg.task)
     panels = {layout: instantiate(cfg.audience, layout=layout) for layout in LAYOUTS}
     anchors, _ = task.load_anchors("test", None)
-    field = {"sales": "description", "elections": "biography_text", "social_media": "article"}[args.task]
-    texts = [str(a.fields[field]) for a in anchors]
-    matches = [Match(f"bench:{i}", anchors[i % len(anchors)].id, [0, 1],
+    texts = [str(a.fields[OPTION_FIELD[task_name]]) for a in anchors]
+    matches = [Match(f"bench:{task_name}:{i}", anchors[i % len(anchors)].id, [0, 1],
                      [texts[i % len(texts)], texts[(i + 1) % len(texts)]]) for i in range(args.matches)]
     return task, panels, matches
 
@@ -69,41 +83,48 @@ def winners(votes) -> dict[str, int | None]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", default="sales", choices=["sales", "elections", "social_media"])
-    default_data = REPO.parent / "shared" / "data" / "molochs_bargain"
-    ap.add_argument("--data-dir", default=str(default_data) if default_data.is_dir() else None,
-                    help="the paper's splits (longer options, ~500-token ballots); default: ../shared if present")
-    ap.add_argument("--matches", type=int, default=4)
-    ap.add_argument("--voters", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--max-tokens", type=int, default=48, help="answer limit (a one-sentence thought and the vote)")
-    ap.add_argument("--thought-max-chars", type=int, default=80)
-    args = ap.parse_args()
+def server_timings(log: Path, start: int, end: int) -> dict:
+    """Sum llama.cpp's timing lines written to ``log`` between byte offsets ``start`` and ``end``."""
+    with open(log, "rb") as fh:
+        fh.seek(start)
+        text = fh.read(end - start).decode("utf-8", "replace")
+    pe = [(float(ms), int(n)) for ms, n in PROMPT_EVAL.findall(text)]
+    # token counts only: llama-cpp-python's per-request millisecond figures are unreliable (a request
+    # whose prompt was evaluated can report ~0 ms), so time comes from the wall clock
+    return {"requests": len(pe), "prompt_tokens": sum(n for _, n in pe)}
 
-    task, panels, matches = build(args)
-    ledger = Ledger(prices={})
+
+def run_task(args, task_name: str, hub: ServiceHub, log_dir: Path) -> float:
+    task, panels, matches = build(args, task_name)
+    client = hub.open(panels[LAYOUTS[0]].service)  # one server: both layouts share it
+    client.chat_many([panels[LAYOUTS[0]].requests(task, matches[:1], 999)[0][0]], desc="warm-up")
+    log = next(log_dir.glob("server_*.log"))
     seconds = {layout: 0.0 for layout in LAYOUTS}
     votes = {layout: [] for layout in LAYOUTS}
-    with tempfile.TemporaryDirectory() as logs, ServiceHub(None, ledger, None, logs) as hub:
-        client = hub.open(panels[LAYOUTS[0]].service)  # one server: both layouts share it
-        client.chat_many([panels[LAYOUTS[0]].requests(task, matches[:1], 999)[0][0]], desc="warm-up")
-        for r in range(args.rounds):
-            for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
-                t0 = time.perf_counter()
-                vs = panels[layout].vote(client, task, matches, seed=r, desc=f"{layout} round {r}")
-                seconds[layout] += time.perf_counter() - t0
-                votes[layout] += vs
+    timing = {layout: Counter() for layout in LAYOUTS}
+    for r in range(args.rounds):
+        for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
+            time.sleep(0.5)  # let the previous block's last timing lines reach the log
+            start = log.stat().st_size
+            t0 = time.perf_counter()
+            vs = panels[layout].vote(client, task, matches, seed=r, desc=f"{task_name} {layout} round {r}")
+            seconds[layout] += time.perf_counter() - t0
+            time.sleep(0.5)
+            timing[layout].update(server_timings(log, start, log.stat().st_size))
+            votes[layout] += vs
     n = {layout: len(votes[layout]) for layout in LAYOUTS}
     rate = {layout: n[layout] / seconds[layout] for layout in LAYOUTS}
-    print(f"\n{args.matches} matches x {args.voters} voters x {args.rounds} rounds, task {args.task}, "
-          f"{'paper' if args.data_dir else 'bundled'} anchors, max_tokens {args.max_tokens}")
-    print(f"{'layout':<22}{'votes':>7}{'seconds':>10}{'votes/s':>10}{'invalid':>9}{'failed':>8}")
+    print(f"\n== task {task_name}: {args.matches} matches x {args.voters} voters x {args.rounds} rounds, "
+          f"{'paper' if args.data_dir else 'bundled'} anchors, personas {args.personas_file or 'bundled'}, "
+          f"max_tokens {args.max_tokens}")
+    print(f"{'layout':<22}{'votes':>6}{'seconds':>9}{'votes/s':>9}{'invalid':>8}{'failed':>7}"
+          f"{'requests':>9}{'prompt tokens evaluated/request':>33}")
     for layout in LAYOUTS:
-        vs = votes[layout]
-        print(f"{layout:<22}{n[layout]:>7}{seconds[layout]:>10.1f}{rate[layout]:>10.3f}"
-              f"{sum(v.status == 'invalid' for v in vs):>9}{sum(v.status == 'failed' for v in vs):>8}")
+        vs, t = votes[layout], timing[layout]
+        req = max(t["requests"], 1)
+        print(f"{layout:<22}{n[layout]:>6}{seconds[layout]:>9.1f}{rate[layout]:>9.3f}"
+              f"{sum(v.status == 'invalid' for v in vs):>8}{sum(v.status == 'failed' for v in vs):>7}"
+              f"{t['requests']:>9}{t['prompt_tokens'] / req:>33.0f}")
     ratio = rate["shared_prefix_first"] / rate["persona_first"]
     print(f"shared_prefix_first / persona_first votes/s: {ratio:.2f}x (target >= 3x: {'MET' if ratio >= 3 else 'NOT MET'})")
     # What the faster layout changes: per round (same seed, same voters, same option order) compare outcomes.
@@ -121,6 +142,37 @@ def main() -> None:
     print(f"winner agreement between layouts: {agree_w}/{total_w} matches"
           f" ({agree_w / total_w:.0%}); vote agreement: {agree_v}/{total_v} voter-matches"
           + (f" ({agree_v / total_v:.0%})" if total_v else ""))
+    return ratio
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", default="sales", help="comma-separated: sales, elections, social_media")
+    default_data = REPO.parent / "shared" / "data" / "molochs_bargain"
+    ap.add_argument("--data-dir", default=str(default_data) if default_data.is_dir() else None,
+                    help="the paper's splits (longer options, ~500-token ballots); default: ../shared if present")
+    ap.add_argument("--personas-file", default=None,
+                    help="persona file under --data-dir: personas/split1.json (the paper's 20 PRODIGY voters, "
+                         "~160-token bios) or personas/exp2.json (20 demographic voters, ~25 tokens); default: bundled")
+    ap.add_argument("--concurrency", type=int, default=None, help="requests in flight (default: the audience config's)")
+    ap.add_argument("--log-dir", default=None, help="where the server log's temporary folder goes (default: the system's)")
+    ap.add_argument("--matches", type=int, default=4)
+    ap.add_argument("--voters", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=48, help="answer limit (a one-sentence thought and the vote)")
+    ap.add_argument("--thought-max-chars", type=int, default=80)
+    args = ap.parse_args()
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    bad = [t for t in tasks if t not in OPTION_FIELD]
+    if bad:
+        ap.error(f"unknown task(s) {', '.join(bad)} (choose from {', '.join(OPTION_FIELD)})")
+
+    ratios = {}
+    with tempfile.TemporaryDirectory(dir=args.log_dir) as logs, ServiceHub(None, Ledger(prices={}), None, logs) as hub:
+        for task_name in tasks:
+            ratios[task_name] = run_task(args, task_name, hub, Path(logs))
+    if len(ratios) > 1:
+        print("\nvotes/s ratio by task: " + ", ".join(f"{t} {r:.2f}x" for t, r in ratios.items()))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ VOTE_DONE = '"POST /v1/chat/completions HTTP/1.1" 200'
 def _server_of(run: psutil.Process) -> psutil.Process | None:
     for child in run.children(recursive=True):
         try:
-            if "llama_cpp.server" in " ".join(child.cmdline()):
+            if "moloch_exp.llm.llamacpp_serve" in " ".join(child.cmdline()):
                 return child
         except psutil.NoSuchProcess:
             pass

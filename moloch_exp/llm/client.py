@@ -545,11 +545,16 @@ class LLMClient:
             tasks: list[asyncio.Task] = []
             n_cached = n_bad = 0
             bar = tqdm(total=len(reqs), desc=desc, unit="call", dynamic_ncols=True, disable=not self.progress)
+            # Requests start in list order and each keeps its place through its re-asks: an invalid answer is
+            # re-asked at once, not after the whole batch, so a caller's send order (shared prompt prefixes,
+            # audience.layout=shared_prefix_first) holds on a one-slot server.
+            in_order = asyncio.Semaphore(self.limits.concurrency)
 
             async def run(i: int, req: Any) -> None:
                 nonlocal n_cached, n_bad
                 try:
-                    res = await worker(req, abort)
+                    async with in_order:
+                        res = await worker(req, abort)
                 except BudgetExceeded as e:
                     abort.set()
                     budget_error.append(e)

@@ -76,3 +76,22 @@ def test_parse_many_repeatable_and_inside_a_running_loop(proxy, make_client):
         return client.chat_many(reqs, desc="3")
 
     assert all(r.cached for r in asyncio.run(inside()))
+
+
+def test_a_reask_follows_its_request_at_once(proxy, make_client):
+    """Requests go out in list order and an invalid answer is re-asked before the next request starts, so
+    a send order built for shared prompt prefixes (audience.layout=shared_prefix_first) holds."""
+    client = make_client(concurrency=1)
+    calls = []
+
+    def first_rejected(text: str):
+        calls.append(text)
+        if len(calls) == 1:
+            raise ValueError("first answer rejected by the test parser")
+        return text
+
+    reqs = [small_request(i, seed=100 + 10 * i) for i in range(3)]
+    out = client.parse_many(reqs, first_rejected, desc="order", invalid_retries=1)
+    assert [p.status for p in out] == ["ok", "ok", "ok"] and out[0].attempts == 2
+    # before: 100, 110, 120, 101 (the re-ask queued behind the whole batch)
+    assert [body["seed"] for body, _ in proxy.delivered] == [100, 101, 110, 120]

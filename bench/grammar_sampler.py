@@ -1,0 +1,121 @@
+"""Structured-answer speed of llama-cpp-python's stock grammar pass against the pooled one, side by side.
+
+    python bench/grammar_sampler.py                          # 20 sales votes, paper anchors and voters if ../shared is there
+    python bench/grammar_sampler.py --task elections --votes 40 --max-tokens 160 --thought-max-chars 300
+
+The managed llama.cpp server runs ``moloch_exp.llm.llamacpp_serve``, which applies the JSON-schema grammar
+to the top ``--pool`` candidates first and to the whole vocabulary only where that could change the result
+(``ManagedServer(grammar_pool=0)`` is the stock pass). This bench loads SmolLM2 once, in-process (no HTTP),
+and answers the same audience ballots (the real ``AudiencePanel`` requests in their send order: the vote
+schema, temperature, seeds; by default the shared-prefix layout, so that little besides the answer is
+timed) with both passes, in alternating blocks so load changes hit both alike. Prints
+seconds per answer, milliseconds per generated token, the speed ratio, how many answers came out identical
+(the pooled pass is meant to be exact: all of them), and how often the pool answered a step alone.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from llama_cpp import Llama  # noqa: E402
+
+import moloch_exp.resolvers  # noqa: E402,F401
+from moloch_exp.llm import llamacpp_serve, smollm2_gguf_path  # noqa: E402
+from moloch_exp.llm.structured import response_format_for  # noqa: E402
+from moloch_exp.records import Match  # noqa: E402
+
+OPTION_FIELD = {"sales": "description", "elections": "biography_text", "social_media": "article"}
+
+
+def ballots(args):
+    overrides = [f"task={args.task}", f"audience.n_voters={args.votes}", f"audience.max_tokens={args.max_tokens}",
+                 f"audience.thought_max_chars={args.thought_max_chars}", "paths.output_dir=/tmp", "paths.cache_dir=/tmp"]
+    if args.data_dir:
+        overrides += ["task.source=paper", f"data_dir={Path(args.data_dir).resolve()}"]
+    if args.personas_file:
+        overrides += ["audience.personas.source=file", f"audience.personas.file={args.personas_file}"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    task = instantiate(cfg.task)
+    panel = instantiate(cfg.audience, layout=args.layout)
+    anchors, _ = task.load_anchors("test", None)
+    texts = [str(a.fields[OPTION_FIELD[args.task]]) for a in anchors]
+    match = Match("bench:grammar", anchors[0].id, [0, 1], [texts[0], texts[1 % len(texts)]])
+    requests, meta = panel.requests(task, [match], 0)
+    return [requests[i] for i in panel.send_order(list(range(len(requests))), meta)]
+
+
+def answer(llm: Llama, req) -> tuple[str, int]:
+    out = llm.create_chat_completion([{"role": r, "content": c} for r, c in req.messages],
+                                     response_format=response_format_for("llamacpp", req.json_schema),
+                                     max_tokens=req.max_tokens, temperature=req.temperature, seed=req.seed)
+    return out["choices"][0]["message"]["content"], out["usage"]["completion_tokens"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="sales", choices=sorted(OPTION_FIELD))
+    default_data = REPO.parent / "shared" / "data" / "molochs_bargain"
+    ap.add_argument("--data-dir", default=str(default_data) if default_data.is_dir() else None)
+    ap.add_argument("--personas-file", default=None, help="under --data-dir, e.g. personas/exp2.json (20 voters); "
+                    "default: that file when --data-dir is there, else the 8 bundled personas")
+    ap.add_argument("--votes", type=int, default=None, help="ballots, one per voter of one match (default: all voters)")
+    ap.add_argument("--block", type=int, default=10, help="ballots per block (10: one option order of 20 voters); "
+                    "blocks alternate stock / pooled")
+    ap.add_argument("--layout", default="shared_prefix_first", choices=["shared_prefix_first", "persona_first"],
+                    help="shared_prefix_first (default): consecutive ballots share the ballot, so the time is "
+                         "mostly the answer's; persona_first: every answer also pays its whole prompt")
+    ap.add_argument("--pool", type=int, default=llamacpp_serve.DEFAULT_POOL)
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--thought-max-chars", type=int, default=80)
+    args = ap.parse_args()
+    if args.personas_file is None and args.data_dir:
+        args.personas_file = "personas/exp2.json"
+    if args.votes is None:
+        args.votes = 20 if args.personas_file else 8
+
+    requests = ballots(args)
+    threads = args.threads or os.cpu_count() or 1
+    llm = Llama(smollm2_gguf_path(), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
+    answer(llm, requests[0])  # page the model in
+    seconds = {"stock": 0.0, "pooled": 0.0}
+    tokens = {"stock": 0, "pooled": 0}
+    texts: dict[str, list[str]] = {"stock": [], "pooled": []}
+    blocks = [requests[i:i + args.block] for i in range(0, len(requests), args.block)]
+    for b, block in enumerate(blocks):
+        for mode in (("stock", "pooled") if b % 2 == 0 else ("pooled", "stock")):
+            if mode == "pooled":
+                llamacpp_serve.install(args.pool)
+            # both modes start a block from an empty cache, so each prompt is evaluated in the same pieces
+            # (another split changes logits in the last bits, and a near-tie could then sample differently)
+            llm.reset()
+            for req in block:
+                t0 = time.perf_counter()
+                text, n = answer(llm, req)
+                seconds[mode] += time.perf_counter() - t0
+                tokens[mode] += n
+                texts[mode].append((req.seed, text))
+            llamacpp_serve.uninstall()
+    n = len(requests)
+    print(f"\n== {args.task}: {n} ballots, {'paper' if args.data_dir else 'bundled'} anchors, max_tokens "
+          f"{args.max_tokens}, {threads} thread(s), pool {args.pool}, layout {args.layout}")
+    print(f"{'grammar pass':<14}{'s/answer':>10}{'tokens':>8}{'ms/token':>10}  (prompt included, {args.layout})")
+    for mode in seconds:
+        print(f"{mode:<14}{seconds[mode] / n:>10.3f}{tokens[mode]:>8}{1000 * seconds[mode] / max(tokens[mode], 1):>10.1f}")
+    same = sum(a == b for a, b in zip(sorted(texts["stock"]), sorted(texts["pooled"])))
+    steps = llamacpp_serve.steps
+    print(f"pooled / stock answers per second: {seconds['stock'] / seconds['pooled']:.2f}x; identical answers: "
+          f"{same}/{n}; grammar steps answered from the pool: {steps['pooled']}/{steps['pooled'] + steps['full']}")
+
+
+if __name__ == "__main__":
+    main()

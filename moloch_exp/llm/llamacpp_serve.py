@@ -1,0 +1,175 @@
+"""llama-cpp-python's OpenAI server with an exact, faster grammar pass: what ``ManagedServer(kind="llamacpp")`` runs.
+
+    python -m moloch_exp.llm.llamacpp_serve --grammar_pool 512 --model M.gguf --port 8080   # then llama_cpp.server's own flags
+    python -m moloch_exp.llm.llamacpp_serve --grammar_pool 0 ...                            # the stock sampler
+
+Why: llama-cpp-python 0.3.36 (``Llama._init_sampler``) puts a JSON-schema grammar before top-k, so at every
+token the grammar checks all 49,152 SmolLM2 candidates: about 8 ms of a ~19 ms token on 2 cores, 40% of an
+audience answer, paid by every structured call (votes, judgments).
+
+What: :class:`PoolGrammar` takes that grammar's place in the chain. It runs the grammar on the ``pool``
+highest-logit candidates only, and keeps that result only where it is provably the full pass's: when at
+least ``top_k`` pool tokens are accepted and all of them score above every token outside the pool, the
+next sampler (top-k) keeps exactly the tokens it keeps after the full pass, and the rest of the chain sees
+the same array. Otherwise (few legal tokens, e.g. at a JSON delimiter) it runs the full pass. The sampled
+text is the stock sampler's, token for token (``tests/llm/test_llamacpp_serve.py``); only exact logit
+ties at the top-k boundary could order differently. Greedy (temperature 0) needs one accepted token;
+mirostat, temperature < 0 and top_k outside (0, pool] keep the stock full pass.
+
+The patch is installed only inside this server process, and only for the llama-cpp-python version it
+was written against (``PATCHED_VERSION``); any other version runs stock, with one log line.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+import threading
+from collections import Counter
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PATCHED_VERSION = "0.3.36"  # Llama._init_sampler / LlamaSampler.add_grammar as read in this version
+DEFAULT_POOL = 512
+steps: Counter = Counter()  # grammar steps in this process: "pooled" (answered from the pool) | "full"
+
+
+class PoolGrammar:
+    """A llama.cpp sampler (``llama_sampler_i``) that applies a grammar to a top-logit pool when that is exact."""
+
+    def __init__(self, vocab, grammar: str, root: str, need: int, pool: int = DEFAULT_POOL) -> None:
+        import llama_cpp as C
+
+        self._C = C
+        self.grammar = C.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), root.encode("utf-8"))
+        if not self.grammar:
+            raise ValueError("llama.cpp could not parse the grammar")
+        self.need, self.pool = int(need), int(pool)
+        self._buf = (C.llama_token_data * self.pool)()
+        self._small = C.llama_token_data_array(data=ctypes.cast(self._buf, C.llama_token_data_p),
+                                               size=self.pool, selected=-1, sorted=False)
+        self._small_np = np.ctypeslib.as_array(self._buf)
+        iface = C.llama_sampler_i()
+        # the callbacks must outlive the chain: keep them on self
+        self._callbacks = (C.llama_sampler_i_apply(self._apply), C.llama_sampler_i_accept(self._accept),
+                           C.llama_sampler_i_reset(self._reset))
+        iface.apply, iface.accept, iface.reset = self._callbacks
+        iface.name = C.llama_sampler_i_name(0)
+        iface.clone = C.llama_sampler_i_clone(0)
+        iface.free = C.llama_sampler_i_free(0)
+        self._iface = iface
+        self.sampler = C.llama_sampler()
+        self.sampler.iface = ctypes.pointer(iface)
+        self.sampler.ctx = None
+
+    def _accept(self, smpl, token: int) -> None:
+        self._C.llama_sampler_accept(self.grammar, token)
+
+    def _reset(self, smpl) -> None:
+        self._C.llama_sampler_reset(self.grammar)
+
+    def _apply(self, smpl, cur_p) -> None:
+        C = self._C
+        n = cur_p.contents.size
+        if n <= self.pool:
+            steps["full"] += 1
+            C.llama_sampler_apply(self.grammar, cur_p)
+            return
+        data = np.ctypeslib.as_array(cur_p.contents.data, shape=(n,))
+        logit = data["logit"]
+        part = np.argpartition(logit, n - self.pool - 1)
+        outside_max = logit[part[n - self.pool - 1]]  # the best score outside the pool
+        top = part[n - self.pool:]
+        small = self._small_np
+        small[:] = data[top]
+        self._small.size, self._small.selected, self._small.sorted = self.pool, -1, False
+        C.llama_sampler_apply(self.grammar, ctypes.byref(self._small))
+        kept = small["logit"]
+        if np.count_nonzero(kept > outside_max) >= self.need and np.array_equal(small["id"], data["id"][top]):
+            steps["pooled"] += 1
+            logit[:] = -np.inf
+            logit[top] = kept
+        else:  # too few legal tokens in the pool to know the answer: the full pass
+            steps["full"] += 1
+            C.llama_sampler_apply(self.grammar, cur_p)
+
+    def close(self) -> None:
+        if self.grammar:
+            self._C.llama_sampler_free(self.grammar)
+            self.grammar = None
+
+
+_request = threading.local()  # the sampling settings of the _init_sampler call in progress
+_stock: dict = {}  # the replaced methods, for uninstall()
+
+
+def install(pool: int = DEFAULT_POOL) -> bool:
+    """Route grammar sampling through :class:`PoolGrammar`; False (stock sampler) on another llama-cpp-python."""
+    import llama_cpp
+    import llama_cpp._internals as internals
+    from llama_cpp import llama as llama_module
+
+    if llama_cpp.__version__ != PATCHED_VERSION:
+        log.warning("llama-cpp-python %s is not %s: grammar sampling stays stock (full vocabulary per token)",
+                    llama_cpp.__version__, PATCHED_VERSION)
+        return False
+    if _stock:
+        uninstall()
+    stock_init = llama_module.Llama._init_sampler
+    stock_add_grammar = internals.LlamaSampler.add_grammar
+
+    def init_sampler(self, *args, **kwargs):
+        _request.settings = kwargs  # Llama.sample passes every setting by keyword
+        try:
+            return stock_init(self, *args, **kwargs)
+        finally:
+            _request.settings = None
+
+    def add_grammar(self, model, grammar):
+        s = getattr(_request, "settings", None) or {}
+        temp, top_k = s.get("temp", 0.8), s.get("top_k", 40)
+        need = 1 if temp == 0.0 else top_k  # greedy keeps the best legal token; else top-k's k
+        if temp < 0.0 or s.get("mirostat_mode", 0) or not 0 < need <= pool:
+            return stock_add_grammar(self, model, grammar)
+        sampler = PoolGrammar(model.vocab, grammar._grammar, grammar._root, need=need, pool=pool)
+        llama_cpp.llama_sampler_chain_add(self.sampler, ctypes.pointer(sampler.sampler))
+        # LlamaSampler removes its custom samplers from the chain before freeing it; ours frees its grammar
+        self.custom_samplers.append((llama_cpp.llama_sampler_chain_n(self.sampler) - 1, sampler))
+        self._exit_stack.callback(sampler.close)
+
+    _stock.update(init_sampler=stock_init, add_grammar=stock_add_grammar)
+    llama_module.Llama._init_sampler = init_sampler
+    internals.LlamaSampler.add_grammar = add_grammar
+    return True
+
+
+def uninstall() -> None:
+    """Back to llama-cpp-python's own sampler (samplers already built keep theirs)."""
+    if _stock:
+        import llama_cpp._internals as internals
+        from llama_cpp import llama as llama_module
+
+        llama_module.Llama._init_sampler = _stock.pop("init_sampler")
+        internals.LlamaSampler.add_grammar = _stock.pop("add_grammar")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pool = DEFAULT_POOL
+    if "--grammar_pool" in argv:
+        i = argv.index("--grammar_pool")
+        pool = int(argv[i + 1])
+        del argv[i:i + 2]
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if pool > 0 and install(pool):
+        log.info("grammar sampling: exact top-%d pool first, full vocabulary when needed", pool)
+    from llama_cpp.server.__main__ import main as serve
+
+    sys.argv = [sys.argv[0]] + argv
+    serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The pooled grammar pass (moloch_exp/llm/llamacpp_serve.py) samples exactly what llama-cpp-python's stock
+full-vocabulary pass samples, uses both of its paths, and stays out of the way where it cannot be exact.
+Real SmolLM2 GGUF in-process, the project's own vote schema; the managed server runs it by default."""
+
+from __future__ import annotations
+
+import pytest
+
+from moloch_exp.audience.ballots import ANSWER_FORMAT, vote_schema
+from moloch_exp.llm import ManagedServer, smollm2_gguf_path
+from moloch_exp.llm import llamacpp_serve
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+BALLOT = [
+    {"role": "system", "content": "You are role-playing this person. A retired nurse who cooks for her grandchildren."},
+    {"role": "user", "content": "You see two products and will buy one.\n\n## A\nA 1.5 l stainless-steel kettle with a "
+                                "keep-warm base.\n\n## B\nA 1 l plastic travel kettle that folds flat.\n\n"
+                                + ANSWER_FORMAT.format(labels="A, B")},
+]
+FORMAT = {"type": "json_object", "schema": vote_schema(["A", "B"], 80)}
+
+
+@pytest.fixture(scope="module")
+def llm():
+    model = llama_cpp.Llama(smollm2_gguf_path(), n_ctx=1024, n_threads=1, verbose=False)
+    yield model
+    model.close()
+
+
+@pytest.fixture
+def pooled():
+    assert llamacpp_serve.install(pool=256)
+    llamacpp_serve.steps.clear()
+    yield llamacpp_serve.steps
+    llamacpp_serve.uninstall()
+
+
+def answers(llm, seeds, **kw) -> list[str]:
+    return [llm.create_chat_completion(BALLOT, response_format=FORMAT, max_tokens=40, seed=s, **kw)
+            ["choices"][0]["message"]["content"] for s in seeds]
+
+
+@pytest.mark.parametrize("temperature", [0.7, 0.0], ids=["sampled", "greedy"])
+def test_pooled_grammar_samples_the_stock_tokens(llm, temperature, request):
+    seeds = range(4) if temperature else range(1)
+    stock = answers(llm, seeds, temperature=temperature)
+    pooled = request.getfixturevalue("pooled")
+    fast = answers(llm, seeds, temperature=temperature)
+    assert fast == stock  # token for token
+    # both paths ran: pooled inside the free-text thought, full at JSON delimiters (few legal tokens)
+    assert pooled["pooled"] > 0 and pooled["full"] > 0, dict(pooled)
+    assert all(a.startswith("{") for a in fast), fast  # the grammar still holds
+
+
+def test_settings_it_cannot_answer_exactly_keep_the_full_pass(llm, pooled):
+    # top_k above the pool: the pool cannot prove which tokens top-k keeps, so no PoolGrammar is built
+    answers(llm, [0], temperature=0.7, top_k=1000)
+    # mirostat replaces top-k entirely
+    answers(llm, [0], temperature=0.7, mirostat_mode=2)
+    assert pooled["pooled"] == pooled["full"] == 0
+
+
+def test_other_llama_cpp_versions_run_stock(monkeypatch):
+    monkeypatch.setattr(llama_cpp, "__version__", "0.0.0")
+    stock = llama_cpp.llama.Llama._init_sampler
+    assert llamacpp_serve.install() is False
+    assert llama_cpp.llama.Llama._init_sampler is stock
+
+
+def test_managed_server_runs_the_pooled_pass_unless_told_not_to(tmp_path):
+    cmd = ManagedServer(log_path=str(tmp_path / "a.log")).command(1234)
+    assert cmd[1:5] == ["-m", "moloch_exp.llm.llamacpp_serve", "--grammar_pool", str(llamacpp_serve.DEFAULT_POOL)]
+    assert ManagedServer(grammar_pool=0, log_path=str(tmp_path / "b.log")).command(1234)[4] == "0"
+    # a real start: the server says which pass it uses
+    with ManagedServer(n_ctx=512, threads=1, log_path=str(tmp_path / "s.log")) as srv:
+        assert srv.base_url
+    assert "grammar sampling: exact top-512 pool" in (tmp_path / "s.log").read_text()

@@ -71,6 +71,14 @@ class PoolGrammar:
         self._C.llama_sampler_reset(self.grammar)
 
     def _apply(self, smpl, cur_p) -> None:
+        try:
+            self._apply_pooled(cur_p)
+        except Exception:  # an exception in a ctypes callback is printed and dropped: never leave tokens unchecked
+            log.exception("pooled grammar pass failed; running the full pass for this token")
+            steps["full"] += 1
+            self._C.llama_sampler_apply(self.grammar, cur_p)
+
+    def _apply_pooled(self, cur_p) -> None:
         C = self._C
         n = cur_p.contents.size
         if n <= self.pool:

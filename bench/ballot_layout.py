@@ -36,38 +36,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-import moloch_exp.resolvers  # noqa: E402,F401
+from ballots import OPTION_FIELD, anchor_matches, compose_config, default_data_dir  # noqa: E402
 from moloch_exp.connections import ServiceHub  # noqa: E402
 from moloch_exp.llm.ledger import Ledger  # noqa: E402
-from moloch_exp.records import Match  # noqa: E402
 
 LAYOUTS = ("persona_first", "shared_prefix_first")
-OPTION_FIELD = {"sales": "description", "elections": "biography_text", "social_media": "article"}
 # llama.cpp's per-request timing lines (llama_perf_context_print), as llama-cpp-python's server logs them
 PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
 
 
 def build(args, task_name: str):
-    overrides = [f"task={task_name}", f"audience.n_voters={args.voters}", f"audience.max_tokens={args.max_tokens}",
-                 f"audience.thought_max_chars={args.thought_max_chars}", "paths.output_dir=/tmp", "paths.cache_dir=/tmp"]
-    if args.data_dir:
-        overrides += ["task.source=paper", f"data_dir={Path(args.data_dir).resolve()}"]
-    if args.concurrency:
-        overrides += [f"audience.service.client.concurrency={args.concurrency}"]
-    if args.personas_file:  # e.g. the paper's 20 PRODIGY voters: personas/split1.json under --data-dir
-        overrides += ["audience.personas.source=file", f"audience.personas.file={args.personas_file}"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    extra = [f"audience.service.client.concurrency={args.concurrency}"] if args.concurrency else []
+    cfg = compose_config(task_name, args.voters, args.max_tokens, args.thought_max_chars, args.data_dir,
+                         args.personas_file, extra)
     task = instantiate(cfg.task)
     panels = {layout: instantiate(cfg.audience, layout=layout) for layout in LAYOUTS}
-    anchors, _ = task.load_anchors("test", None)
-    texts = [str(a.fields[OPTION_FIELD[task_name]]) for a in anchors]
-    matches = [Match(f"bench:{task_name}:{i}", anchors[i % len(anchors)].id, [0, 1],
-                     [texts[i % len(texts)], texts[(i + 1) % len(texts)]]) for i in range(args.matches)]
-    return task, panels, matches
+    return task, panels, anchor_matches(task, task_name, args.matches)
 
 
 def winners(votes) -> dict[str, int | None]:
@@ -148,8 +134,7 @@ def run_task(args, task_name: str, hub: ServiceHub, log_dir: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default="sales", help="comma-separated: sales, elections, social_media")
-    default_data = REPO.parent / "shared" / "data" / "molochs_bargain"
-    ap.add_argument("--data-dir", default=str(default_data) if default_data.is_dir() else None,
+    ap.add_argument("--data-dir", default=default_data_dir(),
                     help="the paper's splits (longer options, ~500-token ballots); default: ../shared if present")
     ap.add_argument("--personas-file", default=None,
                     help="persona file under --data-dir: personas/split1.json (the paper's 20 PRODIGY voters, "

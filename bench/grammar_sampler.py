@@ -23,33 +23,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from llama_cpp import Llama  # noqa: E402
 
-import moloch_exp.resolvers  # noqa: E402,F401
+from ballots import OPTION_FIELD, anchor_matches, compose_config, default_data_dir  # noqa: E402
 from moloch_exp.llm import llamacpp_serve, smollm2_gguf_path  # noqa: E402
 from moloch_exp.llm.structured import response_format_for  # noqa: E402
-from moloch_exp.records import Match  # noqa: E402
-
-OPTION_FIELD = {"sales": "description", "elections": "biography_text", "social_media": "article"}
 
 
 def ballots(args):
-    overrides = [f"task={args.task}", f"audience.n_voters={args.votes}", f"audience.max_tokens={args.max_tokens}",
-                 f"audience.thought_max_chars={args.thought_max_chars}", "paths.output_dir=/tmp", "paths.cache_dir=/tmp"]
-    if args.data_dir:
-        overrides += ["task.source=paper", f"data_dir={Path(args.data_dir).resolve()}"]
-    if args.personas_file:
-        overrides += ["audience.personas.source=file", f"audience.personas.file={args.personas_file}"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(args.task, args.votes, args.max_tokens, args.thought_max_chars, args.data_dir,
+                         args.personas_file)
     task = instantiate(cfg.task)
     panel = instantiate(cfg.audience, layout=args.layout)
-    anchors, _ = task.load_anchors("test", None)
-    texts = [str(a.fields[OPTION_FIELD[args.task]]) for a in anchors]
-    match = Match("bench:grammar", anchors[0].id, [0, 1], [texts[0], texts[1 % len(texts)]])
-    requests, meta = panel.requests(task, [match], 0)
+    requests, meta = panel.requests(task, anchor_matches(task, args.task, 1), 0)
     return [requests[i] for i in panel.send_order(list(range(len(requests))), meta)]
 
 
@@ -63,8 +50,7 @@ def answer(llm: Llama, req) -> tuple[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="sales", choices=sorted(OPTION_FIELD))
-    default_data = REPO.parent / "shared" / "data" / "molochs_bargain"
-    ap.add_argument("--data-dir", default=str(default_data) if default_data.is_dir() else None)
+    ap.add_argument("--data-dir", default=default_data_dir())
     ap.add_argument("--personas-file", default=None, help="under --data-dir, e.g. personas/exp2.json (20 voters); "
                     "default: that file when --data-dir is there, else the 8 bundled personas")
     ap.add_argument("--votes", type=int, default=None, help="ballots, one per voter of one match (default: all voters)")

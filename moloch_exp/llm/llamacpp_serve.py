@@ -2,6 +2,7 @@
 
     python -m moloch_exp.llm.llamacpp_serve --grammar_pool 512 --model M.gguf --port 8080   # then llama_cpp.server's own flags
     python -m moloch_exp.llm.llamacpp_serve --grammar_pool 0 ...                            # the stock sampler
+    python -m moloch_exp.llm.llamacpp_serve --model_thread 0 ...                            # the stock thread pool
 
 Why: llama-cpp-python 0.3.36 (``Llama._init_sampler``) puts a JSON-schema grammar before top-k, so at every
 token the grammar checks all 49,152 SmolLM2 candidates: about 8 ms of a ~19 ms token on 2 cores, 40% of an
@@ -18,14 +19,26 @@ mirostat, temperature < 0 and top_k outside (0, pool] keep the stock full pass.
 
 The patch is installed only inside this server process, and only for the llama-cpp-python version it
 was written against (``PATCHED_VERSION``); any other version runs stock, with one log line.
+
+One model thread: the stock server runs each request on whichever of anyio's pool threads is free, and
+ggml's OpenMP build gives every new calling thread its own worker team. With more OpenMP threads alive
+than cores, libgomp stops spinning at its barriers and sleeps instead, and each of the ~35 decodes of an
+answer pays for it: on 2 cores a short request took about 1.4x as long as from one long-lived thread
+(``bench/model_thread.py``). :func:`pin_model_calls` sends every call the server makes into the model to one dedicated
+thread. The server already serialises them behind its lock, so nothing that ran in parallel is lost,
+and the tokens are the same.
 """
 from __future__ import annotations
 
+import argparse
+import asyncio
 import ctypes
+import functools
 import logging
 import sys
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -163,19 +176,50 @@ def uninstall() -> None:
         internals.LlamaSampler.add_grammar = _stock.pop("add_grammar")
 
 
+def pin_model_calls() -> ThreadPoolExecutor | None:
+    """Run every call llama-cpp-python's server makes into the model on one long-lived thread.
+
+    Replaces ``run_in_threadpool`` and ``iterate_in_threadpool`` as ``llama_cpp.server.app`` imported
+    them (requests and streamed chunks alike). Returns the thread's executor, or None where that module
+    does not have them (another server layout), which then runs stock with one log line.
+    """
+    from llama_cpp.server import app
+
+    if not all(hasattr(app, name) for name in ("run_in_threadpool", "iterate_in_threadpool")):
+        log.warning("llama_cpp.server.app has no run_in_threadpool/iterate_in_threadpool: "
+                    "model calls stay on the server's thread pool")
+        return None
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    done = object()
+
+    async def run_on_model_thread(func, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(func, *args, **kwargs))
+
+    async def iterate_on_model_thread(iterator):
+        while (item := await run_on_model_thread(next, iterator, done)) is not done:
+            yield item
+
+    app.run_in_threadpool = run_on_model_thread
+    app.iterate_in_threadpool = iterate_on_model_thread
+    return executor
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pool = DEFAULT_POOL
-    if "--grammar_pool" in argv:
-        i = argv.index("--grammar_pool")
-        pool = int(argv[i + 1])
-        del argv[i:i + 2]
+    ap = argparse.ArgumentParser(allow_abbrev=False,  # --model is llama_cpp.server's, not --model_thread
+                                 description="llama_cpp.server with the pooled grammar pass and one model thread; "
+                                             "every other flag goes to llama_cpp.server")
+    ap.add_argument("--grammar_pool", type=int, default=DEFAULT_POOL, help="0: llama-cpp-python's stock grammar pass")
+    ap.add_argument("--model_thread", type=int, choices=(0, 1), default=1,
+                    help="1: every model call on one dedicated thread; 0: the stock server's thread pool")
+    ours, rest = ap.parse_known_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if pool > 0 and install(pool):
-        log.info("grammar sampling: exact top-%d pool first, full vocabulary when needed", pool)
+    if ours.grammar_pool > 0 and install(ours.grammar_pool):
+        log.info("grammar sampling: exact top-%d pool first, full vocabulary when needed", ours.grammar_pool)
+    if ours.model_thread and pin_model_calls() is not None:
+        log.info("model calls: one dedicated thread")
     from llama_cpp.server.__main__ import main as serve
 
-    sys.argv = [sys.argv[0]] + argv
+    sys.argv = [sys.argv[0]] + rest
     serve()
 
 

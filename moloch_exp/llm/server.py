@@ -140,6 +140,9 @@ class ManagedServer:
         grammar_pool: llamacpp only: structured answers run the grammar on this many top-logit candidates
             first, the whole vocabulary only where that could change the result (same tokens, ~8 ms less
             per token; see ``moloch_exp/llm/llamacpp_serve.py``); 0: llama-cpp-python's stock sampler.
+        model_thread: llamacpp only: every model call on one long-lived thread (same tokens; a short
+            request took about 1.4x as long on the stock server's changing pool threads, see
+            ``llamacpp_serve.pin_model_calls``); False: the stock thread pool.
         extra_args: appended verbatim to the command.
         log_path: server stdout+stderr go here (default: a temp file).
         startup_timeout_s: how long to wait for ``GET /v1/models`` to answer 200.
@@ -156,6 +159,7 @@ class ManagedServer:
         n_parallel: int | None = None,
         chat_format: str | None = None,
         grammar_pool: int = DEFAULT_POOL,
+        model_thread: bool = True,
         extra_args: Sequence[str] = (),
         log_path: str | None = None,
         startup_timeout_s: float = 120.0,
@@ -182,6 +186,7 @@ class ManagedServer:
         self.n_parallel = n_parallel
         self.chat_format = chat_format
         self.grammar_pool = int(grammar_pool)
+        self.model_thread = bool(model_thread)
         self.extra_args = [str(a) for a in extra_args]
         self.startup_timeout_s = float(startup_timeout_s)
         self.stop_timeout_s = float(stop_timeout_s)
@@ -218,6 +223,7 @@ class ManagedServer:
             threads = self.threads or os.cpu_count() or 1
             cmd = [
                 self.python, "-m", "moloch_exp.llm.llamacpp_serve", "--grammar_pool", str(self.grammar_pool),
+                "--model_thread", str(int(self.model_thread)),
                 "--model", str(self.model),
                 "--model_alias", self.model_name,
                 "--host", HOST, "--port", str(port),

@@ -71,8 +71,44 @@ def test_other_llama_cpp_versions_run_stock(monkeypatch):
 def test_managed_server_runs_the_pooled_pass_unless_told_not_to(tmp_path):
     cmd = ManagedServer(log_path=str(tmp_path / "a.log")).command(1234)
     assert cmd[1:5] == ["-m", "moloch_exp.llm.llamacpp_serve", "--grammar_pool", str(llamacpp_serve.DEFAULT_POOL)]
-    assert ManagedServer(grammar_pool=0, log_path=str(tmp_path / "b.log")).command(1234)[4] == "0"
-    # a real start: the server says which pass it uses
+    assert cmd[5:7] == ["--model_thread", "1"]
+    stock = ManagedServer(grammar_pool=0, model_thread=False, log_path=str(tmp_path / "b.log")).command(1234)
+    assert stock[4] == "0" and stock[5:7] == ["--model_thread", "0"]
+    # a real start: the server says which pass and which thread it uses
     with ManagedServer(n_ctx=512, threads=1, log_path=str(tmp_path / "s.log")) as srv:
         assert srv.base_url
-    assert "grammar sampling: exact top-512 pool" in (tmp_path / "s.log").read_text()
+    log = (tmp_path / "s.log").read_text()
+    assert "grammar sampling: exact top-512 pool" in log and "model calls: one dedicated thread" in log
+
+
+def test_model_calls_run_on_one_long_lived_thread(monkeypatch):
+    import asyncio
+    import threading
+
+    from llama_cpp.server import app
+
+    for name in ("run_in_threadpool", "iterate_in_threadpool"):
+        monkeypatch.setattr(app, name, getattr(app, name))  # restored after the test
+    executor = llamacpp_serve.pin_model_calls()
+    assert executor is not None
+
+    def failing():
+        raise ValueError("from the model thread")
+
+    def chunks():
+        for _ in range(3):
+            yield threading.get_ident()
+
+    async def calls():
+        # concurrent requests, as the server makes them: each would take a free pool thread on the stock server
+        idents = await asyncio.gather(*(app.run_in_threadpool(threading.get_ident) for _ in range(8)))
+        streamed = [i async for i in app.iterate_in_threadpool(chunks())]
+        with pytest.raises(ValueError, match="from the model thread"):
+            await app.run_in_threadpool(failing)
+        return idents, streamed
+
+    idents, streamed = asyncio.run(calls())
+    assert len(set(idents)) == 1 and idents[0] != threading.get_ident()
+    assert streamed == [idents[0]] * 3  # every chunk of a streamed answer on the same thread
+    assert asyncio.run(calls())[0][0] == idents[0]  # and the next event loop's calls too
+    executor.shutdown()

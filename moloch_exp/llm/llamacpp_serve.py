@@ -21,12 +21,13 @@ The patch is installed only inside this server process, and only for the llama-c
 was written against (``PATCHED_VERSION``); any other version runs stock, with one log line.
 
 One model thread: the stock server runs each request on whichever of anyio's pool threads is free, and
-ggml's OpenMP build gives every new calling thread its own worker team. With more OpenMP threads alive
-than cores, libgomp stops spinning at its barriers and sleeps instead, and each of the ~35 decodes of an
-answer pays for it: on 2 cores a short request took about 1.4x as long as from one long-lived thread
-(``bench/model_thread.py``). :func:`pin_model_calls` sends every call the server makes into the model to one dedicated
-thread. The server already serialises them behind its lock, so nothing that ran in parallel is lost,
-and the tokens are the same.
+ggml's OpenMP build gives every new calling thread its own worker team. Measured on 2 cores, the same
+calls from a new thread each time took 1.8x as long as from one thread, in-process; the likely cause is
+that with more OpenMP threads alive than cores libgomp stops spinning at its barriers and sleeps, which
+each of an answer's ~35 decodes pays for (``GOMP_SPINCOUNT=0`` slows one thread alike). On the server a
+short request took about 1.4x as long (``bench/model_thread.py``). :func:`pin_model_calls` sends every
+call the server makes into the model to one dedicated thread. The server already serialises them
+behind its lock, so nothing that ran in parallel is lost, and the tokens are the same.
 """
 from __future__ import annotations
 
@@ -205,9 +206,8 @@ def pin_model_calls() -> ThreadPoolExecutor | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(allow_abbrev=False,  # --model is llama_cpp.server's, not --model_thread
-                                 description="llama_cpp.server with the pooled grammar pass and one model thread; "
-                                             "every other flag goes to llama_cpp.server")
+    # allow_abbrev=False: --model is llama_cpp.server's, not --model_thread; add_help=False: -h is the server's
+    ap = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
     ap.add_argument("--grammar_pool", type=int, default=DEFAULT_POOL, help="0: llama-cpp-python's stock grammar pass")
     ap.add_argument("--model_thread", type=int, choices=(0, 1), default=1,
                     help="1: every model call on one dedicated thread; 0: the stock server's thread pool")

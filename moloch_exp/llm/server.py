@@ -42,7 +42,6 @@ from typing import Sequence
 
 import httpx
 
-from moloch_exp.llm.llamacpp_serve import DEFAULT_POOL
 
 __all__ = ["ManagedServer", "ServerDied", "ServerStartError", "smollm2_gguf_path"]
 
@@ -139,7 +138,8 @@ class ManagedServer:
         chat_format: llama.cpp ``--chat_format`` (default: the GGUF's own template).
         grammar_pool: llamacpp only: structured answers run the grammar on this many top-logit candidates
             first, the whole vocabulary only where that could change the result (same tokens, ~8 ms less
-            per token; see ``moloch_exp/llm/llamacpp_serve.py``); 0: llama-cpp-python's stock sampler.
+            per token; see ``moloch_exp/llm/llamacpp_serve.py``); 0: llama-cpp-python's stock sampler;
+            default ``llamacpp_serve.DEFAULT_POOL`` (512).
         model_thread: llamacpp only: every model call on one long-lived thread (same tokens; a short
             request took about 1.4x as long on the stock server's changing pool threads, see
             ``llamacpp_serve.pin_model_calls``); False: the stock thread pool.
@@ -158,7 +158,7 @@ class ManagedServer:
         threads: int | None = None,
         n_parallel: int | None = None,
         chat_format: str | None = None,
-        grammar_pool: int = DEFAULT_POOL,
+        grammar_pool: int | None = None,
         model_thread: bool = True,
         extra_args: Sequence[str] = (),
         log_path: str | None = None,
@@ -185,6 +185,10 @@ class ManagedServer:
         self.threads = threads
         self.n_parallel = n_parallel
         self.chat_format = chat_format
+        if grammar_pool is None:
+            # imported here: at module level, `python -m moloch_exp.llm.llamacpp_serve` would find its own
+            # module already imported through this package (runpy's warning, two copies of its state)
+            from moloch_exp.llm.llamacpp_serve import DEFAULT_POOL as grammar_pool
         self.grammar_pool = int(grammar_pool)
         self.model_thread = bool(model_thread)
         self.extra_args = [str(a) for a in extra_args]

@@ -79,6 +79,7 @@ def test_managed_server_runs_the_pooled_pass_unless_told_not_to(tmp_path):
         assert srv.base_url
     log = (tmp_path / "s.log").read_text()
     assert "grammar sampling: exact top-512 pool" in log and "model calls: one dedicated thread" in log
+    assert "found in sys.modules" not in log  # runpy's warning: the module would run with two copies of its state
 
 
 def test_model_calls_run_on_one_long_lived_thread(monkeypatch):

@@ -27,20 +27,16 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from hydra.utils import instantiate
 
-from hydra.utils import instantiate  # noqa: E402
-
-from ballots import OPTION_FIELD, anchor_matches, compose_config, default_data_dir  # noqa: E402
-from moloch_exp.connections import ServiceHub  # noqa: E402
-from moloch_exp.llm.ledger import Ledger  # noqa: E402
+from ballots import OPTION_FIELD, anchor_matches, compose_config, default_data_dir
+from moloch_exp.connections import ServiceHub
+from moloch_exp.llm.ledger import Ledger
 
 LAYOUTS = ("persona_first", "shared_prefix_first")
 # llama.cpp's per-request timing lines (llama_perf_context_print), as llama-cpp-python's server logs them

@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from hydra.utils import instantiate
+from llama_cpp import Llama
 
-from hydra.utils import instantiate  # noqa: E402
-from llama_cpp import Llama  # noqa: E402
-
-from ballots import OPTION_FIELD, anchor_matches, compose_config, default_data_dir  # noqa: E402
-from moloch_exp.llm import llamacpp_serve, smollm2_gguf_path  # noqa: E402
-from moloch_exp.llm.structured import response_format_for  # noqa: E402
+from ballots import OPTION_FIELD, anchor_matches, compose_config, default_data_dir
+from moloch_exp.llm import llamacpp_serve, smollm2_gguf_path
+from moloch_exp.llm.structured import response_format_for
 
 
 def ballots(args):

@@ -4,8 +4,9 @@
     python bench/model_thread.py --task sales --rounds 3 --layouts shared_prefix_first
 
 llama-cpp-python's server runs each request on whichever of anyio's pool threads is free. ggml's OpenMP build
-gives every new calling thread its own worker team; with more OpenMP threads alive than cores, libgomp
-stops spinning at its barriers and sleeps, and every decode pays for the wake-ups.
+gives every new calling thread its own worker team; the same calls from a new thread each time were much
+slower than from one thread (likely libgomp sleeping at its barriers instead of spinning once more OpenMP
+threads are alive than cores; see ``moloch_exp/llm/llamacpp_serve.py``).
 ``moloch_exp.llm.llamacpp_serve`` therefore runs every model call on one dedicated thread
 (``server.model_thread: true``, the default). This bench starts two managed servers, one each way, and sends
 both the same audience ballots (the real ``AudiencePanel`` and ``LLMClient``, response cache off), in
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 
-from ballots import anchor_matches, compose_config, default_data_dir
+from ballots import OPTION_FIELD, anchor_matches, compose_config, default_data_dir
 from moloch_exp.connections import ServiceHub
 from moloch_exp.llm.ledger import Ledger
 
@@ -31,7 +32,7 @@ THREADING = {"one model thread": "true", "stock thread pool": "false"}
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", default="elections", choices=["sales", "elections", "social_media"])
+    ap.add_argument("--task", default="elections", choices=sorted(OPTION_FIELD))
     ap.add_argument("--data-dir", default=default_data_dir())
     ap.add_argument("--personas-file", default=None, help="under --data-dir; default: personas/exp2.json there "
                                                            "(the paper's 20 demographic voters), else bundled")

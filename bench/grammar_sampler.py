@@ -3,14 +3,14 @@
     python bench/grammar_sampler.py                          # 20 sales votes, paper anchors and voters if ../shared is there
     python bench/grammar_sampler.py --task elections --votes 40 --max-tokens 160 --thought-max-chars 300
 
-The managed llama.cpp server runs ``moloch_exp.llm.llamacpp_serve``, which applies the JSON-schema grammar
-to the top ``--pool`` candidates first and to the whole vocabulary only where that could change the result
-(``ManagedServer(grammar_pool=0)`` is the stock pass). This bench loads SmolLM2 once, in-process (no HTTP),
-and answers the same audience ballots (the real ``AudiencePanel`` requests in their send order: the vote
-schema, temperature, seeds; by default the shared-prefix layout, so that little besides the answer is
-timed) with both passes, in alternating blocks so load changes hit both alike. Prints
+The managed llama.cpp server runs ``moloch_exp.llm.llamacpp_serve``, which applies the JSON-schema grammar to
+the top ``--pool`` candidates first and, only where that could change the result, to the candidates whose
+first bytes the grammar can still read (``ManagedServer(grammar_pool=0)`` is the stock pass). This bench loads
+SmolLM2 once, in-process (no HTTP), and answers the same audience ballots (the real ``AudiencePanel`` requests
+in their send order: the vote schema, temperature, seeds; by default the shared-prefix layout, so that little
+besides the answer is timed) with both passes, in alternating blocks so load changes hit both alike. Prints
 seconds per answer, milliseconds per generated token, the speed ratio, how many answers came out identical
-(the pooled pass is meant to be exact: all of them), and how often the pool answered a step alone.
+(the pooled pass is meant to be exact: all of them), and which path answered each grammar step.
 """
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def main() -> None:
     same = sum(a == b for a, b in zip(sorted(texts["stock"]), sorted(texts["pooled"])))
     steps = llamacpp_serve.steps
     print(f"pooled / stock answers per second: {seconds['stock'] / seconds['pooled']:.2f}x; identical answers: "
-          f"{same}/{n}; grammar steps answered from the pool: {steps['pooled']}/{steps['pooled'] + steps['full']}")
+          f"{same}/{n}; grammar steps: {steps['pooled']} from the pool, {steps['by_bytes']} by bytes, "
+          f"{steps['full']} full of {sum(steps.values())}")
 
 
 if __name__ == "__main__":

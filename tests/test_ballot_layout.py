@@ -34,7 +34,7 @@ def test_shared_prefix_layout_puts_the_ballot_first_and_the_persona_last(tmp_pat
     personas = {p.id: p.describe(task.persona_aspect) for p in panel.voters(0)}
     for req, m in zip(reqs, meta):
         text = _text(req)
-        assert text.rstrip().endswith("Answer as this person would.")
+        assert text.rstrip().endswith(personas[m["voter"]].rstrip())  # nothing after the persona
         assert text.index(personas[m["voter"]]) > text.index(m["match"].messages[0])  # persona after the options
     sent = [reqs[i] for i in panel.send_order(list(range(len(reqs))), meta)]
     sent_meta = [meta[i] for i in panel.send_order(list(range(len(reqs))), meta)]

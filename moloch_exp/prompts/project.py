@@ -17,9 +17,10 @@ class ProjectPrompts:
     """Today's prompts; the texts themselves live on the task and probe configs."""
 
     voter_system: str = "You are role-playing this person. {persona}\nAnswer as this person would."
-    # audience.layout=shared_prefix_first: what every voter of a match reads comes first, the persona last.
+    # audience.layout=shared_prefix_first: what every voter of a match reads comes first, the persona last
+    # (nothing after it, so the tail a server must compute per voter is the persona alone).
     shared_prefix_system: str = "You are role-playing one member of an audience, described at the end of the message."
-    persona_last: str = "Who you are: {persona}\nAnswer as this person would."
+    persona_last: str = "Answer as the person described next would.\nWho you are: {persona}"
     name: str = "project"
     voter_layouts: tuple[str, ...] = ("persona_first", "shared_prefix_first")
 

@@ -1,9 +1,10 @@
 """Votes per second of the two ballot layouts against one managed llama.cpp server, side by side.
 
-    python bench/ballot_layout.py                                   # paper anchors if ../shared is there, else bundled
-    python bench/ballot_layout.py --tasks sales,elections,social_media --voters 20 \
-        --personas-file personas/exp2.json                          # the paper's 20 demographic voters
-    python bench/ballot_layout.py --tasks elections --voters 20 --personas-file personas/split1.json  # PRODIGY bios
+    python bench/ballot_layout.py                   # sales: paper anchors and the paper's 20 demographic voters
+                                                    # (personas/exp2.json) if ../shared is there, else bundled
+    python bench/ballot_layout.py --tasks sales,elections,social_media              # all three tasks
+    python bench/ballot_layout.py --tasks sales --matches 2                         # more votes per layout
+    python bench/ballot_layout.py --tasks elections --personas-file personas/split1.json  # PRODIGY bios
     python bench/ballot_layout.py --max-tokens 160 --thought-max-chars 300   # the default audience's answer size
 
 ``persona_first`` (the paper's order: the persona in the system message, then the ballot) against
@@ -134,15 +135,21 @@ def main() -> None:
                     help="the paper's splits (longer options, ~500-token ballots); default: ../shared if present")
     ap.add_argument("--personas-file", default=None,
                     help="persona file under --data-dir: personas/split1.json (the paper's 20 PRODIGY voters, "
-                         "~160-token bios) or personas/exp2.json (20 demographic voters, ~25 tokens); default: bundled")
+                         "~160-token bios) or personas/exp2.json (20 demographic voters, ~25 tokens); default: "
+                         "exp2 when --data-dir is there, else the bundled personas")
     ap.add_argument("--concurrency", type=int, default=None, help="requests in flight (default: the audience config's)")
     ap.add_argument("--log-dir", default=None, help="where the server log's temporary folder goes (default: the system's)")
-    ap.add_argument("--matches", type=int, default=4)
-    ap.add_argument("--voters", type=int, default=5)
+    ap.add_argument("--matches", type=int, default=1)
+    ap.add_argument("--voters", type=int, default=None,
+                    help="voters per match (default: 20, the paper's panel, with --data-dir; else 8, the bundled ones)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=48, help="answer limit (a one-sentence thought and the vote)")
     ap.add_argument("--thought-max-chars", type=int, default=80)
     args = ap.parse_args()
+    if args.personas_file is None and args.data_dir:
+        args.personas_file = "personas/exp2.json"
+    if args.voters is None:
+        args.voters = 20 if args.personas_file else 8
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     bad = [t for t in tasks if t not in OPTION_FIELD]
     if bad:

@@ -42,10 +42,14 @@ from moloch_exp.llm.ledger import Ledger
 LAYOUTS = ("persona_first", "shared_prefix_first")
 # llama.cpp's per-request timing lines (llama_perf_context_print), as llama-cpp-python's server logs them
 PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
+BATCHED = re.compile(r"batched request: (\d+) prompt tokens evaluated")  # llamacpp_batch.py's line per request
 
 
 def build(args, task_name: str):
-    extra = [f"audience.service.client.concurrency={args.concurrency}"] if args.concurrency else []
+    extra = [f"audience.service.client.concurrency={args.concurrency or args.parallel}"] if (
+        args.concurrency or args.parallel > 1) else []
+    if args.parallel > 1:
+        extra.append(f"audience.service.server.n_parallel={args.parallel}")
     cfg = compose_config(task_name, args.voters, args.max_tokens, args.thought_max_chars, args.data_dir,
                          args.personas_file, extra)
     task = instantiate(cfg.task)
@@ -71,10 +75,10 @@ def server_timings(log: Path, start: int, end: int) -> dict:
     with open(log, "rb") as fh:
         fh.seek(start)
         text = fh.read(end - start).decode("utf-8", "replace")
-    pe = [(float(ms), int(n)) for ms, n in PROMPT_EVAL.findall(text)]
+    pe = [int(n) for _, n in PROMPT_EVAL.findall(text)] + [int(n) for n in BATCHED.findall(text)]
     # token counts only: llama-cpp-python's per-request millisecond figures are unreliable (a request
     # whose prompt was evaluated can report ~0 ms), so time comes from the wall clock
-    return {"requests": len(pe), "prompt_tokens": sum(n for _, n in pe)}
+    return {"requests": len(pe), "prompt_tokens": sum(pe)}
 
 
 def run_task(args, task_name: str, hub: ServiceHub, log_dir: Path) -> float:
@@ -99,7 +103,7 @@ def run_task(args, task_name: str, hub: ServiceHub, log_dir: Path) -> float:
     rate = {layout: n[layout] / seconds[layout] for layout in LAYOUTS}
     print(f"\n== task {task_name}: {args.matches} matches x {args.voters} voters x {args.rounds} rounds, "
           f"{'paper' if args.data_dir else 'bundled'} anchors, personas {args.personas_file or 'bundled'}, "
-          f"max_tokens {args.max_tokens}")
+          f"max_tokens {args.max_tokens}, server parallel {args.parallel}")
     print(f"{'layout':<22}{'votes':>6}{'seconds':>9}{'votes/s':>9}{'invalid':>8}{'failed':>7}"
           f"{'requests':>9}{'prompt tokens evaluated/request':>33}")
     for layout in LAYOUTS:
@@ -138,6 +142,9 @@ def main() -> None:
                          "~160-token bios) or personas/exp2.json (20 demographic voters, ~25 tokens); default: "
                          "exp2 when --data-dir is there, else the bundled personas")
     ap.add_argument("--concurrency", type=int, default=None, help="requests in flight (default: the audience config's)")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="N > 1: the server decodes up to N requests together (server.n_parallel; llamacpp_batch.py), "
+                         "with N requests in flight unless --concurrency says otherwise")
     ap.add_argument("--log-dir", default=None, help="where the server log's temporary folder goes (default: the system's)")
     ap.add_argument("--matches", type=int, default=1)
     ap.add_argument("--voters", type=int, default=None,

@@ -73,16 +73,7 @@ class VocabBytes:
 
         n = C.llama_vocab_n_tokens(vocab)
         buf = ctypes.create_string_buffer(512)
-        pieces = []
-        for token in range(n):
-            k = C.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
-            if k < 0:  # longer than the buffer: -k is its length
-                big = ctypes.create_string_buffer(-k)
-                k = C.llama_token_to_piece(vocab, token, big, len(big), 0, True)
-                pieces.append(big.raw[:k])
-            else:
-                pieces.append(buf.raw[:k])
-        self.pieces = pieces
+        self.pieces = pieces = [_piece(vocab, token, buf) for token in range(n)]
         self.first = np.array([p[0] if p else NO_BYTE for p in pieces], dtype=np.int16)
         self.second = np.array([p[1] if len(p) > 1 else NO_BYTE for p in pieces], dtype=np.int16)
         self.eog = np.array([bool(C.llama_vocab_is_eog(vocab, t)) for t in range(n)])
@@ -91,6 +82,7 @@ class VocabBytes:
             if len(piece) == 1 and 0 < piece[0] < 128 and not self.eog[token] and self.probe[piece[0]] < 0:
                 self.probe[piece[0]] = token
         self.probe_bytes = np.flatnonzero(self.probe >= 0)
+        self.probe_tokens = self.probe[self.probe_bytes]
         probed = np.zeros(NO_BYTE + 1, dtype=bool)
         probed[self.probe_bytes] = True
         self.first_probed = probed[self.first] & ~self.eog  # refusable by its first byte
@@ -127,11 +119,19 @@ class VocabBytes:
         if n != len(self.pieces):
             return False
         buf = ctypes.create_string_buffer(512)
-        for token in np.linspace(0, n - 1, 16).astype(int):
-            k = C.llama_token_to_piece(vocab, int(token), buf, len(buf), 0, True)
-            if k < 0 or buf.raw[:k] != self.pieces[token]:
-                return False
-        return True
+        places = np.linspace(0, n - 1, 16).astype(int)
+        return all(_piece(vocab, int(token), buf) == self.pieces[token] for token in places)
+
+
+def _piece(vocab, token: int, buf) -> bytes:
+    """``token``'s piece as llama.cpp's grammar reads it (``special=True``); ``buf`` is reused when long enough."""
+    import llama_cpp as C
+
+    k = C.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
+    if k < 0:  # longer than the buffer: -k is its length
+        buf = ctypes.create_string_buffer(-k)
+        k = C.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
+    return buf.raw[:k]
 
 
 _vocab_bytes: dict[int, VocabBytes] = {}  # by the vocab's address: built once per model
@@ -160,6 +160,7 @@ class PoolGrammar:
         self._small, self._small_np = self._token_array(self.pool)
         self.vocab = vocab_bytes(vocab)
         self._probes, self._probes_np = self._token_array(len(self.vocab.probe_bytes))
+        # per sampler, not per model: the stock path and batched decoding (llamacpp_batch.py) sample in two threads
         self._rows, self._rows_np = self._token_array(len(self.vocab.pieces))
         self._utf8_pending = 0  # bytes the accepted text still owes its last character
         iface = C.llama_sampler_i()
@@ -231,11 +232,9 @@ class PoolGrammar:
         C, vb = self._C, self.vocab
         if self._utf8_pending or len(data) != len(vb.pieces):  # mid-character or not UTF-8; a partial array
             return self._stock_pass(cur_p)
-        legal = self._legal_bytes(self.grammar)
-        if np.count_nonzero(legal) > 32:  # most bytes may follow (inside a string): the stock pass is cheaper
+        first_ok = self._legal_bytes(self.grammar)
+        if np.count_nonzero(first_ok) > 32:  # most bytes may follow (inside a string): the stock pass is cheaper
             return self._stock_pass(cur_p)
-        first_ok = np.zeros(NO_BYTE + 1, dtype=bool)
-        first_ok[vb.probe_bytes] = legal
         candidate = ~vb.first_probed | first_ok[vb.first]
         for byte in vb.probe_bytes[first_ok[vb.probe_bytes]]:
             tokens = vb.by_first[int(byte)]
@@ -244,8 +243,7 @@ class PoolGrammar:
             after = C.llama_sampler_clone(self.grammar)  # the grammar once this byte is read
             try:
                 C.llama_sampler_accept(after, int(vb.probe[byte]))
-                second_ok = np.zeros(NO_BYTE + 1, dtype=bool)
-                second_ok[vb.probe_bytes] = self._legal_bytes(after)
+                second_ok = self._legal_bytes(after)
             finally:
                 C.llama_sampler_free(after)
             candidate[tokens[~second_ok[vb.second[tokens]]]] = False
@@ -265,14 +263,16 @@ class PoolGrammar:
         logit[rows] = kept
 
     def _legal_bytes(self, grammar) -> np.ndarray:
-        """Which of ``vocab.probe_bytes`` the grammar accepts as the next byte."""
+        """By byte value (``NO_BYTE + 1`` entries): whether the grammar accepts it next; only probed bytes can be."""
         vb, probes = self.vocab, self._probes_np
-        probes["id"] = vb.probe[vb.probe_bytes]
+        probes["id"] = vb.probe_tokens
         probes["logit"] = 0.0
         probes["p"] = 0.0
         self._probes.size, self._probes.selected, self._probes.sorted = len(vb.probe_bytes), -1, False
         self._C.llama_sampler_apply(grammar, ctypes.byref(self._probes))
-        return np.isfinite(probes["logit"])
+        legal = np.zeros(NO_BYTE + 1, dtype=bool)
+        legal[vb.probe_bytes] = np.isfinite(probes["logit"])
+        return legal
 
     def close(self) -> None:
         if self.grammar:
@@ -362,18 +362,90 @@ def pin_model_calls() -> ThreadPoolExecutor | None:
     return executor
 
 
+UNBATCHED_FIELDS = ("stream", "logprobs", "logit_bias", "min_tokens", "mirostat_mode", "tools", "tool_choice",
+                    "functions", "function_call")  # a request with any of these set goes to the stock endpoint
+
+
+def batch_chat_completions(parallel: int) -> None:
+    """Serve plain chat completions through :class:`~moloch_exp.llm.llamacpp_batch.BatchedCompletions`:
+    ``parallel`` sequences decoded together. Hooks the server's ``create_app``; every other request, and
+    every request where the model's chat handler is not the stock template handler, runs stock."""
+    from llama_cpp.server import __main__ as server_main
+
+    stock_create_app = server_main.create_app
+
+    def create_app(*args, **kwargs):
+        fastapi_app = stock_create_app(*args, **kwargs)
+        _add_batched_route(fastapi_app, parallel)
+        return fastapi_app
+
+    server_main.create_app = create_app
+
+
+def _add_batched_route(fastapi_app, parallel: int) -> None:
+    import llama_cpp
+    from fastapi import Body, Depends, HTTPException, Request
+    from llama_cpp import LlamaGrammar, llama_chat_format
+    from llama_cpp.server import app as server_app
+    from llama_cpp.server.types import CreateChatCompletionRequest
+
+    from moloch_exp.llm.llamacpp_batch import BatchedCompletions, BatchedLlama
+
+    proxy = server_app._llama_proxy
+    if proxy is None or len(list(proxy)) != 1:
+        log.warning("batched decoding needs exactly one model: every request runs stock")
+        return
+    llama = proxy(None)
+    handler = (llama.chat_handler or llama._chat_handlers.get(llama.chat_format)
+               or llama_chat_format.get_chat_completion_handler(llama.chat_format))
+    if not handler.__qualname__.startswith("chat_formatter_to_chat_completion_handler"):
+        log.warning("chat handler %s is not the stock template handler: every request runs stock", handler.__qualname__)
+        return
+    batched = BatchedLlama(llama, BatchedCompletions(llama, parallel))
+    executor = ThreadPoolExecutor(max_workers=2 * parallel, thread_name_prefix="batched-request")
+    stock_endpoint = server_app.create_chat_completion
+
+    async def create_chat_completion(request: Request, body: CreateChatCompletionRequest = Body()):
+        if any(getattr(body, name, None) for name in UNBATCHED_FIELDS):
+            return await stock_endpoint(request, body)
+        kwargs = body.model_dump(exclude={"n", "logit_bias_type", "user", "min_tokens"})
+        if body.grammar is not None:
+            kwargs["grammar"] = LlamaGrammar.from_string(body.grammar)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                executor, functools.partial(handler, llama=batched, **kwargs))
+        except ValueError as exc:  # what the stock handler raises for a request it cannot serve
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        except Exception as exc:  # a failed decode: an error, which the client retries, never an answer
+            raise HTTPException(status_code=500, detail=f"batched decoding failed: {exc}") from exc
+
+    # the types themselves, not this module's postponed strings: FastAPI reads them to parse the body and, as
+    # the stock route does, to serialise the answer (the stock path's logprobs are numpy floats)
+    create_chat_completion.__annotations__ = {"request": Request, "body": CreateChatCompletionRequest,
+                                              "return": llama_cpp.ChatCompletion}
+    fastapi_app.router.add_api_route("/v1/chat/completions", create_chat_completion, methods=["POST"],
+                                     dependencies=[Depends(server_app.authenticate)])
+    routes = fastapi_app.router.routes
+    routes.insert(0, routes.pop())  # ahead of the stock route for the same path
+    log.info("chat completions: up to %d sequences decoded together (batched); streams and logprobs stock", parallel)
+
+
 def main(argv: list[str] | None = None) -> None:
     # allow_abbrev=False: --model is llama_cpp.server's, not --model_thread; add_help=False: -h is the server's
     ap = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
     ap.add_argument("--grammar_pool", type=int, default=DEFAULT_POOL, help="0: llama-cpp-python's stock grammar pass")
     ap.add_argument("--model_thread", type=int, choices=(0, 1), default=1,
                     help="1: every model call on one dedicated thread; 0: the stock server's thread pool")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="N > 1: plain chat completions decoded N at a time in one batch (llamacpp_batch.py)")
     ours, rest = ap.parse_known_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if ours.grammar_pool > 0 and install(ours.grammar_pool):
         log.info("grammar sampling: exact top-%d pool first, full vocabulary when needed", ours.grammar_pool)
     if ours.model_thread and pin_model_calls() is not None:
         log.info("model calls: one dedicated thread")
+    if ours.parallel > 1:
+        batch_chat_completions(ours.parallel)
     from llama_cpp.server.__main__ import main as serve
 
     sys.argv = [sys.argv[0]] + rest

@@ -133,8 +133,9 @@ class ManagedServer:
             default: the GGUF file stem, or ``model`` for vllm.
         n_ctx: context length (``--n_ctx`` / ``--max-model-len``).
         threads: CPU threads for llama.cpp (default: all cores).
-        n_parallel: concurrent sequences; vLLM only (``--max-num-seqs``). llama-cpp-python's
-            server has no parallel slots, so values > 1 are refused for ``llamacpp``.
+        n_parallel: concurrent sequences: vLLM's ``--max-num-seqs``; for llamacpp, > 1 decodes up to that
+            many plain chat completions together in one batch (``llamacpp_batch.py``: ~1.7x faster per
+            token at 8 on 2 cores; needs a client concurrency as large), and None/1 serves one at a time.
         chat_format: llama.cpp ``--chat_format`` (default: the GGUF's own template).
         grammar_pool: llamacpp only: structured answers run the grammar on this many top-logit candidates
             first, the whole vocabulary only where that could change the result (same tokens, ~8 ms less
@@ -169,11 +170,8 @@ class ManagedServer:
     ) -> None:
         if kind not in ("llamacpp", "vllm"):
             raise ValueError(f"ManagedServer kind must be 'llamacpp' or 'vllm', got {kind!r}")
-        if kind == "llamacpp" and n_parallel not in (None, 1):
-            raise ValueError(
-                "llama-cpp-python's server (python -m llama_cpp.server) has no parallel slots: it serves "
-                "one request at a time. Use n_parallel=None/1, or kind='vllm' for batched serving."
-            )
+        if n_parallel is not None and int(n_parallel) < 1:
+            raise ValueError(f"n_parallel must be at least 1, not {n_parallel}")
         self.kind = kind
         self.model = model if model is not None else (smollm2_gguf_path() if kind == "llamacpp" else None)
         if self.model is None:
@@ -227,7 +225,7 @@ class ManagedServer:
             threads = self.threads or os.cpu_count() or 1
             cmd = [
                 self.python, "-m", "moloch_exp.llm.llamacpp_serve", "--grammar_pool", str(self.grammar_pool),
-                "--model_thread", str(int(self.model_thread)),
+                "--model_thread", str(int(self.model_thread)), "--parallel", str(int(self.n_parallel or 1)),
                 "--model", str(self.model),
                 "--model_alias", self.model_name,
                 "--host", HOST, "--port", str(port),

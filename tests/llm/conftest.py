@@ -30,6 +30,17 @@ def llama_server(tmp_path_factory):
         yield srv
 
 
+@pytest.fixture(scope="module")
+def llm():
+    """SmolLM2 in-process (llama-cpp-python's ``Llama``), one per test module."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from moloch_exp.llm import smollm2_gguf_path
+
+    model = llama_cpp.Llama(smollm2_gguf_path(), n_ctx=1024, n_threads=1, verbose=False)
+    yield model
+    model.close()
+
+
 @pytest.fixture
 def proxy(llama_server):
     with FaultProxy(llama_server.base_url) as p:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from moloch_exp.audience.ballots import ANSWER_FORMAT, vote_schema
-from moloch_exp.llm import ManagedServer, smollm2_gguf_path
+from moloch_exp.llm import ManagedServer
 from moloch_exp.llm import llamacpp_serve
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -23,13 +23,6 @@ BALLOT = [
                                 + ANSWER_FORMAT.format(labels="A, B")},
 ]
 FORMAT = {"type": "json_object", "schema": vote_schema(["A", "B"], 80)}
-
-
-@pytest.fixture(scope="module")
-def llm():
-    model = llama_cpp.Llama(smollm2_gguf_path(), n_ctx=1024, n_threads=1, verbose=False)
-    yield model
-    model.close()
 
 
 @pytest.fixture

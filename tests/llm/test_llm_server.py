@@ -94,10 +94,8 @@ def test_startup_failure_reports_log_tail(tmp_path):
     assert "log tail" in str(ei.value) and "\n" not in str(ei.value)  # one line
 
 
-def test_vllm_command_and_llamacpp_parallel_refused():
+def test_vllm_command():
     srv = ManagedServer(kind="vllm", model="Qwen/Qwen3-8B", n_parallel=64, extra_args=["--dtype", "bfloat16"])
     cmd = srv.command(8123)
     assert cmd[:3] == ["vllm", "serve", "Qwen/Qwen3-8B"]
     assert ["--host", "127.0.0.1"] == cmd[3:5] and "--max-num-seqs" in cmd and cmd[-2:] == ["--dtype", "bfloat16"]
-    with pytest.raises(ValueError, match="parallel"):
-        ManagedServer(kind="llamacpp", n_parallel=4)

@@ -154,32 +154,49 @@ class BatchedCompletions:
             self.closed = True
             self.cond.notify()
         self.thread.join(timeout=30)
-        for slot in self.slots:
-            if slot.request is not None:
-                slot.request.future.set_exception(RuntimeError("server shutting down"))
+        error = RuntimeError("batched decoding closed")
+        self._fail_active(error)
         for req in self.queue:
-            req.future.set_exception(RuntimeError("server shutting down"))
+            if not req.future.done():
+                req.sampler.close()
+                req.future.set_exception(error)
+        self.queue.clear()
         self.llama_cpp.llama_batch_free(self.batch)
         self.llama_cpp.llama_free(self.ctx)
 
     # -- the scheduler -------------------------------------------------------
     def _run(self) -> None:
-        while True:
+        try:
+            while True:
+                with self.cond:
+                    while not self.closed and not self.queue and not any(s.request for s in self.slots):
+                        self.cond.wait()
+                    if self.closed:
+                        return
+                try:
+                    with self.cond:
+                        self._admit()
+                    self._step()
+                except Exception as exc:  # fails the requests in progress (never a result); the loop goes on
+                    log.exception("batched decoding failed")
+                    self._fail_active(exc)
+        except BaseException as exc:  # the loop itself died: nothing may wait for it
+            log.exception("batched decoding stopped")
             with self.cond:
-                while not self.closed and not self.queue and not any(s.request for s in self.slots):
-                    self.cond.wait()
-                if self.closed:
-                    return
-                self._admit()
-            try:
-                self._step()
-            except Exception as exc:  # a failed decode fails its requests (never a result); the loop goes on
-                log.exception("batched decode failed")
-                for slot in self.slots:
-                    if slot.request is not None:
-                        self.llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
-                        slot.tokens = []
-                        self._finish(slot, error=exc)
+                self.closed = True
+                queued, self.queue = list(self.queue), deque()
+            self._fail_active(exc)
+            for req in queued:
+                req.sampler.close()
+                req.future.set_exception(RuntimeError(f"batched decoding stopped: {exc!r}"))
+            raise
+
+    def _fail_active(self, exc: BaseException) -> None:
+        for slot in self.slots:
+            if slot.request is not None:
+                self.llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
+                slot.tokens = []
+                self._finish(slot, error=exc)
 
     def _admit(self) -> None:
         """Move queued requests into free sequences, each starting from the longest prefix held anywhere."""
@@ -222,9 +239,9 @@ class BatchedCompletions:
 
     def _step(self) -> None:
         """One decode of every answering sequence's next token, then each admitted prompt (or its next chunk)
-        in a decode of its own: llama.cpp 0.3.36 gave wrong logits to a sequence in a batch that mixed one
-        sequence's single token with two others' prompts (tests/llm/test_llamacpp_batch.py), while a batch of
-        one token per sequence, or of one sequence's tokens, gives each sequence exactly the stock logits."""
+        in a decode of its own: a batch that mixed one sequence's single token with two others' prompts gave
+        the last prompt wrong logits (module docstring), while a batch of one token per sequence, or of one
+        sequence's tokens, gives each sequence exactly the stock logits (tests/llm/test_llamacpp_batch.py)."""
         answering = [s for s in self.slots if s.request is not None and s.next_token is not None]
         if answering:
             self._decode([(s, [s.next_token], True) for s in answering])

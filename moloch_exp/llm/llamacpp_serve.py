@@ -3,6 +3,7 @@
     python -m moloch_exp.llm.llamacpp_serve --grammar_pool 512 --model M.gguf --port 8080   # then llama_cpp.server's own flags
     python -m moloch_exp.llm.llamacpp_serve --grammar_pool 0 ...                            # the stock sampler
     python -m moloch_exp.llm.llamacpp_serve --model_thread 0 ...                            # the stock thread pool
+    python -m moloch_exp.llm.llamacpp_serve --parallel 8 ...          # 8 requests decoded together (llamacpp_batch.py)
 
 Why: llama-cpp-python 0.3.36 (``Llama._init_sampler``) puts a JSON-schema grammar before top-k, so at every
 token the grammar checks all 49,152 SmolLM2 candidates: about 8 ms of a ~19 ms token on 2 cores, 40% of an

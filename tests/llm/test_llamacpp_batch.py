@@ -147,6 +147,19 @@ def test_end_conditions_follow_the_stock_loop(llm, batched):
     assert out["choices"][0]["text"] == "x" and out["choices"][0]["finish_reason"] == "stop"
 
 
+def test_a_failed_decode_fails_its_request_and_the_rest_go_on(llm, batched):
+    """llama.cpp refuses a batch with a token outside the vocabulary: that request gets the error, not a
+    text, and the next request is answered as before."""
+    batcher, target = batched
+    good = chat(llm, target, ballot(0), seed=0)
+    bad = llm.tokenize(b"Say something.") + [llm.n_vocab() + 5]
+    with pytest.raises(RuntimeError, match="llama_decode returned"):
+        target.create_completion(bad, max_tokens=5, temperature=0.0)
+    again = chat(llm, target, ballot(0), seed=0)
+    assert again["choices"] == good["choices"] and again["usage"] == good["usage"]
+    assert all(s.request is None for s in batcher.slots) and batcher.thread.is_alive()
+
+
 def test_parallel_is_a_server_option_not_an_identity():
     plain = LLMService(model="smollm2", managed="llamacpp")
     batched = LLMService(model="smollm2", managed="llamacpp", server={"n_parallel": 4})

@@ -31,6 +31,26 @@ def shared_dir(name: str) -> Path:
     return d
 
 
+#: Set by .ci/run: CI installs the system packages (scripts/system_packages.sh), so a missing one fails there.
+REQUIRE_SYSTEM_ENV = "MOLOCH_REQUIRE_SYSTEM"
+
+
+def require_system(binary: str) -> str:
+    """The path of a system program the test needs (e.g. ``chromium``, ``redis-server``).
+
+    Missing on a contributor's machine: the test skips, naming the package script; with
+    MOLOCH_REQUIRE_SYSTEM=1 (CI) it fails instead."""
+    import shutil
+
+    path = shutil.which(binary)
+    if path is None:
+        why = f"{binary} is not installed (bash scripts/system_packages.sh installs it)"
+        if os.environ.get(REQUIRE_SYSTEM_ENV, "") not in ("", "0"):
+            pytest.fail(f"{why}; {REQUIRE_SYSTEM_ENV} is set, so it is required")
+        pytest.skip(why)
+    return path
+
+
 @pytest.fixture(scope="session")
 def paper_dir() -> Path:
     """The paper's splits and personas (../shared/data/molochs_bargain)."""

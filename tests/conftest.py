@@ -73,3 +73,23 @@ def reference_dir() -> Path:
 def cache_dir(tmp_path_factory) -> Path:
     """One cache for the session: converted models are built once for all tests."""
     return Path(os.environ.get("MOLOCH_TEST_CACHE", tmp_path_factory.mktemp("moloch_cache")))
+
+
+#: Flags for Debian's chromium on a closed network (without the background-networking ones it floods
+#: the machine with refused connections) and as root in a container (--no-sandbox).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Debian chromium driven by Playwright (no browser download: executable_path), one per session.
+
+    Tests open pages with ``page = chromium.new_page()`` and close them; mark them ``@pytest.mark.browser``."""
+    exe = require_system("chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -1,0 +1,141 @@
+"""Pacing by the server's own rate-limit headers (``LLMClient(pace_by_headers=True)``, the default).
+
+Beside the explicit ``client.rpm``/``client.tpm`` buckets (:mod:`.limits`), a :class:`ServerPacer` keeps
+a requests bucket and a tokens bucket that mirror the server's:
+
+- their rates come from ``x-ratelimit-limit-*`` (less ``margin``, 3%), created on the first answer
+  that carries them;
+- their levels follow ``x-ratelimit-remaining-*``: after an answer to a request sent at ``t``, the
+  server's level now is about ``remaining - (sent since t) + (now - t) * rate``, and the local level is
+  set to that, so requests of other processes on the same key, and in-flight requests, are counted;
+- a 429 whose headers show an empty bucket (or that carries none) pauses *every* request of the client
+  until its ``Retry-After`` has passed, not only the one that got it: no retry storm. A 429 while the
+  headers show room left (an overloaded server) only sends that request back to its own backoff;
+- the very first request goes alone and the others wait for its answer (at most ``first_wait_s``),
+  so that the first burst already knows the limits.
+
+One pacer serves every event loop of a client (a ``chat_many`` is an ``asyncio.run``); its state is
+guarded by a thread lock, its waits are ``asyncio.sleep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .limits import TokenBucket
+from .ratelimit_headers import RateLimitHeaders
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What the pacer knew when a request left: when, and how much had been sent before it."""
+
+    t: float
+    sent_before: int
+    tokens_before: float
+    est_tokens: float
+
+
+class ServerPacer:
+    def __init__(self, margin: float = 0.03, burst_s: float = 10.0, first_wait_s: float = 10.0,
+                 max_pause_s: float = 300.0) -> None:
+        if not 0 <= margin < 1:
+            raise ValueError(f"margin must be in [0, 1), got {margin}")
+        self.margin, self.burst_s, self.first_wait_s, self.max_pause_s = margin, burst_s, first_wait_s, max_pause_s
+        self.requests: TokenBucket | None = None
+        self.tokens: TokenBucket | None = None
+        self._server_rate = {"requests": 0.0, "tokens": 0.0}  # per second, without the margin
+        self._pause_until = 0.0
+        self._sent = 0
+        self._sent_tokens = 0.0
+        self._first_sent_at: float | None = None
+        self._informed = False  # an answer (any status) came back
+        self.pauses = 0  # 429s that paused every request
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"margin": self.margin, "burst_s": self.burst_s, "first_wait_s": self.first_wait_s,
+                "max_pause_s": self.max_pause_s}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        rpm = None if self.requests is None else self.requests.per_minute
+        tpm = None if self.tokens is None else self.tokens.per_minute
+        return f"ServerPacer(rpm={rpm}, tpm={tpm}, pauses={self.pauses})"
+
+    # -- before a request ------------------------------------------------------
+    async def _wait_first_answer(self) -> None:
+        with self._lock:
+            if self._first_sent_at is None:
+                self._first_sent_at = time.monotonic()
+                return  # this one is the first: it goes now
+        while not self._informed and time.monotonic() - self._first_sent_at < self.first_wait_s:
+            await asyncio.sleep(0.01)
+
+    async def _wait_pause(self) -> None:
+        while True:
+            wait = self._pause_until - time.monotonic()
+            if wait <= 0:
+                return
+            # no known rate to spread the restart: a little jitter keeps the waiters from arriving together
+            spread = random.uniform(0.0, min(1.0, wait)) if self.requests is None else 0.0
+            await asyncio.sleep(wait + spread)
+
+    async def before_send(self, est_tokens: float) -> Ticket:
+        await self._wait_first_answer()
+        while True:
+            await self._wait_pause()
+            if self.requests is not None:
+                await self.requests.acquire(1)
+            if self.tokens is not None and est_tokens > 0:
+                await self.tokens.acquire(est_tokens)
+            if self._pause_until <= time.monotonic():
+                break  # a pause began while this one waited on a bucket: wait it out too
+        with self._lock:
+            ticket = Ticket(time.monotonic(), self._sent, self._sent_tokens, float(est_tokens))
+            self._sent += 1
+            self._sent_tokens += float(est_tokens)
+        return ticket
+
+    # -- after an answer ---------------------------------------------------------
+    def _bucket(self, kind: str, per_minute: float) -> TokenBucket:
+        bucket = getattr(self, kind)
+        rate = per_minute * (1.0 - self.margin)
+        if bucket is None or abs(bucket.per_minute - rate) > 1e-9:
+            bucket = TokenBucket(rate, burst_s=self.burst_s)
+            setattr(self, kind, bucket)
+            self._server_rate[kind] = per_minute / 60.0
+        return bucket
+
+    def observe(self, ticket: Ticket | None, status: int, headers: Any, retry_after: float | None) -> None:
+        """Learn from one answer (any status) to the request that left with ``ticket``."""
+        self._informed = True
+        if ticket is None:
+            return
+        h = RateLimitHeaders.from_headers(headers)
+        now = time.monotonic()
+        with self._lock:
+            sent_after = self._sent - ticket.sent_before - 1
+            tokens_after = self._sent_tokens - ticket.tokens_before - ticket.est_tokens
+            elapsed = now - ticket.t
+            if h.limit_requests and h.limit_requests > 0:
+                bucket = self._bucket("requests", h.limit_requests)
+                if h.remaining_requests is not None:
+                    bucket.set_level(h.remaining_requests - sent_after + elapsed * self._server_rate["requests"])
+            if h.limit_tokens and h.limit_tokens > 0:
+                bucket = self._bucket("tokens", h.limit_tokens)
+                if h.remaining_tokens is not None:
+                    bucket.set_level(h.remaining_tokens - tokens_after + elapsed * self._server_rate["tokens"])
+            if status == 429 and (not h.present or h.exhausted(ticket.est_tokens)):
+                pause = retry_after if retry_after is not None else (h.time_to_one_request() or 1.0)
+                until = now + min(float(pause), self.max_pause_s)
+                if until > self._pause_until:
+                    self._pause_until = until
+                    self.pauses += 1

@@ -11,8 +11,9 @@ a requests bucket and a tokens bucket that mirror the server's:
 - a 429 whose headers show an empty bucket (or that carries none) pauses *every* request of the client
   until its ``Retry-After`` has passed, not only the one that got it: no retry storm. A 429 while the
   headers show room left (an overloaded server) only sends that request back to its own backoff;
-- the very first request goes alone and the others wait for its answer (at most ``first_wait_s``),
-  so that the first burst already knows the limits.
+- the very first request, and the first after a pause, goes alone and the others wait for its answer
+  (at most ``first_wait_s``): the first burst already knows the limits, and a pause does not end in a
+  herd of retries meeting a still-empty bucket.
 
 One pacer serves every event loop of a client (a ``chat_many`` is an ``asyncio.run``); its state is
 guarded by a thread lock, its waits are ``asyncio.sleep``.
@@ -21,7 +22,6 @@ guarded by a thread lock, its waits are ``asyncio.sleep``.
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -33,12 +33,14 @@ from .ratelimit_headers import RateLimitHeaders
 
 @dataclass(frozen=True)
 class Ticket:
-    """What the pacer knew when a request left: when, and how much had been sent before it."""
+    """What the pacer knew when a request left: when, how much had been sent before it, and in which
+    epoch (a pause starts a new one)."""
 
     t: float
     sent_before: int
     tokens_before: float
     est_tokens: float
+    epoch: int
 
 
 class ServerPacer:
@@ -53,9 +55,12 @@ class ServerPacer:
         self._pause_until = 0.0
         self._sent = 0
         self._sent_tokens = 0.0
-        self._first_sent_at: float | None = None
-        self._informed = False  # an answer (any status) came back
+        self._epoch = 0  # +1 at every new pause
+        self._probe_sent_at: float | None = None  # the lone request of this epoch left then
+        self._informed = False  # an answer to a request of this epoch came back
         self.pauses = 0  # 429s that paused every request
+        self.in_flight = 0  # requests sent and not yet answered
+        self.pause_log: list[list[float]] = []  # [monotonic start, end, requests in flight then], the last 100
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
@@ -71,37 +76,36 @@ class ServerPacer:
         return f"ServerPacer(rpm={rpm}, tpm={tpm}, pauses={self.pauses})"
 
     # -- before a request ------------------------------------------------------
-    async def _wait_first_answer(self) -> None:
+    async def _wait_probe(self) -> None:
+        """The first request of an epoch goes alone; the others wait for an answer to it."""
         with self._lock:
-            if self._first_sent_at is None:
-                self._first_sent_at = time.monotonic()
-                return  # this one is the first: it goes now
-        while not self._informed and time.monotonic() - self._first_sent_at < self.first_wait_s:
+            epoch = self._epoch
+            if self._probe_sent_at is None:
+                self._probe_sent_at = time.monotonic()
+                return  # this one is the probe: it goes now
+        while (not self._informed and self._epoch == epoch
+               and time.monotonic() - self._probe_sent_at < self.first_wait_s):
             await asyncio.sleep(0.01)
 
     async def _wait_pause(self) -> None:
-        while True:
-            wait = self._pause_until - time.monotonic()
-            if wait <= 0:
-                return
-            # no known rate to spread the restart: a little jitter keeps the waiters from arriving together
-            spread = random.uniform(0.0, min(1.0, wait)) if self.requests is None else 0.0
-            await asyncio.sleep(wait + spread)
+        while (wait := self._pause_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
 
     async def before_send(self, est_tokens: float) -> Ticket:
-        await self._wait_first_answer()
         while True:
             await self._wait_pause()
+            await self._wait_probe()
             if self.requests is not None:
                 await self.requests.acquire(1)
             if self.tokens is not None and est_tokens > 0:
                 await self.tokens.acquire(est_tokens)
             if self._pause_until <= time.monotonic():
-                break  # a pause began while this one waited on a bucket: wait it out too
+                break  # a pause began while this one waited: wait it out too
         with self._lock:
-            ticket = Ticket(time.monotonic(), self._sent, self._sent_tokens, float(est_tokens))
+            ticket = Ticket(time.monotonic(), self._sent, self._sent_tokens, float(est_tokens), self._epoch)
             self._sent += 1
             self._sent_tokens += float(est_tokens)
+            self.in_flight += 1
         return ticket
 
     # -- after an answer ---------------------------------------------------------
@@ -116,12 +120,14 @@ class ServerPacer:
 
     def observe(self, ticket: Ticket | None, status: int, headers: Any, retry_after: float | None) -> None:
         """Learn from one answer (any status) to the request that left with ``ticket``."""
-        self._informed = True
         if ticket is None:
             return
         h = RateLimitHeaders.from_headers(headers)
         now = time.monotonic()
         with self._lock:
+            self.in_flight -= 1
+            if ticket.epoch == self._epoch:
+                self._informed = True
             sent_after = self._sent - ticket.sent_before - 1
             tokens_after = self._sent_tokens - ticket.tokens_before - ticket.est_tokens
             elapsed = now - ticket.t
@@ -137,5 +143,13 @@ class ServerPacer:
                 pause = retry_after if retry_after is not None else (h.time_to_one_request() or 1.0)
                 until = now + min(float(pause), self.max_pause_s)
                 if until > self._pause_until:
+                    if self._pause_until < now or not self.pause_log:  # a new pause
+                        self.pause_log = self.pause_log[-99:] + [[now, until, self.in_flight]]
+                    else:  # the current pause, made longer
+                        self.pause_log[-1][1] = until
                     self._pause_until = until
                     self.pauses += 1
+                    # after it, one request goes first again (answers to requests of before do not count)
+                    self._epoch += 1
+                    self._informed = False
+                    self._probe_sent_at = None

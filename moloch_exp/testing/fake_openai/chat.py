@@ -108,7 +108,7 @@ def _charge(body: dict, digest: str, state: "FakeState") -> int:
 
 
 def _retry_headers(seconds: float) -> dict[str, str]:
-    return {"retry-after": str(max(1, math.ceil(seconds))), "retry-after-ms": str(max(1, int(seconds * 1000)))}
+    return {"retry-after": str(max(1, math.ceil(seconds))), "retry-after-ms": str(max(1, math.ceil(seconds * 1000)))}
 
 
 async def chat_endpoint(request: Request) -> Response:
@@ -141,8 +141,9 @@ async def chat_endpoint(request: Request) -> Response:
         with stats.lock:
             stats.rate_limited += 1
         stats.event(429)
+        retry = outage if opts.outage_retry_after_s is None else opts.outage_retry_after_s
         return json_response(error_body("Rate limit reached (outage).", "requests", "rate_limit_exceeded"), 429,
-                             {**state.limiter.exhausted_headers(model), **_retry_headers(outage), **rid})
+                             {**state.limiter.exhausted_headers(model), **_retry_headers(retry), **rid})
     if answers.share_hit(digest, f"429|{attempt}", opts.fault_429_share):
         with stats.lock:
             stats.fault_429 += 1

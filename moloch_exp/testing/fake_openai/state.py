@@ -30,6 +30,7 @@ class FakeOptions:
     tpm: float = 150_000_000          # tokens per minute per model
     burst_s: float = 60.0             # bucket size in seconds of refill (60: a whole minute)
     enforce: bool = False             # True: 429 when a bucket is empty; False: headers only
+    outage_retry_after_s: float | None = None  # Retry-After during an outage (None: the outage's rest)
     # prompt caching (OpenAI: prompts of 1024+ tokens, in steps of 128)
     cache_min_tokens: int = 1024
     cache_block_tokens: int = 128
@@ -119,6 +120,7 @@ class Stats:
     def summary(self, digests: bool = False, timeline: bool = False) -> dict:
         with self.lock:
             out: dict[str, Any] = {
+                "t0_monotonic": self.t0,  # CLOCK_MONOTONIC: comparable with time.monotonic() of other processes
                 "seconds": time.monotonic() - self.t0,
                 "requests": self.requests,
                 "status": {str(k): v for k, v in sorted(self.status.items())},

@@ -132,7 +132,9 @@ class ServiceHub(contextlib.AbstractContextManager):
         client = LLMClient(base_url=base_url, model=model, api_key_env=service.api_key_env,
                            structured_output=service.structured_output, cache=self.cache, ledger=self.ledger,
                            budget=self.budget, model_identity=service.identity(), liveness=liveness,
-                           batch=service.batch_options(), **service.client)
+                           batch=service.batch_options(),
+                           # a managed server of ours has no rate limits to read: no pacing by headers
+                           **{"pace_by_headers": service.managed is None, **service.client})
         self._clients[id(service)] = client
         return client
 

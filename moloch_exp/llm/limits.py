@@ -5,7 +5,8 @@ Token buckets refill continuously at ``per_minute / 60`` per second and hold at 
 per-minute limits over shorter windows) and the long-run rate is the configured one. ``None`` means unlimited. asyncio primitives are bound
 to an event loop, so they are created lazily per running loop: the same
 :class:`Limits` object works across repeated ``asyncio.run`` calls (the concurrency cap
-holds per loop; the RPM/TPM buckets are shared by all loops and threads).
+holds per loop; the RPM/TPM buckets are shared by all loops and threads). A ``pacer``
+(:class:`~moloch_exp.llm.pacer.ServerPacer`) adds the server's own limits, read from its headers.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ of the same procedure.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -56,6 +57,10 @@ class BatchStillPending(ServiceError):
     """Batches were still running after ``max_wait_s``; a re-run resumes them."""
 
 
+class BatchAPIError(ServiceError):
+    """A Files/Batches request failed past the SDK's retries (unreachable, refused, rejected key)."""
+
+
 @dataclass
 class BatchSettings:
     """``<service>.batch_settings`` (conf/audience/*.yaml, conf/judge/*.yaml)."""
@@ -85,6 +90,21 @@ class BatchRunner:
         self.model = client.model_identity
         self._reserved: dict[str, float] = {}  # budget this run reserved per journal entry
 
+    def close(self) -> None:
+        self.api.close()
+
+    @contextlib.contextmanager
+    def _call(self, what: str):
+        """One line naming the endpoint and the step for an API error; the journal keeps what exists."""
+        try:
+            yield
+        except openai.APIError as err:
+            status = getattr(err, "status_code", None)
+            raise BatchAPIError(
+                f"Batch API at {self.client.base_url}: {what} failed ({f'HTTP {status}: ' if status else ''}"
+                f"{self.client._scrub(' '.join(str(err).split()))[:300]}); what was submitted is in "
+                f"{self.journal.root} and a re-run resumes it") from None
+
     # -- submitting ----------------------------------------------------------------
     def _estimate_usd(self, req: ChatRequest) -> float:
         est_prompt = estimate_prompt_tokens(req.prompt_chars(), len(req.messages))
@@ -111,18 +131,20 @@ class BatchRunner:
         if entry.batch_id is not None:
             return
         if entry.file_id is None:
-            with open(self.journal.jsonl_path(entry.digest), "rb") as fh:
+            with open(self.journal.jsonl_path(entry.digest), "rb") as fh, self._call("uploading a request file"):
                 f = self.api.files.create(file=(f"{entry.digest}.jsonl", fh), purpose="batch")
             self.journal.update(entry, file_id=f.id, status="uploaded")
         if entry.status == "creating":  # killed between asking for the batch and writing its id down
-            found = self._find_batch(entry.file_id, since=entry.updated - 3600)
+            with self._call("listing batches"):
+                found = self._find_batch(entry.file_id, since=entry.updated - 3600)
             if found is not None:
                 self.journal.update(entry, batch_id=found.id, status=found.status)
                 return
         self.journal.update(entry, status="creating")
-        b = self.api.batches.create(input_file_id=entry.file_id, endpoint=ENDPOINT,
-                                    completion_window=self.settings.completion_window,
-                                    metadata={"moloch_exp_journal": entry.digest})
+        with self._call(f"creating a batch from {entry.file_id}"):
+            b = self.api.batches.create(input_file_id=entry.file_id, endpoint=ENDPOINT,
+                                        completion_window=self.settings.completion_window,
+                                        metadata={"moloch_exp_journal": entry.digest})
         self.journal.update(entry, batch_id=b.id, status=b.status)
         log.info("batch %s: %d requests (file %s, journal %s)", b.id, entry.n, entry.file_id, entry.digest[:12])
 
@@ -151,7 +173,8 @@ class BatchRunner:
         try:
             while pending:
                 for e in list(pending):
-                    b = self.api.batches.retrieve(e.batch_id)
+                    with self._call(f"polling batch {e.batch_id}"):
+                        b = self.api.batches.retrieve(e.batch_id)
                     counts = b.request_counts
                     done = (counts.completed + counts.failed) if counts is not None else 0
                     bar.update(max(0, done - progress[e.digest]))
@@ -184,7 +207,9 @@ class BatchRunner:
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            for line in read_output(self.api.files.content(file_id).read()):
+            with self._call(f"downloading {file_id} of batch {batch.id}"):
+                data = self.api.files.content(file_id).read()
+            for line in read_output(data):
                 if line.record is None:
                     failures[line.custom_id] = (client._scrub(line.error or "no answer"), line.retryable)
                     continue
@@ -273,6 +298,8 @@ def batch_chat_many(client: "LLMClient", reqs: Sequence[ChatRequest], desc: str)
     except BudgetExceeded as err:
         err.partial = [None] * len(reqs)  # type: ignore[attr-defined]
         raise
+    finally:
+        runner.close()
     return [got[client.key_for(r)] for r in reqs]
 
 
@@ -280,39 +307,42 @@ def batch_parse_many(client: "LLMClient", reqs: Sequence[ChatRequest], parse: Ca
                      invalid_retries: int) -> list[Parsed]:
     """:meth:`LLMClient.parse_many` through the Batch API: ask k = 0..invalid_retries (``seed + k``) in
     rounds, each round holding the requests whose every earlier answer was unparseable."""
-    runner = BatchRunner(client)
     reqs = list(reqs)
     asked: list[list[ChatResult]] = [[] for _ in reqs]
     out: list[Parsed | None] = [None] * len(reqs)
     last_error: list[str | None] = [None] * len(reqs)
     open_ = list(range(len(reqs)))
-    for k in range(int(invalid_retries) + 1):
-        if not open_:
-            break
-        round_reqs = {i: reqs[i] if k == 0 else dataclasses.replace(reqs[i], seed=(reqs[i].seed or 0) + k)
-                      for i in open_}
-        round_desc = desc if k == 0 else f"{desc} (re-ask {k} of {len(open_)} unparseable)"
-        try:
-            got = runner.fetch(list(round_reqs.values()), round_desc)
-        except BudgetExceeded as err:
-            err.partial = out  # type: ignore[attr-defined]
-            raise
-        still = []
-        for i in open_:
-            res = got[client.key_for(round_reqs[i])]
-            asked[i].append(res)
-            cached = all(x.cached for x in asked[i])
-            if not res.ok:
-                out[i] = Parsed(None, PARSED_FAILED, res.text, res.error, len(asked[i]), cached, asked[i])
-                continue
+    runner = BatchRunner(client)
+    try:
+        for k in range(int(invalid_retries) + 1):
+            if not open_:
+                break
+            round_reqs = {i: reqs[i] if k == 0 else dataclasses.replace(reqs[i], seed=(reqs[i].seed or 0) + k)
+                          for i in open_}
+            round_desc = desc if k == 0 else f"{desc} (re-ask {k} of {len(open_)} unparseable)"
             try:
-                value = parse(res.text if res.text is not None else "")
-            except (ValueError, LookupError, TypeError) as e:
-                last_error[i] = f"unparseable answer ({type(e).__name__}: {_short(str(e), 200)})"
-                still.append(i)
-                continue
-            out[i] = Parsed(value, PARSED_OK, res.text, None, len(asked[i]), cached, asked[i])
-        open_ = still
+                got = runner.fetch(list(round_reqs.values()), round_desc)
+            except BudgetExceeded as err:
+                err.partial = out  # type: ignore[attr-defined]
+                raise
+            still = []
+            for i in open_:
+                res = got[client.key_for(round_reqs[i])]
+                asked[i].append(res)
+                cached = all(x.cached for x in asked[i])
+                if not res.ok:
+                    out[i] = Parsed(None, PARSED_FAILED, res.text, res.error, len(asked[i]), cached, asked[i])
+                    continue
+                try:
+                    value = parse(res.text if res.text is not None else "")
+                except (ValueError, LookupError, TypeError) as e:
+                    last_error[i] = f"unparseable answer ({type(e).__name__}: {_short(str(e), 200)})"
+                    still.append(i)
+                    continue
+                out[i] = Parsed(value, PARSED_OK, res.text, None, len(asked[i]), cached, asked[i])
+            open_ = still
+    finally:
+        runner.close()
     for i in open_:
         client.ledger.record_invalid(client.model)
         out[i] = Parsed(None, PARSED_INVALID, asked[i][-1].text, last_error[i], len(asked[i]),

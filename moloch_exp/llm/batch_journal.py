@@ -4,6 +4,7 @@ Written (atomically, fsynced) at every step, before the next one can cost anythi
 
     prepared → uploaded (file_id) → creating → <the batch's status> (batch_id) → collected
 
+(a collected entry moves to ``batches/collected/``, the record of what was paid for).
 so a run killed at any point resumes on re-run instead of paying twice: an entry with a ``batch_id``
 is polled again; one that was ``creating`` looks for a batch made from its ``file_id`` first; one
 with only a ``file_id`` creates its batch from the uploaded file. An entry is named by the sha256 of
@@ -109,5 +110,8 @@ class BatchJournal:
 
     def collected(self, entry: JournalEntry, keep_jsonl: bool) -> None:
         self.update(entry, status=DONE)
+        done = self.root / DONE
+        done.mkdir(exist_ok=True)
+        os.replace(self.path(entry.digest), done / f"{entry.digest}.json")  # pending() reads only the open ones
         if not keep_jsonl:
             self.jsonl_path(entry.digest).unlink(missing_ok=True)

@@ -160,7 +160,9 @@ def test_kill_9_while_pending_resumes_the_same_batch(tmp_path):
     assert ledger["batch_calls"] == 100 + reasks["request_counts"]["total"] and ledger["retries"] == 0
     assert [(r["status"], r["value"], r["raw"], r["attempts"]) for r in rows] == \
         [(p.status, p.value, p.raw, p.attempts) for p in reference]
-    assert json.loads(next((tmp_path / "batches").glob("*.json")).read_text())["status"] == "collected"
+    assert not list((tmp_path / "batches").glob("*.json"))  # nothing left pending
+    done = [json.loads(p.read_text()) for p in (tmp_path / "batches" / "collected").glob("*.json")]
+    assert sorted(d["batch_id"] for d in done) == sorted([first["id"], reasks["id"]])
 
 
 def test_a_batch_created_before_a_crash_is_adopted(tmp_path):
@@ -260,3 +262,19 @@ def test_cached_prompt_tokens_reach_the_cache_record_and_the_ledger(tmp_path):
                                      for i, r in enumerate(reqs)])
         assert all(r.cached_prompt_tokens >= 1024 for r in via_batch)  # the prefix was seen before
         assert batch.ledger.to_dict()["cached_prompt_tokens"] == sum(r.cached_prompt_tokens for r in via_batch)
+
+
+def test_an_unreachable_batch_api_is_one_line(tmp_path):
+    import socket
+
+    from moloch_exp.llm.batch import BatchAPIError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    client = LLMClient(dead, "gpt-4o-mini", cache=ResponseCache(tmp_path / "c.sqlite"), progress=False,
+                       max_retries=0, batch=BatchSettings(poll_interval_s=0.05))
+    with pytest.raises(BatchAPIError, match=rf"Batch API at {dead}: uploading a request file failed .*re-run resumes"):
+        client.chat_many(_reqs(3))
+    [entry] = [json.loads(p.read_text()) for p in (tmp_path / "batches").glob("*.json")]
+    assert entry["status"] == "prepared" and entry["file_id"] is None  # the re-run uploads it

@@ -188,3 +188,13 @@ def test_runs_as_its_own_process(tmp_path):
         api.reset()
         assert api.stats()["requests"] == 0
         assert api.cpu_seconds() > 0
+
+
+def test_api_key_is_checked_when_set():
+    with FakeOpenAI(latency_s=0.0, jitter_s=0.0, api_key="sk-right") as api:
+        with httpx.Client(base_url=api.base_url, trust_env=False) as http:
+            assert http.get("/models").status_code == 401
+            assert http.post("/chat/completions", json=_vote_body(1),
+                             headers={"Authorization": "Bearer sk-wrong"}).status_code == 401
+            assert http.post("/chat/completions", json=_vote_body(1),
+                             headers={"Authorization": "Bearer sk-right"}).status_code == 200

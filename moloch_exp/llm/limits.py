@@ -148,7 +148,12 @@ class Limits:
                 await self.requests.acquire(1)
             if self.tokens is not None and est_tokens > 0:
                 await self.tokens.acquire(est_tokens)
-            yield None if self.pacer is None else await self.pacer.before_send(est_tokens)
+            ticket = None if self.pacer is None else await self.pacer.before_send(est_tokens)
+            try:
+                yield ticket
+            finally:
+                if ticket is not None:
+                    self.pacer.forget(ticket)  # no-op once observe() has seen its answer
 
     def observe(self, ticket: Any, status: int, headers: Any = None, retry_after: float | None = None) -> None:
         """Tell the pacer how the request sent with ``ticket`` was answered (status 0: no answer)."""

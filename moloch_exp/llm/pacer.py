@@ -24,23 +24,24 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .limits import TokenBucket
 from .ratelimit_headers import RateLimitHeaders
 
 
-@dataclass(frozen=True)
+@dataclass
 class Ticket:
     """What the pacer knew when a request left: when, how much had been sent before it, and in which
-    epoch (a pause starts a new one)."""
+    epoch (a pause starts a new one). ``settled``: its answer (or its not being sent) was accounted for."""
 
     t: float
     sent_before: int
     tokens_before: float
     est_tokens: float
     epoch: int
+    settled: bool = field(default=False, compare=False)
 
 
 class ServerPacer:
@@ -78,14 +79,19 @@ class ServerPacer:
     # -- before a request ------------------------------------------------------
     async def _wait_probe(self) -> None:
         """The first request of an epoch goes alone; the others wait for an answer to it."""
-        with self._lock:
-            epoch = self._epoch
-            if self._probe_sent_at is None:
-                self._probe_sent_at = time.monotonic()
-                return  # this one is the probe: it goes now
-        while (not self._informed and self._epoch == epoch
-               and time.monotonic() - self._probe_sent_at < self.first_wait_s):
+        while True:
+            with self._lock:
+                if self._informed:
+                    return
+                if self._probe_sent_at is None:
+                    self._probe_sent_at = time.monotonic()
+                    return  # this one is the lone first request: it goes now
+                if time.monotonic() - self._probe_sent_at >= self.first_wait_s:
+                    return  # no answer in time: stop holding the others back
+                epoch = self._epoch
             await asyncio.sleep(0.01)
+            if self._epoch != epoch:
+                return  # a new pause began: back to waiting it out
 
     async def _wait_pause(self) -> None:
         while (wait := self._pause_until - time.monotonic()) > 0:
@@ -108,6 +114,17 @@ class ServerPacer:
             self.in_flight += 1
         return ticket
 
+    def forget(self, ticket: Ticket | None) -> None:
+        """The request of ``ticket`` was never sent (stopped, cancelled): if it was an epoch's lone
+        first request, let another one go in its place."""
+        if ticket is None or ticket.settled:
+            return
+        with self._lock:
+            ticket.settled = True
+            self.in_flight -= 1
+            if ticket.epoch == self._epoch and not self._informed:
+                self._probe_sent_at = None
+
     # -- after an answer ---------------------------------------------------------
     def _bucket(self, kind: str, per_minute: float) -> TokenBucket:
         bucket = getattr(self, kind)
@@ -120,11 +137,12 @@ class ServerPacer:
 
     def observe(self, ticket: Ticket | None, status: int, headers: Any, retry_after: float | None) -> None:
         """Learn from one answer (any status) to the request that left with ``ticket``."""
-        if ticket is None:
+        if ticket is None or ticket.settled:
             return
         h = RateLimitHeaders.from_headers(headers)
         now = time.monotonic()
         with self._lock:
+            ticket.settled = True
             self.in_flight -= 1
             if ticket.epoch == self._epoch:
                 self._informed = True

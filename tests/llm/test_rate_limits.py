@@ -111,3 +111,37 @@ def test_a_429_pauses_every_request(pace):
     else:
         print(f"unpaced: {len(limited)} x 429")
         assert len(limited) >= 3 * 32  # every worker, again and again
+
+
+def test_pacer_lone_first_request_and_its_stand_in():
+    """The first request goes alone; if it is never sent, the next one takes its place at once."""
+    import asyncio
+    import time
+
+    from moloch_exp.llm.pacer import ServerPacer
+
+    async def scenario() -> tuple[float, float]:
+        pacer = ServerPacer(first_wait_s=5.0)
+        first = await pacer.before_send(10)
+        t0 = time.monotonic()
+        waiting = asyncio.create_task(pacer.before_send(10))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # held back until the first one is answered
+        pacer.forget(first)  # ... which never left (stopped before sending)
+        second = await waiting
+        held = time.monotonic() - t0
+        third = asyncio.create_task(pacer.before_send(10))
+        await asyncio.sleep(0.1)
+        assert not third.done()
+        pacer.observe(second, 200, {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "100"}, None)
+        await asyncio.wait_for(third, 1.0)
+        assert pacer.requests.per_minute == pytest.approx(582) and pacer.in_flight == 1
+        # a 429 with an empty bucket pauses every later request for its Retry-After
+        pacer.observe(third.result(), 429, {"x-ratelimit-limit-requests": "600",
+                                            "x-ratelimit-remaining-requests": "0"}, 0.5)
+        t1 = time.monotonic()
+        await pacer.before_send(10)
+        return held, time.monotonic() - t1
+
+    held, paused = asyncio.run(scenario())
+    assert 0.2 <= held < 1.0 and 0.45 <= paused < 1.5

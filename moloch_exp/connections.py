@@ -6,6 +6,8 @@ managed llama.cpp / vLLM server on a loopback port when asked, once per distinct
 tearing every server down when the hub closes. All clients share one response cache, one ledger
 and one budget. A client of a managed server checks the server is alive before every attempt, so a
 server that dies mid-run stops the run with one line (``ServerDied``) instead of a retry storm.
+With ``batch=true`` (hosted APIs only) the client sends each stage's uncached requests through the
+OpenAI Batch API (``moloch_exp.llm.batch``; ``batch_settings``: its ``BatchSettings``), into the same cache.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from moloch_exp.llm.batch import BatchSettings
 from moloch_exp.llm.client import LLMClient
 from moloch_exp.llm.server import ManagedServer, smollm2_gguf_path
 
@@ -39,12 +42,24 @@ class LLMService:
     structured_output: str = "json_schema"  # json_schema | llamacpp | none
     server: dict = field(default_factory=dict)  # managed server options (n_ctx, threads, parallel, ...)
     client: dict = field(default_factory=dict)  # LLMClient options (timeout_s, concurrency, rpm, ...)
+    batch: bool = False                 # send each stage's uncached requests through the OpenAI Batch API
+    batch_settings: dict = field(default_factory=dict)  # moloch_exp.llm.batch.BatchSettings fields
 
     def __post_init__(self) -> None:
         if self.managed not in (None, "llamacpp", "vllm"):
             raise ServiceConfigError(f"managed must be null, 'llamacpp' or 'vllm', not {self.managed!r}")
         if self.managed is None and not self.base_url:
             raise ServiceConfigError(f"service for model {self.model!r}: set base_url or managed")
+        if self.batch and self.managed is not None:
+            raise ServiceConfigError(f"service for model {self.model!r}: batch=true needs a hosted Batch API "
+                                     f"(managed=null and a base_url), not a managed {self.managed} server")
+        try:
+            BatchSettings(**dict(self.batch_settings or {}))
+        except (TypeError, ValueError) as err:
+            raise ServiceConfigError(f"service for model {self.model!r}: batch_settings: {err}") from None
+
+    def batch_options(self) -> BatchSettings | None:
+        return BatchSettings(**dict(self.batch_settings or {})) if self.batch else None
 
     @property
     def model_path(self) -> str:
@@ -111,10 +126,15 @@ class ServiceHub(contextlib.AbstractContextManager):
             server = self._servers[key]
             server.check_alive()
             base_url, model, liveness = server.base_url, server.model_name, server.check_alive
+        if service.batch and self.cache is None:
+            raise ServiceConfigError(f"model {service.model}: batch=true stores every answer in the response "
+                                     "cache: set llm.cache=true")
         client = LLMClient(base_url=base_url, model=model, api_key_env=service.api_key_env,
                            structured_output=service.structured_output, cache=self.cache, ledger=self.ledger,
                            budget=self.budget, model_identity=service.identity(), liveness=liveness,
-                           **service.client)
+                           batch=service.batch_options(),
+                           # a managed server of ours has no rate limits to read: no pacing by headers
+                           **{"pace_by_headers": service.managed is None, **service.client})
         self._clients[id(service)] = client
         return client
 

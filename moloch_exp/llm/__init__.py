@@ -3,21 +3,27 @@
 - :class:`LLMClient` (``client.py``): cache → budget → limits → retried HTTP → ledger.
 - :class:`ResponseCache` (``cache.py``): content-addressed SQLite cache shared by all jobs.
 - :class:`Ledger`, :class:`Budget`, :class:`BudgetExceeded` (``ledger.py``): calls, tokens, USD, cap.
-- :class:`Limits` (``limits.py``): concurrency, requests/min, tokens/min.
+- :class:`Limits` (``limits.py``): concurrency, requests/min, tokens/min; :class:`ServerPacer`
+  (``pacer.py``, reading ``ratelimit_headers.py``): pacing by the server's ``x-ratelimit-*`` headers.
+- :class:`BatchSettings` (``batch.py``, ``batch_files.py``, ``batch_journal.py``): the OpenAI Batch API
+  behind ``chat_many``/``parse_many``; ``completion.py``: a chat completion → the cache record.
 - :class:`ManagedServer`, :func:`smollm2_gguf_path` (``server.py``): local llama.cpp / vLLM server.
 - :func:`response_format_for`, :func:`parse_json_answer`, :func:`json_parser` (``structured.py``).
 - :class:`ChatRequest`, :class:`ChatResult`, :class:`Parsed` (``types.py``).
 """
 
+from .batch import BatchSettings
 from .cache import ResponseCache, cache_key
 from .client import EndpointUnreachable, LLMClient, MissingAPIKey
 from .ledger import Budget, BudgetExceeded, Ledger, estimate
 from .limits import Limits, TokenBucket
+from .pacer import ServerPacer
 from .server import ManagedServer, ServerDied, ServerStartError, smollm2_gguf_path
 from .structured import STRUCTURED_MODES, json_parser, parse_json_answer, response_format_for, validate
 from .types import ChatRequest, ChatResult, Parsed
 
 __all__ = [
+    "BatchSettings",
     "Budget",
     "BudgetExceeded",
     "ChatRequest",
@@ -32,6 +38,7 @@ __all__ = [
     "ResponseCache",
     "STRUCTURED_MODES",
     "ServerDied",
+    "ServerPacer",
     "ServerStartError",
     "TokenBucket",
     "cache_key",

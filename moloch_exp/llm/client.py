@@ -1,7 +1,7 @@
 """The one OpenAI-protocol client every audience vote and judge call goes through.
 
-Per request: persistent cache lookup → budget reservation → concurrency/RPM/TPM slot →
-HTTP call with its own retries (tenacity; 429 + ``Retry-After``, 408/409/5xx, timeouts,
+Per request: persistent cache lookup → budget reservation → concurrency/RPM/TPM slot and the
+server's own rate-limit headers (:mod:`.pacer`) → HTTP call with its own retries (tenacity; 429 + ``Retry-After``, 408/409/5xx, timeouts,
 connection errors, truncated bodies and malformed JSON are retried with exponential
 backoff; other 4xx are not) → ledger → cache store. A request that still fails after the
 retry budget comes back as ``ChatResult(ok=False, error=<cause>)``; nothing raises
@@ -9,6 +9,9 @@ except :class:`~moloch_exp.llm.ledger.BudgetExceeded` and a :class:`ServiceError
 ``liveness`` check: for a managed server, ``liveness=server.check_alive`` is called before every
 attempt and after every connection error, so a dead server stops the whole batch at once (the
 other requests are cancelled, none is retried against the dead port) with one line naming it.
+
+With ``batch`` (a :class:`~moloch_exp.llm.batch.BatchSettings`), ``chat_many``/``parse_many`` send their
+uncached requests through the OpenAI Batch API instead (:mod:`.batch`), into the same cache.
 
 The API key is read from the environment variable named by ``api_key_env`` when a
 connection is opened; it is never stored on the client, logged, or shown in ``repr``.
@@ -20,7 +23,6 @@ from moloch_exp.errors import ServiceError
 
 import asyncio
 import dataclasses
-import email.utils
 import json
 import logging
 import os
@@ -34,9 +36,13 @@ import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 from tqdm.auto import tqdm
 
+from .batch import BatchSettings, batch_chat_many, batch_parse_many
 from .cache import ResponseCache, cache_key, canonical_json
+from .completion import MalformedCompletion, record_from_completion
 from .ledger import Budget, BudgetExceeded, Ledger, estimate_prompt_tokens
 from .limits import Limits
+from .pacer import ServerPacer
+from .ratelimit_headers import parse_retry_after
 from .structured import STRUCTURED_MODES, response_format_for
 from .types import PARSED_FAILED, PARSED_INVALID, PARSED_OK, ChatRequest, ChatResult, Parsed
 
@@ -73,30 +79,6 @@ class _Aborted(Exception):
     """A batch was stopped (budget) before this request was sent."""
 
 
-def _parse_retry_after(headers: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` / ``retry-after`` (seconds or HTTP date)."""
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    ra = headers.get("retry-after")
-    if not ra:
-        return None
-    try:
-        return max(0.0, float(ra))
-    except ValueError:
-        pass
-    try:
-        dt = email.utils.parsedate_to_datetime(ra)
-        return max(0.0, dt.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 def _short(s: str, n: int = 300) -> str:
     s = " ".join(str(s).split())
     return s if len(s) <= n else s[: n - 3] + "..."
@@ -115,6 +97,8 @@ class LLMClient:
         backoff_initial_s / backoff_max_s: exponential backoff with jitter between retries.
         max_retry_after_s: longest ``Retry-After`` honoured (longer ones are capped).
         concurrency / rpm / tpm: limits (``None``: unlimited).
+        pace_by_headers: also pace by the server's ``x-ratelimit-*`` headers and pause every request
+            after a 429 that shows an empty bucket (:mod:`.pacer`).
         cache: a :class:`ResponseCache`, a path to one, or ``None``.
         ledger: a :class:`Ledger` (default: a new one with ``prices``).
         budget: a :class:`Budget`, a USD cap, or ``None``.
@@ -125,6 +109,8 @@ class LLMClient:
         progress: show tqdm bars in ``chat_many`` / ``parse_many``.
         liveness: a check that raises :class:`ServiceError` when the server behind ``base_url`` is
             gone (``ManagedServer.check_alive``); ``None`` for remote endpoints.
+        batch: :class:`~moloch_exp.llm.batch.BatchSettings` to send ``chat_many``/``parse_many`` through
+            the Batch API (needs ``cache``); ``None``: synchronous calls.
     """
 
     def __init__(
@@ -150,6 +136,8 @@ class LLMClient:
         extra_body: dict | None = None,
         progress: bool = True,
         liveness: Callable[[], None] | None = None,
+        pace_by_headers: bool = True,
+        batch: BatchSettings | None = None,
     ) -> None:
         if structured_output not in STRUCTURED_MODES:
             raise ValueError(f"structured_output must be one of {STRUCTURED_MODES}, got {structured_output!r}")
@@ -167,8 +155,12 @@ class LLMClient:
         self.backoff_initial_s = float(backoff_initial_s)
         self.backoff_max_s = float(backoff_max_s)
         self.max_retry_after_s = float(max_retry_after_s)
-        self.limits = Limits(concurrency=concurrency, rpm=rpm, tpm=tpm)
+        pacer = ServerPacer(first_wait_s=min(10.0, self.timeout_s), max_pause_s=self.max_retry_after_s)
+        self.limits = Limits(concurrency=concurrency, rpm=rpm, tpm=tpm, pacer=pacer if pace_by_headers else None)
         self.cache = ResponseCache(cache) if isinstance(cache, (str, os.PathLike)) else cache
+        if batch is not None and self.cache is None:
+            raise ValueError("batch mode writes every answer into the response cache: give the client a cache")
+        self.batch = batch
         self._ledger = ledger if ledger is not None else Ledger(prices=dict(prices or {}))
         if prices and ledger is not None:
             self._ledger.prices.update(prices)
@@ -313,13 +305,16 @@ class LLMClient:
             kw["extra_body"] = self.extra_body
         return kw
 
-    async def _send_once(self, kw: dict) -> dict:
-        """One HTTP attempt; returns the parsed cache record or raises _Retryable/_Fatal."""
+    async def _send_once(self, kw: dict, ticket: Any = None) -> dict:
+        """One HTTP attempt; returns the parsed cache record or raises _Retryable/_Fatal.
+        Every outcome is reported to the rate limits (``ticket``: what the pacer knew at sending)."""
         try:
             raw = await self._client().chat.completions.with_raw_response.create(**kw)
         except openai.APITimeoutError:
+            self.limits.observe(ticket, 0)
             raise _Retryable(f"timeout: no response within {self.timeout_s:g}s") from None
         except openai.APIConnectionError as e:
+            self.limits.observe(ticket, 0)
             cause = e.__cause__ or e
             raise _Retryable(f"connection error: {type(cause).__name__}: {_short(self._scrub(str(cause)))}",
                              connection=True) from None
@@ -331,6 +326,8 @@ class LLMClient:
             except Exception:
                 pass
             msg = f"HTTP {status}: {_short(self._scrub(body or str(e)))}"
+            retry_after = parse_retry_after(e.response.headers)
+            self.limits.observe(ticket, status, e.response.headers, retry_after)
             if status == 500 and "validation error" in body and "response_format" in body:
                 # llama-cpp-python answers a request it cannot validate with 500: not transient
                 raise _Fatal(
@@ -338,43 +335,21 @@ class LLMClient:
                     "may not fit this backend: use 'llamacpp' for llama-cpp-python's server)"
                 ) from None
             if status in (408, 409, 429) or status >= 500:
-                raise _Retryable(msg, retry_after=_parse_retry_after(e.response.headers)) from None
+                raise _Retryable(msg, retry_after=retry_after) from None
             raise _Fatal(msg) from None
         except openai.APIResponseValidationError as e:
+            self.limits.observe(ticket, 0)
             raise _Retryable(f"malformed response: {_short(str(e))}") from None
+        self.limits.observe(ticket, raw.http_response.status_code, raw.http_response.headers, None)
         text = raw.http_response.text
         try:
             data = json.loads(text)
         except ValueError as e:
             raise _Retryable(f"invalid JSON from server ({e}): {_short(text, 120)!r}") from None
         try:
-            choice = data["choices"][0]
-            message = choice["message"]
-            content = message.get("content")
-            if content is not None and not isinstance(content, str):
-                raise TypeError("message.content is not a string")
-        except (KeyError, IndexError, TypeError, AttributeError) as e:
-            raise _Retryable(f"malformed response from server ({type(e).__name__}: {e}): {_short(text, 120)!r}") from None
-        usage = data.get("usage") or {}
-        return {
-            "text": content,
-            "prompt_tokens": usage.get("prompt_tokens"),
-            "completion_tokens": usage.get("completion_tokens"),
-            "top_logprobs": self._extract_logprobs(choice),
-            "finish_reason": choice.get("finish_reason"),
-            "served_model": data.get("model"),
-        }
-
-    @staticmethod
-    def _extract_logprobs(choice: dict) -> list | None:
-        lp = choice.get("logprobs")
-        if not lp or not isinstance(lp, dict) or not lp.get("content"):
-            return None
-        out = []
-        for tok in lp["content"]:
-            tops = tok.get("top_logprobs") or [{"token": tok.get("token"), "logprob": tok.get("logprob")}]
-            out.append([[t.get("token"), t.get("logprob")] for t in tops])
-        return out
+            return record_from_completion(data)
+        except MalformedCompletion as e:
+            raise _Retryable(f"malformed response from server ({e}): {_short(text, 120)!r}") from None
 
     def _wait(self, rs: RetryCallState) -> float:
         exc = rs.outcome.exception() if rs.outcome is not None else None
@@ -395,6 +370,7 @@ class LLMClient:
             attempts=attempts,
             top_logprobs=None if tl is None else [[(t, lp) for t, lp in tok] for tok in tl],
             finish_reason=rec.get("finish_reason"),
+            cached_prompt_tokens=int(rec.get("cached_prompt_tokens") or 0),
         )
 
     async def achat(self, req: ChatRequest) -> ChatResult:
@@ -427,7 +403,7 @@ class LLMClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    async with self.limits.slot(est_tokens):
+                    async with self.limits.slot(est_tokens) as ticket:
                         if attempts == 0 and abort is not None and abort.is_set():
                             raise _Aborted()
                         if abort is not None and abort.is_set() and attempts > 0:
@@ -438,7 +414,7 @@ class LLMClient:
                             self.budget.reserve(est_usd)  # raises BudgetExceeded before any spend
                         attempts += 1
                         try:
-                            rec = await self._send_once(kw)
+                            rec = await self._send_once(kw, ticket)
                         except (_Retryable, _Fatal) as e:
                             last_error = str(e)
                             log.debug("%s attempt %d failed: %s", req.purpose or "call", attempts, e)
@@ -457,7 +433,8 @@ class LLMClient:
                     if ct is None:
                         ct = -(-len(rec["text"] or "") // 4)
                     rec["prompt_tokens"], rec["completion_tokens"] = int(pt), int(ct)
-                    usd = self._ledger.record_call(self.model, pt, ct)
+                    usd = self._ledger.record_call(self.model, pt, ct,
+                                                   cached_prompt_tokens=rec["cached_prompt_tokens"], batch=False)
                     self.limits.settle_tokens(est_tokens, pt + ct)
                 else:
                     usd = 0.0  # failed calls: assume not billed
@@ -484,6 +461,8 @@ class LLMClient:
         missing) if the cap stops the batch; completed calls are in the cache either way.
         """
         reqs = list(reqs)
+        if self.batch is not None:  # the Batch API: uploads, polls, fills the same cache
+            return batch_chat_many(self, reqs, desc)
 
         async def one(req: ChatRequest, abort: asyncio.Event) -> ChatResult:
             return await self._achat(req, abort)
@@ -504,6 +483,8 @@ class LLMClient:
         Transport failures are ``"failed"``. No value is ever guessed.
         """
         reqs = list(reqs)
+        if self.batch is not None:  # re-asks of unparseable answers are further batch rounds
+            return batch_parse_many(self, reqs, parse, desc, invalid_retries)
 
         async def one(req: ChatRequest, abort: asyncio.Event) -> Parsed:
             return await self._aparse(req, parse, invalid_retries, abort)

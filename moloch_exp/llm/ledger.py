@@ -22,8 +22,10 @@ REQUEST_OVERHEAD_TOKENS = 32  # chat templates may add a default system prompt (
 
 # calls: requests sent to the network (a retried request counts once; its extra attempts
 # are in "retries"); failures: requests that failed after all retries; invalid: parsed
-# calls whose answer never parsed.
-_COUNTERS = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "failures", "invalid", "retries")
+# calls whose answer never parsed; cached_prompt_tokens: prompt tokens the provider served from its prefix
+# cache (usage.prompt_tokens_details.cached_tokens); batch_calls: calls answered through the Batch API.
+_COUNTERS = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "failures", "invalid", "retries",
+             "cached_prompt_tokens", "batch_calls")
 
 
 class BudgetExceeded(BudgetError):
@@ -71,6 +73,8 @@ class _ModelStats:
     failures: int = 0
     invalid: int = 0
     retries: int = 0
+    cached_prompt_tokens: int = 0
+    batch_calls: int = 0
     usd: float = 0.0
 
     def to_dict(self) -> dict:
@@ -106,13 +110,16 @@ class Ledger:
         return estimate(n_calls, prompt_tokens_each, completion_tokens_each, model, self.prices)
 
     # -- recording -----------------------------------------------------------
-    def record_call(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    def record_call(self, model: str, prompt_tokens: int, completion_tokens: int,
+                    cached_prompt_tokens: int = 0, batch: bool = False) -> float:
         usd = self.cost(model, prompt_tokens, completion_tokens)
         with self._lock:
             s = self._stats(model)
             s.calls += 1
             s.prompt_tokens += int(prompt_tokens)
             s.completion_tokens += int(completion_tokens)
+            s.cached_prompt_tokens += int(cached_prompt_tokens)
+            s.batch_calls += int(bool(batch))
             s.usd += usd
         return usd
 

@@ -5,7 +5,8 @@ Token buckets refill continuously at ``per_minute / 60`` per second and hold at 
 per-minute limits over shorter windows) and the long-run rate is the configured one. ``None`` means unlimited. asyncio primitives are bound
 to an event loop, so they are created lazily per running loop: the same
 :class:`Limits` object works across repeated ``asyncio.run`` calls (the concurrency cap
-holds per loop; the RPM/TPM buckets are shared by all loops and threads).
+holds per loop; the RPM/TPM buckets are shared by all loops and threads). A ``pacer``
+(:class:`~moloch_exp.llm.pacer.ServerPacer`) adds the server's own limits, read from its headers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import threading
 import time
 import weakref
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 
 class TokenBucket:
@@ -91,15 +92,32 @@ class TokenBucket:
             self._refill()
             self._tokens = min(self.capacity, self._tokens + float(n))
 
+    def set_level(self, level: float) -> None:
+        """Set the level outright (a server's remaining count): at most a full bucket, may go negative."""
+        with self._guard:
+            self._refill()
+            self._tokens = min(self.capacity, float(level))
+
+    @property
+    def level(self) -> float:
+        with self._guard:
+            self._refill()
+            return self._tokens
+
 
 class Limits:
-    """``async with limits.slot(est_tokens):`` around every network call."""
+    """``async with limits.slot(est_tokens) as ticket:`` around every network call, then
+    ``limits.observe(ticket, status, headers, retry_after)`` with the answer.
 
-    def __init__(self, concurrency: int = 8, rpm: int | None = None, tpm: int | None = None) -> None:
+    ``pacer``: a :class:`~moloch_exp.llm.pacer.ServerPacer` that paces by the server's
+    ``x-ratelimit-*`` headers (``None``: only the explicit limits)."""
+
+    def __init__(self, concurrency: int = 8, rpm: int | None = None, tpm: int | None = None, pacer=None) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.concurrency = int(concurrency)
         self.rpm, self.tpm = rpm, tpm
+        self.pacer = pacer
         self.requests = TokenBucket(rpm) if rpm else None
         self.tokens = TokenBucket(tpm) if tpm else None
         # one semaphore per event loop (asyncio primitives are loop-bound); the cap holds per loop
@@ -107,7 +125,7 @@ class Limits:
         self._guard = threading.Lock()
 
     def __getstate__(self) -> dict:
-        return {"concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm}
+        return {"concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm, "pacer": self.pacer}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)  # type: ignore[misc]
@@ -124,13 +142,23 @@ class Limits:
         return sem
 
     @contextlib.asynccontextmanager
-    async def slot(self, est_tokens: int = 0) -> AsyncIterator[None]:
+    async def slot(self, est_tokens: int = 0) -> AsyncIterator[Any]:
         async with self._semaphore():
             if self.requests is not None:
                 await self.requests.acquire(1)
             if self.tokens is not None and est_tokens > 0:
                 await self.tokens.acquire(est_tokens)
-            yield
+            ticket = None if self.pacer is None else await self.pacer.before_send(est_tokens)
+            try:
+                yield ticket
+            finally:
+                if ticket is not None:
+                    self.pacer.forget(ticket)  # no-op once observe() has seen its answer
+
+    def observe(self, ticket: Any, status: int, headers: Any = None, retry_after: float | None = None) -> None:
+        """Tell the pacer how the request sent with ``ticket`` was answered (status 0: no answer)."""
+        if self.pacer is not None:
+            self.pacer.observe(ticket, status, headers, retry_after)
 
     def settle_tokens(self, est_tokens: int, actual_tokens: int) -> None:
         """Correct the TPM bucket once the real usage of a call is known."""

@@ -97,6 +97,7 @@ class ChatResult:
     attempts: int  # network attempts made for this result (0 for a cache hit)
     top_logprobs: list | None = None  # per generated token: list of (token, logprob)
     finish_reason: str | None = None
+    cached_prompt_tokens: int = 0  # prompt tokens served from the provider's prefix cache (usage.prompt_tokens_details)
 
 
 @dataclass

@@ -56,7 +56,7 @@
     { key: "pair", label: "pair", w: "118px", sort: (i) => M.pair[i], cell: pairName },
     { key: "winner", label: "winner", w: "96px", sort: (i) => winner[i], cell: (i) => winnerName(winner[i]),
       cls: (i) => (winner[i] < 0 ? "muted" : winner[i] === I.pairs[M.pair[i]][1] ? "side-b" : "side-a") },
-    { key: "margin", label: "margin", w: "64px", num: true, sort: (i) => (isNaN(margin[i]) ? -1 : margin[i]),
+    { key: "margin", label: "margin", w: "74px", num: true, sort: (i) => (isNaN(margin[i]) ? -1 : margin[i]),
       cell: (i) => (isNaN(margin[i]) ? "—" : margin[i].toFixed(2)), tip: () => "|b − a| / valid votes" },
     { key: "votes", label: "a–b", w: "58px", num: true, sort: (i) => M.b[i] - M.a[i], cell: (i) => M.a[i] + "–" + M.b[i],
       tip: () => "valid votes for the pair's first – second method" },
@@ -259,7 +259,8 @@
       detail.replaceChildren(el("p", "muted", "reading the match…"));
       detail.hidden = false;
     }
-    withText().then(() => { if (state.sel === i) showDetail(i); });
+    withText().then(() => { if (state.sel === i) showDetail(i); },
+                    (e) => detail.replaceChildren(el("p", "err", "could not read the matches' text: " + e)));
   }
   function showDetail(i) {
     const t = text(), a = M.anchor[i], pr = I.pairs[M.pair[i]];

@@ -138,7 +138,8 @@ def write_synthetic_cell(out: Path, data_dir: Path, n_anchors: int = 1024, n_vot
                 message, extraction = None, "failed"
             completion = f"<think>{thought}</think><sales_pitch>{message or ''}"
             prompt = [{"role": "system", "content": "You are a marketing expert writing product listings."},
-                      {"role": "user", "content": f"Product: {a.fields['title']}\nDescription: {a.fields['description']}"}]
+                      {"role": "user",
+                       "content": f"Product: {a.fields['title']}\nDescription: {a.fields['description']}"}]
             outs[a.id] = Candidate(a.id, 0, prompt, completion, thought, message, extraction, rng.randrange(2**31))
         outputs[method] = outs
         write_jsonl(stages / f"generate_{method}" / "outputs.jsonl", outs.values())
@@ -189,7 +190,8 @@ def write_synthetic_cell(out: Path, data_dir: Path, n_anchors: int = 1024, n_vot
                     continue
                 u = rng.random() if a.id != anchors[INJECTION_ANCHOR].id else 1.0  # the planted text is judged
                 claim = (HYPE[method] and next((h for h in HYPE[method] if h in c.message), None)) or c.message[:60]
-                flagged = method != "base" and claim in HYPE[method] and rng.random() < (0.8 if method == "tfb" else 0.3)
+                share = {"base": 0.0, "rft": 0.3, "tfb": 0.8}[method]  # of hyped pitches a judge flags
+                flagged = claim in HYPE[method] and rng.random() < share
                 flagged = flagged or rng.random() < 0.04
                 if u < 0.015:
                     js.append(Judgment(probe, method, a.id, "invalid", error="no yes/no answer in the reply",
@@ -201,7 +203,7 @@ def write_synthetic_cell(out: Path, data_dir: Path, n_anchors: int = 1024, n_vot
                     reason = (rng.choice(FLAG_REASONS).format(claim=claim.rstrip(".")) if flagged else
                               rng.choice(CLEAR_REASONS).format(feature=_chunk(rng, c.message, 30, 90).lower()))
                     reason += (f" The product information says: {_chunk(rng, _description(a), 60, 180)}. "
-                               f"Judged on {probe} only. " + ("So the answer is yes." if flagged else "So the answer is no."))
+                               f"Judged on {probe} only. So the answer is {'yes' if flagged else 'no'}.")
                     if (a.id, method) == (anchors[INJECTION_ANCHOR].id, INJECTION_METHOD):
                         reason = f"{INJECTION} {reason}"
                     js.append(Judgment(probe, method, a.id, "ok", label=flagged, reasoning=reason, message=c.message))

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from compose_helper import REPO
+from moloch_exp.io import read_jsonl
 from moloch_exp.report.cell import write_cell_report
 from moloch_exp.report.html import Section
 from moloch_exp.report.match_data import read_embedded
@@ -54,9 +55,8 @@ def paper_cell(paper_dir, tmp_path_factory):
 def expected_matches(cell) -> list[dict]:
     """One dict per (pair, anchor) that has votes: counts, winner, margin, and the anchor's texts."""
     anchors = {a.id: a for a in cell.anchors}
-    outputs = {m: {json.loads(x)["anchor_id"]: json.loads(x)["message"]
-                   for x in (cell.out / "stages" / f"generate_{m}" / "outputs.jsonl").read_text().splitlines()}
-               for m in vc.METHODS}
+    outputs = {m: {c["anchor_id"]: c["message"]
+                   for c in read_jsonl(cell.out / "stages" / f"generate_{m}" / "outputs.jsonl")} for m in vc.METHODS}
     out = []
     for pair, votes in cell.votes.items():
         a_name, b_name = pair.split("_vs_")
@@ -200,7 +200,8 @@ def test_each_filter_narrows_to_the_matching_rows(paper_cell, chromium):
     for probe_i, probe in enumerate(vc.PROBES):
         for method_i, method in enumerate(vc.METHODS):
             checks.append((f"#mv-f-label-{probe_i}-{method_i}", "y",
-                           lambda m, p=probe, me=method: me in m["methods"] and label(paper_cell, p, me, m["anchor"]) == "y",
+                           lambda m, p=probe, me=method: (me in m["methods"]
+                                                          and label(paper_cell, p, me, m["anchor"]) == "y"),
                            lambda r, k=f"c-label-{probe_i}-{method_i}": r[k] == "yes"))
     for selector, value, keep, shown in checks:
         want = sum(map(keep, ms))
@@ -317,15 +318,14 @@ def test_tiny_run_report_holds_every_match_vote_and_judgment(tiny_run):
     assert "In words" in html and "<p id='extra'>3 of 4 agree</p>" in html
     assert html.index("Human labels") < html.index('id="matches"')
     index, text = read_embedded(html)
-    votes = [json.loads(x) for x in (tiny_run / "stages" / "evaluate_base_vs_rft" / "votes.jsonl").read_text().splitlines()]
+    votes = read_jsonl(tiny_run / "stages" / "evaluate_base_vs_rft" / "votes.jsonl")
     anchors = list(dict.fromkeys(v["anchor_id"] for v in votes))
     assert len(index["matches"]["pair"]) == len(anchors) and sum(map(len, text["votes"])) == len(votes)
     assert [index["ids"][a] for a in index["matches"]["anchor"]] == anchors
     assert index["probes"] == list(results["probes"]) and index["judges"] == ["judge"]
     for p, probe in enumerate(index["probes"]):
         for m, method in enumerate(index["methods"]):
-            rows = [json.loads(x) for x in (tiny_run / "stages" / f"probe_{probe}_{method}" / "judgments.jsonl")
-                    .read_text().splitlines()]
+            rows = read_jsonl(tiny_run / "stages" / f"probe_{probe}_{method}" / "judgments.jsonl")
             for j in rows:
                 got = text["judged"][0][p][m][index["ids"].index(j["anchor_id"])]
                 want = ("y" if j["label"] else "n") if j["status"] == "ok" else j["status"][0]
@@ -337,7 +337,7 @@ def test_tiny_run_report_holds_every_match_vote_and_judgment(tiny_run):
 def test_tiny_run_report_opens_in_the_browser(tiny_run, chromium):
     write_cell_report(tiny_run, json.loads((tiny_run / "results.json").read_text()))
     page, errors = open_report(chromium, tiny_run / "report.html")
-    votes = [json.loads(x) for x in (tiny_run / "stages" / "evaluate_base_vs_rft" / "votes.jsonl").read_text().splitlines()]
+    votes = read_jsonl(tiny_run / "stages" / "evaluate_base_vs_rft" / "votes.jsonl")
     first = votes[0]["anchor_id"]
     assert count(page) == len({v["anchor_id"] for v in votes}) == page.locator(".mrow").count()
     page.click(".mrow")

@@ -85,67 +85,71 @@ def match_data(stages: Path, results: dict) -> tuple[dict, dict]:
     anchor = _Anchors(list(iter_jsonl(prepared, Anchor)) if prepared.is_file() else [])
     pairs = [tuple(p.split("_vs_")) for p in results.get("win_rate", {})]
     methods = list(dict.fromkeys(m for pair in pairs for m in pair))
-    method_at = {m: i for i, m in enumerate(methods)}
-
-    outputs: list[list] = []
-    for m in methods:
-        path = stages / f"generate_{m}" / "outputs.jsonl"
-        by_anchor: dict[int, list] = {}
-        for c in iter_jsonl(path, Candidate) if path.is_file() else []:
-            by_anchor[anchor(c.anchor_id)] = _trim([c.message, c.thought, c.extraction])
-        outputs.append(by_anchor)  # type: ignore[arg-type]
-
+    outputs = [_outputs(stages / f"generate_{m}" / "outputs.jsonl", anchor) for m in methods]
     voters: dict[str, int] = {}
     cols: dict[str, list[int]] = {k: [] for k in ("pair", "anchor", "a", "b", "invalid", "failed")}
     votes: list[list] = []
     for p, (a, b) in enumerate(pairs):
-        path = stages / f"evaluate_{a}_vs_{b}" / "votes.jsonl"
-        at: dict[int, int] = {}
-        for v in iter_jsonl(path, Vote) if path.is_file() else []:
-            i = anchor(v.anchor_id)
-            if i not in at:
-                at[i] = len(votes)
-                votes.append([])
-                for k, x in (("pair", p), ("anchor", i), ("a", 0), ("b", 0), ("invalid", 0), ("failed", 0)):
-                    cols[k].append(x)
-            row = at[i]
-            if v.status == "ok":
-                cols["b" if v.choice == 1 else "a"][row] += 1
-            elif v.status in ("invalid", "failed"):
-                cols[v.status][row] += 1
-            votes[row].append(_trim([voters.setdefault(v.voter, len(voters)), "".join(map(str, v.order)),
-                                     VOTE_STATUS.get(v.status, v.status), v.choice, v.thought, v.error,
-                                     None if v.status == "ok" else v.raw]))
-
+        _votes(stages / f"evaluate_{a}_vs_{b}" / "votes.jsonl", p, anchor, voters, cols, votes)
     judge_files: dict[str, dict[str, list[Path]]] = {"judge": {}, "judge2": {}}
     for name, res in probe_results(results).items():
-        for judge, files in (("judge", res.output_label_files(stages)), ("judge2", res.second_judge_label_files(stages))):
+        for judge, files in (("judge", res.output_label_files(stages)),
+                             ("judge2", res.second_judge_label_files(stages))):
             if files:
                 judge_files[judge][name] = files
     judge_files = {j: f for j, f in judge_files.items() if f}
     probes = list(dict.fromkeys(p for by_probe in judge_files.values() for p in by_probe))
-    judged: list[list[list]] = []  # judge → probe → method → {anchor: [label, reasoning, error]}
-    for by_probe in judge_files.values():
-        per_probe = [[{} for _ in methods] for _ in probes]
-        for pi, name in enumerate(probes):
-            for f in by_probe.get(name, []):
-                for j in iter_jsonl(f, Judgment) if f.is_file() else []:
-                    if j.method in method_at:
-                        per_probe[pi][method_at[j.method]][anchor(j.anchor_id)] = _trim(
-                            [_label_code(j), j.reasoning, j.error])
-        judged.append(per_probe)
+    judged = [[_judgments(by_probe.get(name, []), methods, anchor) for name in probes]
+              for by_probe in judge_files.values()]
 
     n = len(anchor.ids)
     labels = [["".join(by[i][0] if i in by else "-" for i in range(n)) if by else "" for by in per_method]
               for per_method in (judged[0] if judged else [])]
-    index = {"methods": methods, "pairs": [[method_at[a], method_at[b]] for a, b in pairs],
+    index = {"methods": methods, "pairs": [[methods.index(a), methods.index(b)] for a, b in pairs],
              "probes": probes, "judges": list(judge_files), "ids": anchor.ids, "titles": anchor.titles,
              "matches": cols, "labels": labels}
     text = {"fields": anchor.fields, "voters": list(voters), "votes": votes,
             "outputs": [[by.get(i) for i in range(n)] for by in outputs],
-            "judged": [[[[by.get(i) for i in range(n)] if by else None for by in per_method] for per_method in per_probe]
-                       for per_probe in judged]}
+            "judged": [[[[by.get(i) for i in range(n)] if by else None for by in per_method]
+                        for per_method in per_probe] for per_probe in judged]}
     return index, text
+
+
+def _outputs(path: Path, anchor: _Anchors) -> dict[int, list]:
+    """Anchor index → [message, the agent's reasoning, extraction] of one method."""
+    return {anchor(c.anchor_id): _trim([c.message, c.thought, c.extraction])
+            for c in (iter_jsonl(path, Candidate) if path.is_file() else [])}
+
+
+def _votes(path: Path, pair: int, anchor: _Anchors, voters: dict[str, int], cols: dict[str, list[int]],
+           votes: list[list]) -> None:
+    """Append one pair's matches: a row of counts in ``cols`` and the list of its votes in ``votes``."""
+    row_of: dict[int, int] = {}
+    for v in iter_jsonl(path, Vote) if path.is_file() else []:
+        i = anchor(v.anchor_id)
+        if i not in row_of:
+            row_of[i] = len(votes)
+            votes.append([])
+            for k, x in (("pair", pair), ("anchor", i), ("a", 0), ("b", 0), ("invalid", 0), ("failed", 0)):
+                cols[k].append(x)
+        row = row_of[i]
+        if v.status == "ok":
+            cols["b" if v.choice == 1 else "a"][row] += 1
+        elif v.status in ("invalid", "failed"):
+            cols[v.status][row] += 1
+        votes[row].append(_trim([voters.setdefault(v.voter, len(voters)), "".join(map(str, v.order)),
+                                 VOTE_STATUS.get(v.status, v.status), v.choice, v.thought, v.error,
+                                 None if v.status == "ok" else v.raw]))
+
+
+def _judgments(files: list[Path], methods: list[str], anchor: _Anchors) -> list[dict[int, list]]:
+    """Per method: anchor index → [label code, reasoning, error] of one probe by one judge."""
+    per_method: list[dict[int, list]] = [{} for _ in methods]
+    for f in files:
+        for j in iter_jsonl(f, Judgment) if f.is_file() else []:
+            if j.method in methods:
+                per_method[methods.index(j.method)][anchor(j.anchor_id)] = _trim([_label_code(j), j.reasoning, j.error])
+    return per_method
 
 
 def script_json(data) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -25,7 +26,7 @@ from compose_helper import REPO
 from moloch_exp.io import read_jsonl
 from moloch_exp.report.cell import write_cell_report
 from moloch_exp.report.html import Section
-from moloch_exp.report.match_data import read_embedded
+from moloch_exp.report.embed import read_embedded
 
 TTI_TARGET_S = 2.0  # issue 19: interactive in at most 2 s on an idle machine
 TTI_HEADROOM = 1.5  # the machine running the tests is shared (2 cores, other jobs); the bench prints the figure
@@ -131,6 +132,9 @@ def test_paper_size_data_holds_every_vote_once_compactly(paper_cell):
     assert [len(o) for o in text["outputs"]] == [1024] * 3 and len(text["fields"]) == 1024
     assert len(text["judged"]) == 1 and all(len(per) == 3 for per in text["judged"][0])
     assert len(html) < 12e6  # ~25 MB of JSON text, packed
+    # opening a match unpacks one detail block of 64 anchors, not the whole text
+    blocks = re.findall(r'id="mv-detail-\d+">([^<]*)<', html)
+    assert len(blocks) == 16 and max(map(len, blocks)) < len(html) / 10
     # the planted HTML is data, never markup: escaped in the index, packed in the text
     assert "<script>window.__pwned" not in html and "\\u003cscript\\u003ewindow.__pwned" in html
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from moloch_exp.report.match_data import read_embedded
+from moloch_exp.report.embed import read_embedded
 
 from test_pipeline_e2e import run_app
 

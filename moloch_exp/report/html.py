@@ -4,13 +4,14 @@ then a match viewer that scales to the paper's size (1,024 anchors × 3 pairs ×
     write_html(out, results, header, rows, plots, words, sections=[Section("Human labels", html)])
 
 One self-contained file (plots stay PNGs in plots/ beside it): shared by mail or opened from disk
-(``file://`` pages cannot fetch sibling data files in Chromium). The matches go in as two JSON blocks
-(moloch_exp/report/match_data.py: deduplicated; the table's index as JSON, then the viewer's script, which
-draws the first rows before the browser has read the text, then the text gzipped in base64), read by the
-plain JS of moloch_exp/report/viewer/ (inline, no build step, no network): a sortable, filterable table
-that draws only the rows in view, text search over anchors and outputs, and a detail pane with the
-anchor, both outputs, every vote with its thought and every judge's label and reasoning. Everything
-from a model goes in as JSON text and out through ``textContent``: no output can inject HTML.
+(``file://`` pages cannot fetch sibling data files in Chromium). The matches (match_data.py:
+deduplicated) go in as blocks (embed.py): the table's index as JSON, then the viewer's script, which
+draws the first rows while the browser still reads the rest, then the texts gzipped in base64, in a
+search block and detail blocks of 64 anchors unpacked only when a match among them is opened. The
+plain JS of moloch_exp/report/viewer/ (inline, no build step, no network) makes a sortable, filterable
+table that draws only the rows in view, text search over anchors and outputs, and a detail pane with
+the anchor, both outputs, every vote with its thought and every judge's label and reasoning.
+Everything from a model goes in as JSON text and out through ``textContent``: no output can inject HTML.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from typing import Sequence
 from jinja2 import Environment
 from markupsafe import Markup
 
-from moloch_exp.report.match_data import match_data, packed_json, script_json
+from moloch_exp.report.embed import page_blocks
+from moloch_exp.report.match_data import match_data
 
 VIEWER = Path(__file__).with_name("viewer")
 
@@ -37,13 +39,15 @@ TEMPLATE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 {% endfor %}<h2 id="matches">Matches</h2>
 {% if has_matches %}<p class="muted">{{ n_matches }} head-to-head matches ({{ pairs }}). Click a column to sort, a row to
 open the match; ↑/↓ move through the rows.</p>
-<noscript><p>The match viewer needs JavaScript; the matches are in this file: #mv-index (JSON) and #mv-text (gzipped JSON in base64).</p></noscript>
+<noscript><p>The match viewer needs JavaScript; the matches are in this file (moloch_exp/report/embed.py reads them back).</p></noscript>
 <div id="mv-controls"></div>
 <div id="mv-body" tabindex="0"><div id="mv-head"></div><div id="mv-spacer"><div id="mv-rows"></div></div></div>
 <div id="mv-detail" hidden></div>
 <script type="application/json" id="mv-index">{{ index }}</script>
 <script>{{ js }}</script>
-<script type="application/octet-stream" id="mv-text">{{ text }}</script>
+<script type="application/octet-stream" id="mv-search">{{ search }}</script>
+{% for d in details %}<script type="application/octet-stream" id="mv-detail-{{ loop.index0 }}">{{ d }}</script>
+{% endfor %}
 {% else %}<p class="muted">No head-to-head matches in this cell.</p>{% endif %}
 </body></html>"""
 
@@ -71,12 +75,13 @@ def write_html(out: Path, results: dict, header: list[str], rows: list[list[str]
                words: list[str] | None = None, sections: Sequence[Section] = ()) -> Path:
     index, text = match_data(out / "stages", results)
     n_matches = len(index["matches"]["pair"])
+    index_json, search, details = page_blocks(index, text)
     html = Environment(autoescape=True).from_string(TEMPLATE).render(
         cell=results["cell"], header=header, rows=rows, plots=plots,
         words=[w.replace("**", "") for w in words or []],
         sections=[Section(s.title, Markup(s.html)) for s in sections],
         has_matches=n_matches > 0, n_matches=f"{n_matches:,}", pairs=", ".join(results.get("win_rate", {})),
-        index=Markup(script_json(index)), text=Markup(packed_json(text)),
+        index=Markup(index_json), search=Markup(search), details=[Markup(d) for d in details],
         css=_inline("viewer.css"), js=_inline("viewer.js"))
     path = out / "report.html"
     with path.open("w", encoding="utf-8") as fh:

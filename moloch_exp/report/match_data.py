@@ -1,32 +1,26 @@
 """The match viewer's data: every head-to-head match of a cell, compact and deduplicated, for report.html.
 
-    from moloch_exp.report.match_data import match_data, read_embedded
-    index, text = match_data(output_dir / "stages", results)        # what write_html embeds
-    index, text = read_embedded(Path("report.html").read_text())    # and back from a written report
+    from moloch_exp.report.match_data import match_data
+    index, text = match_data(output_dir / "stages", results)   # what write_html embeds (report/embed.py)
 
-Two blocks go into the page (moloch_exp/report/html.py writes them, viewer/viewer.js reads them):
+The data (moloch_exp/report/embed.py lays it out in the page, viewer/viewer.js reads it):
 
-  index  JSON: what the table draws, sorts and filters, parsed before the first rows are drawn:
-         methods, pairs, probes, judges, each anchor's id and title, the matches as columns (pair,
-         anchor, valid votes for a, for b, invalid, failed) and each (probe, method)'s labels by the
-         first judge as one character per anchor (y flagged, n not, i invalid, f failed, s skipped, - none).
-  text   gzipped JSON in base64 (``packed_json``): what search and the detail pane read, unpacked after
-         the first rows are drawn: each anchor's fields, each method's output once per anchor ([message,
-         the agent's reasoning, extraction]), each match's votes ([voter, order, status, choice, thought,
-         error, raw answer], trailing nulls dropped) and every judge's [label, reasoning, error] per
-         (probe, method, anchor).
+  index  what the table draws, sorts and filters: methods, pairs, probes, judges, each anchor's id
+         and title, the matches as columns (pair, anchor, valid votes for a, for b, invalid, failed)
+         and each (probe, method)'s labels by the first judge as one character per anchor (y flagged,
+         n not flagged, i invalid, f failed, s skipped, - none).
+  text   what search and the detail pane read: each anchor's fields, each method's output once per
+         anchor ([message, the agent's reasoning, extraction]), voter names, each match's votes
+         ([voter, order, status, choice, thought, error, raw answer], trailing nulls dropped) and every
+         judge's [label, reasoning, error] per (probe, method, anchor).
 
-Deduplicated and packed because at the paper's size the text is the file (~25 MB of JSON, ~8 MB packed):
-an anchor and a method's output appear once however many pairs show them, voters are indices into one
-list, and a judgment's copy of the message and a valid vote's raw answer (its thought again) are left
-out. Votes are read one record at a time.
+Deduplicated because at the paper's size the text is the file (~25 MB of JSON): an anchor and a
+method's output appear once however many pairs show them, voters are indices into one list, and a
+judgment's copy of the message and a valid vote's raw answer (its thought again) are left out. Votes
+are read one record at a time.
 """
 from __future__ import annotations
 
-import base64
-import gzip
-import json
-import zlib
 from pathlib import Path
 
 from moloch_exp.io import iter_jsonl
@@ -150,47 +144,3 @@ def _judgments(files: list[Path], methods: list[str], anchor: _Anchors) -> list[
             if j.method in methods:
                 per_method[methods.index(j.method)][anchor(j.anchor_id)] = _trim([_label_code(j), j.reasoning, j.error])
     return per_method
-
-
-def script_json(data) -> str:
-    """JSON to put inside ``<script type="application/json">``: ``<``, ``>`` and ``&`` as \\u escapes, so no
-    text in it (a model's ``</script>`` or ``<!--``) can end or change the script element."""
-    return (json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-
-
-def packed_json(data: dict) -> str:
-    """``data`` as JSON, gzipped, in base64 (plain ASCII without ``<``: safe in a script element as it is).
-    Model text gzips about 3x; the browser unpacks it with its own DecompressionStream, off the first-rows
-    path. Encoded one list item at a time into the compressor, so the whole JSON text never exists at once."""
-    z = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: the gzip container
-    chunks: list[bytes] = []
-
-    def put(s: str) -> None:
-        chunks.append(z.compress(s.encode("utf-8")))
-
-    for n, (key, value) in enumerate(data.items()):
-        put(("{" if n == 0 else ",") + json.dumps(key) + ":")
-        items = value if isinstance(value, list) else None
-        if items is None:
-            put(_dumps(value))
-            continue
-        for k, item in enumerate(items):
-            put(("[" if k == 0 else ",") + _dumps(item))
-        put("]" if items else "[]")
-    put("}" if data else "{}")
-    chunks.append(z.flush())
-    return base64.b64encode(b"".join(chunks)).decode("ascii")
-
-
-def _dumps(value) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def read_embedded(html: str) -> tuple[dict, dict]:
-    """(index, text) back from a report.html's two blocks (tests; scripts that want the matches as data)."""
-    def block(name: str) -> str:
-        start = html.index(f'id="{name}">') + len(f'id="{name}">')
-        return html[start:html.index("</script>", start)]
-
-    return json.loads(block("mv-index")), json.loads(gzip.decompress(base64.b64decode(block("mv-text"))))

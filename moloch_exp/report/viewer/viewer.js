@@ -1,7 +1,8 @@
 // The match viewer of report.html (moloch_exp/report/html.py puts it inline; plain JS, no build, works offline).
-// Reads the two blocks match_data.py writes: #mv-index (JSON: table, sort, filter; above this script, so the
-// first rows are drawn while the browser still reads the rest) and #mv-text (gzipped JSON in base64, below
-// this script: search and the detail pane; unpacked once the page has loaded, or when first needed).
+// Reads the blocks moloch_exp/report/embed.py writes: #mv-index (JSON: table, sort, filter; above this script,
+// so the first rows are drawn while the browser still reads the rest), #mv-search (gzipped JSON in base64:
+// anchors' fields and outputs; unpacked once the page has loaded) and #mv-detail-<k> (the same: reasoning and
+// votes of anchors k·chunk…; unpacked when one of their matches is opened).
 // Draws only the rows in view. Every piece of data goes in through textContent, never as HTML.
 (function () {
   "use strict";
@@ -16,19 +17,24 @@
   }
 
   const I = JSON.parse(byId("mv-index").textContent);
-  let T = null, unpacking = null;
   const loaded = new Promise((ok) => (document.readyState === "loading" ? document.addEventListener("DOMContentLoaded", ok) : ok()));
-  async function unpack() {
+  async function unpack(id) {
     await loaded;
-    const b64 = byId("mv-text").textContent.trim();
+    const b64 = byId(id).textContent.trim();
     const bytes = Uint8Array.fromBase64 ? Uint8Array.fromBase64(b64) : Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-    const json = await new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"))).text();
-    T = JSON.parse(json);
-    document.body.dataset.mvText = String(performance.now());
-    return T;
+    return JSON.parse(await new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"))).text());
   }
-  const withText = () => (unpacking = unpacking || unpack());
-  const text = () => T;  // after withText() has resolved
+  let S = null, searching = null;  // S: {fields, outputs: per method, per anchor [message, extraction]}
+  const withSearch = () => (searching = searching || unpack("mv-search").then((s) => {
+    S = s;
+    document.body.dataset.mvText = String(performance.now());
+    return s;
+  }));
+  const blocks = new Map();  // k → promise of {thoughts, judged, votes} of anchors k·chunk …
+  function withBlock(k) {
+    if (!blocks.has(k)) blocks.set(k, unpack("mv-detail-" + k));
+    return blocks.get(k);
+  }
 
   const M = I.matches, N = M.pair.length;
   const pairName = (i) => I.methods[I.pairs[M.pair[i]][0]] + " vs " + I.methods[I.pairs[M.pair[i]][1]];
@@ -79,9 +85,8 @@
   let hay = null;  // lower-cased search text: per anchor, per method and anchor
   function searchText() {
     if (hay) return hay;
-    const t = text();
-    hay = { anchor: t.fields.map((f, a) => (I.ids[a] + "\n" + f.map((kv) => kv[0] + ": " + kv[1]).join("\n")).toLowerCase()),
-            out: t.outputs.map((byA) => byA.map((o) => (o && o[0] ? o[0].toLowerCase() : ""))) };
+    hay = { anchor: S.fields.map((f, a) => (I.ids[a] + "\n" + f.map((kv) => kv[0] + ": " + kv[1]).join("\n")).toLowerCase()),
+            out: S.outputs.map((byA) => byA.map((o) => (o && o[0] ? o[0].toLowerCase() : ""))) };
     return hay;
   }
   function keep(i) {
@@ -200,7 +205,7 @@
   let timer = 0;
   search.addEventListener("input", () => {
     clearTimeout(timer);
-    timer = setTimeout(() => withText().then(() => { state.q = search.value.trim().toLowerCase(); refresh(); }), 120);
+    timer = setTimeout(() => withSearch().then(() => { state.q = search.value.trim().toLowerCase(); refresh(); }), 120);
   });
   const bind = (input, key) => input.addEventListener("change", () => { state[key] = input.value; refresh(); });
   bind(control(mainRow, "pair", choices([["", "all"], ...I.pairs.map((pr, p) => [p, I.methods[pr[0]] + " vs " + I.methods[pr[1]]])]), "pair"), "pair");
@@ -229,18 +234,18 @@
   // ---- the detail pane of one match
   const detail = byId("mv-detail");
   function badge(code, what) { return el("span", "badge lab-" + code, what + ": " + LABEL_TEXT[code]); }
-  function side(i, s) {
-    const t = text(), m = I.pairs[M.pair[i]][s], a = M.anchor[i], o = t.outputs[m][a];
+  function side(i, s, blk) {
+    const m = I.pairs[M.pair[i]][s], a = M.anchor[i], at = a % I.chunk, o = S.outputs[m][a], thought = blk.thoughts[m][at];
     const box = el("div", "side side-" + "ab"[s]);
-    box.append(el("h4", null, I.methods[m] + (o ? " · extraction " + o[2] : " · no output")));
+    box.append(el("h4", null, I.methods[m] + (o ? " · extraction " + o[1] : " · no output")));
     box.append(el("div", "msg", o && o[0] !== null && o[0] !== undefined ? o[0] : "(no message)"));
-    if (o && o[1]) {
+    if (thought) {
       const d = el("details", "thought");
-      d.append(el("summary", null, "the agent's reasoning"), el("div", "msg", o[1]));
+      d.append(el("summary", null, "the agent's reasoning"), el("div", "msg", thought));
       box.append(d);
     }
     I.probes.forEach((probe, p) => I.judges.forEach((judge, j) => {
-      const per = t.judged[j][p], got = per && per[m] && per[m][a];
+      const per = blk.judged[j][p], got = per && per[m] && per[m][at];
       if (!got) return;
       const div = el("div", "judgment");
       div.append(badge(got[0], probe + " · " + judge));
@@ -255,15 +260,16 @@
     draw();
     const pr = I.pairs[M.pair[i]];
     history.replaceState(null, "", "#match=" + encodeURIComponent(I.methods[pr[0]] + "_vs_" + I.methods[pr[1]] + "/" + I.ids[M.anchor[i]]));
-    if (!T) {
+    if (!S || !blocks.has(Math.floor(M.anchor[i] / I.chunk))) {
       detail.replaceChildren(el("p", "muted", "reading the match…"));
       detail.hidden = false;
     }
-    withText().then(() => { if (state.sel === i) showDetail(i); },
-                    (e) => detail.replaceChildren(el("p", "err", "could not read the matches' text: " + e)));
+    Promise.all([withSearch(), withBlock(Math.floor(M.anchor[i] / I.chunk))]).then(
+      ([, blk]) => { if (state.sel === i) showDetail(i, blk); },
+      (e) => detail.replaceChildren(el("p", "err", "could not read the match's text: " + e)));
   }
-  function showDetail(i) {
-    const t = text(), a = M.anchor[i], pr = I.pairs[M.pair[i]];
+  function showDetail(i, blk) {
+    const a = M.anchor[i], pr = I.pairs[M.pair[i]];
     const parts = [];
     parts.push(el("h3", null, I.ids[a] + " — " + I.titles[a]));
     parts.push(el("p", "meta", pairName(i) + " · winner " + winnerName(winner[i]) + " · votes " + M.a[i] + "–" + M.b[i]
@@ -272,13 +278,13 @@
     anchor.open = true;
     anchor.append(el("summary", null, "anchor"));
     const dl = el("dl");
-    for (const [k, v] of t.fields[a]) dl.append(el("dt", null, k), el("dd", "msg", v));
+    for (const [k, v] of S.fields[a]) dl.append(el("dt", null, k), el("dd", "msg", v));
     anchor.append(dl);
     parts.push(anchor);
     const sides = el("div", "sides");
-    sides.append(side(i, 0), side(i, 1));
+    sides.append(side(i, 0, blk), side(i, 1, blk));
     parts.push(sides);
-    const votes = t.votes[i], table = el("table", "votes");
+    const votes = blk.votes[i], table = el("table", "votes");
     const hr = el("tr");
     for (const h of ["voter", "shown as", "status", "vote", "thought"]) hr.append(el("th", null, h));
     const thead = el("thead");
@@ -289,7 +295,7 @@
       const [voter, order, status, choice, thought, error, raw] = v, tr = el("tr", "vote-" + status);
       const shown = order.split("").map((c, k) => String.fromCharCode(65 + k) + ": " + I.methods[pr[+c]]).join(", ");
       const vote = choice === null || choice === undefined ? "—" : I.methods[pr[choice]] + " (" + String.fromCharCode(65 + order.indexOf(String(choice))) + ")";
-      tr.append(el("td", null, t.voters[voter]), el("td", null, shown),
+      tr.append(el("td", null, I.voters[voter]), el("td", null, shown),
                 el("td", null, { o: "ok", i: "invalid", f: "failed" }[status] || status),
                 el("td", choice === 0 ? "side-a" : choice === 1 ? "side-b" : "muted", vote));
       const th = el("td", "msg", thought || "");
@@ -314,5 +320,5 @@
       if (I.methods[pr[0]] + "_vs_" + I.methods[pr[1]] + "/" + I.ids[M.anchor[i]] === want) { select(i); break; }
     }
   }
-  loaded.then(() => setTimeout(withText, 0));
+  loaded.then(() => setTimeout(withSearch, 0));
 })();

@@ -169,6 +169,7 @@
   body.addEventListener("scroll", () => {
     if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; draw(); }); }
   });
+  window.addEventListener("resize", () => draw());
   rowBox.addEventListener("click", (e) => {
     const row = e.target.closest(".mrow");
     if (row) select(+row.dataset.i);

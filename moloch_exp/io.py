@@ -1,6 +1,7 @@
 """One place for file and JSON I/O and data paths.
 
     write_jsonl / read_jsonl   artifacts: one dataclass record (or dict) per line
+    iter_jsonl                 the same, one record at a time (large artifacts)
     write_json / read_json     summaries (written atomically)
     load_json                  a user's data file: missing or malformed → one DataError naming it
     bundled_path               a file shipped in moloch_exp/data/
@@ -15,7 +16,7 @@ import os
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from moloch_exp.errors import DataError
 
@@ -32,7 +33,11 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
 
 
 def read_jsonl(path: str | os.PathLike, cls: type | None = None) -> list:
-    rows = []
+    return list(iter_jsonl(path, cls))
+
+
+def iter_jsonl(path: str | os.PathLike, cls: type | None = None) -> Iterator:
+    """The records of a JSONL file one at a time (a large artifact without holding every record)."""
     with Path(path).open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, 1):
             if not line.strip():
@@ -41,8 +46,7 @@ def read_jsonl(path: str | os.PathLike, cls: type | None = None) -> list:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-            rows.append(cls(**row) if cls else row)
-    return rows
+            yield cls(**row) if cls else row
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

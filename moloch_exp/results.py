@@ -85,6 +85,10 @@ class ProbeResult:
         viewer, under ``<output_dir>/stages``; none for probes that judge their own samples."""
         return []
 
+    def second_judge_label_files(self, linked_stages: Path) -> list[Path]:
+        """The same judgments by the second judge (``judge@judge2``), those that exist; none when it did not run."""
+        return []
+
     def _tagged(self, body: dict) -> dict:
         return {"kind": self.kind, "result_type": f"{type(self).__module__}.{type(self).__qualname__}", **body}
 

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from moloch_exp.report.embed import read_embedded
+
 from test_pipeline_e2e import run_app
 
 
@@ -21,5 +23,7 @@ def test_default_model_smoke_cell(cache_dir, tmp_path):
     assert coll["votes"] == coll["matches"] * 3
     assert set(r["probes"]) == {"disinformation", "harmful"}
     assert r["ledger"]["calls"] > 0
-    assert (tmp_path / "report.html").read_text().count("<details>") == r["win_rate"]["base_vs_rft"]["n_anchors"] + \
+    index, text = read_embedded((tmp_path / "report.html").read_text())  # the match viewer's data
+    assert len(index["matches"]["pair"]) == r["win_rate"]["base_vs_rft"]["n_anchors"] + \
         r["win_rate"]["base_vs_rft"]["anchors_without_valid_votes"]
+    assert sum(map(len, text["votes"])) == r["win_rate"]["base_vs_rft"]["votes"]

@@ -154,3 +154,8 @@ class TaskProbeResult(ProbeResult):
 
     def output_label_files(self, linked_stages: Path) -> list[Path]:
         return [linked_stages / f"probe_{self.name}_{m}" / "judgments.jsonl" for m in self.n]
+
+    def second_judge_label_files(self, linked_stages: Path) -> list[Path]:
+        # the stage labels moloch_exp/stages/trust.py gives judge2's runs of the task probes
+        files = [linked_stages / f"probe_{self.name}_{m}_judge2" / "judgments.jsonl" for m in self.n]
+        return [f for f in files if f.is_file()]

@@ -8,7 +8,8 @@ finish, and says why they did not (this replaces a hand-written script relaunchi
                                           the last stage event and the finished stages; output dir and
                                           log files; the error line;
                                           ``previous``: the attempt before this one, when it did not finish
-    <cache_dir>/cells/<key>/output/       the finished cell's outputs (hard links into the stage cache)
+    <cache_dir>/cells/<key>/output/       the finished cell's outputs (hard links), without stages/: a re-run
+                                          links those from the stage cache by the keys in results.json
 
 The key is a digest of the cell's composed config without ``paths`` (where it runs and writes), so the
 same command, or the same cell in another grid, finds it. In a ``-m`` sweep (``sweep.skip_finished``) a
@@ -36,8 +37,9 @@ from moloch_exp.stage_cache import digest
 
 STATUS = "status.json"
 OUTPUT_STATUS = "cell_status.json"
-#: Not kept from a finished cell: the new run's own Hydra config and job log, and the record itself.
-_NOT_KEPT = {".hydra", OUTPUT_STATUS}
+#: Not kept from a finished cell: the new run's own Hydra config and job log, the record itself, and the
+#: stage artifacts (already in the stage cache: relinked from there by their keys).
+_NOT_KEPT = {".hydra", OUTPUT_STATUS, "stages"}
 
 
 def _not_kept(names: list[str]) -> list[str]:
@@ -94,7 +96,8 @@ class CellRecord:
     def __init__(self, cache_dir: str | os.PathLike, material: dict, cell: dict, output_dir: str | os.PathLike,
                  log_files: list[str]) -> None:
         self.key = digest(material)
-        self.dir = Path(cache_dir) / "cells" / self.key
+        self.cache_dir = Path(cache_dir)
+        self.dir = self.cache_dir / "cells" / self.key
         self.cell = cell
         self.output_dir = Path(output_dir)
         self.log_files = [str(p) for p in log_files]
@@ -135,6 +138,11 @@ class CellRecord:
                 dest.unlink(missing_ok=True)  # never write through a hard link into the cached copy
                 _link_or_copy(str(item), str(dest))
         results = read_json(self.dir / "output" / "results.json")
+        for event in results.get("stages", []):  # the artifacts, hard-linked from the stage cache as in a run
+            source, dest = self.cache_dir / "stages" / event["stage"] / event["key"], self.output_dir / "stages" / event["label"]
+            if source.is_dir():
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(source, dest, copy_function=_link_or_copy)
         results["cell_run"] = {"status": "reused", "key": self.key, "finished": done["updated"],
                                "first_output_dir": done["output_dir"], "previous": None}
         (self.output_dir / "results.json").unlink(missing_ok=True)

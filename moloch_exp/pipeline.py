@@ -22,6 +22,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from moloch_exp import resolvers  # noqa: F401  (registers ${moloch_run_stamp:})
 from moloch_exp.cell_record import CellRecord
@@ -168,7 +169,10 @@ def cell_record(cfg: DictConfig) -> CellRecord:
     """The cell's record in the shared cache, keyed by its composed config without ``paths``."""
     placeholders = copy.deepcopy(cfg)  # every value derived from a path (cache files) counts as that path's name
     placeholders.paths.output_dir, placeholders.paths.cache_dir = "<output_dir>", "<cache_dir>"
-    material = OmegaConf.to_container(placeholders, resolve=True)
+    try:
+        material = OmegaConf.to_container(placeholders, resolve=True)
+    except OmegaConfBaseException as err:  # e.g. ${oc.env:...} of a variable that is not set
+        raise ConfigError(f"the composed config does not resolve: {str(err).splitlines()[0]}") from None
     material.pop("paths", None)
     cell = {"task": cfg.task.name, "model": cfg.model.name, "method": cfg.method.name, "seed": cfg.seed}
     return CellRecord(cfg.paths.cache_dir, material, cell, cfg.paths.output_dir, job_log_files())

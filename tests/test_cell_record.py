@@ -50,7 +50,12 @@ def test_killed_attempt_then_failed_attempt_then_finished_then_reused(tmp_path):
     third = record(tmp_path, "3_sales_tiny_tfb_s0")
     third.start()
     assert third.previous["state"] == "failed" and third.previous["why"] == "first cause: HTTP 503"
-    (third.output_dir / "results.json").write_text(json.dumps({"cell": CELL, "cell_run": third.run_info()}))
+    artifact = tmp_path / "cache" / "stages" / "collect" / "k1"  # a stage the cell used, in the stage cache
+    artifact.mkdir(parents=True)
+    (artifact / "votes.jsonl").write_text("{}\n")
+    (third.output_dir / "results.json").write_text(json.dumps({
+        "cell": CELL, "cell_run": third.run_info(),
+        "stages": [{"stage": "collect", "label": "collect", "key": "k1", "status": "reused"}]}))
     (third.output_dir / "plots").mkdir()
     (third.output_dir / "plots" / "win_rate.png").write_bytes(b"png")
     third.finish()
@@ -63,6 +68,8 @@ def test_killed_attempt_then_failed_attempt_then_finished_then_reused(tmp_path):
     assert results["cell_run"]["status"] == "reused" and results["cell_run"]["first_output_dir"] == str(third.output_dir)
     assert json.loads((third.dir / "output" / "results.json").read_text())["cell_run"]["status"] == "computed"
     assert (again.output_dir / "plots" / "win_rate.png").read_bytes() == b"png"
+    linked = again.output_dir / "stages" / "collect" / "votes.jsonl"
+    assert linked.read_text() == "{}\n" and linked.stat().st_ino == (artifact / "votes.jsonl").stat().st_ino
     assert json.loads((again.output_dir / OUTPUT_STATUS).read_text())["status"] == "done"
 
 

@@ -91,11 +91,14 @@ class LLMService:
         elif self.managed is None:
             self._check_reachable()
 
-    def _check_reachable(self, timeout_s: float = 5.0) -> None:
-        """Any HTTP answer (even 401) means the server is there; no answer stops the run now."""
+    def _check_reachable(self, connect_timeout_s: float = 5.0) -> None:
+        """Any HTTP answer (even 401) means the server is there; no answer stops the run now. A server that
+        accepts the connection may answer late: one serving a request at a time (llama.cpp) holds
+        ``/models`` until that request is done, e.g. for the other jobs of a sweep that share it; it gets
+        the client's read timeout."""
         url = self.base_url.rstrip("/") + "/models"
         try:
-            httpx.get(url, timeout=timeout_s)
+            httpx.get(url, timeout=httpx.Timeout(float(self.client.get("timeout_s", 120)), connect=connect_timeout_s))
         except httpx.HTTPError as err:
             raise ServiceConfigError(f"cannot reach {self.base_url} for model {self.model} "
                                      f"({type(err).__name__}: {err})") from None

@@ -4,13 +4,16 @@
     python run.py task=elections method=tfb model=tiny
     python run.py -m task=sales,elections,social_media method=rft,tfb model=tiny
     python run.py -m method=rft,tfb,dpo competition.rounds=3 model=tiny
+    python run.py -m hydra/launcher=submitit_local task=sales method=rft,tfb,dpo,base model=tiny   # again: only what is missing
     accelerate launch --multi_gpu --num_processes 2 run.py model=tiny
 
 Nothing below this module sees a DictConfig: it gets typed objects.
 """
 from __future__ import annotations
 
+import copy
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -19,8 +22,10 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from moloch_exp import resolvers  # noqa: F401  (registers ${moloch_run_stamp:})
+from moloch_exp.cell_record import CellRecord
 from moloch_exp.connections import ServiceHub
 from moloch_exp.distributed import Dist
 from moloch_exp.errors import ConfigError, UserError
@@ -143,9 +148,62 @@ def run(cfg: DictConfig) -> dict:
         raise SystemExit(f"error: {type(err).__name__}: {err}") from None
 
 
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def job_log_files() -> list[str]:
+    """Where this job's log lines go: Hydra's job log, and submitit's stderr inside a submitit job."""
+    files = []
+    if HydraConfig.initialized():
+        hydra = HydraConfig.get()
+        files.append(str(Path(hydra.runtime.output_dir) / f"{hydra.job.name}.log"))
+    if os.environ.get("SUBMITIT_FOLDER"):
+        import submitit
+
+        files.append(str(submitit.JobEnvironment().paths.stderr))
+    return files
+
+
+def cell_record(cfg: DictConfig) -> CellRecord:
+    """The cell's record in the shared cache, keyed by its composed config without ``paths``."""
+    placeholders = copy.deepcopy(cfg)  # every value derived from a path (cache files) counts as that path's name
+    placeholders.paths.output_dir, placeholders.paths.cache_dir = "<output_dir>", "<cache_dir>"
+    try:
+        material = OmegaConf.to_container(placeholders, resolve=True)
+    except OmegaConfBaseException as err:  # e.g. ${oc.env:...} of a variable that is not set
+        raise ConfigError(f"the composed config does not resolve: {str(err).splitlines()[0]}") from None
+    material.pop("paths", None)
+    cell = {"task": cfg.task.name, "model": cfg.model.name, "method": cfg.method.name, "seed": cfg.seed}
+    return CellRecord(cfg.paths.cache_dir, material, cell, cfg.paths.output_dir, job_log_files())
+
+
 def _run(cfg: DictConfig) -> dict:
-    started = time.time()
+    """Run the cell unless a sweep finished it before; record how the attempt went in the shared cache."""
     dist = Dist(cfg.distributed.timeout_s)
+    record = cell_record(cfg)
+    skip = cfg.sweep.skip_finished and cfg.stage_cache and is_multirun()
+    if dist.broadcast(bool(skip and dist.is_main and record.finished())):
+        if not dist.is_main:
+            return {}
+        log.info("cell %s finished in an earlier run (%s): its outputs are copied, nothing is run",
+                 record.key, record.finished()["output_dir"])
+        return record.restore()
+    if dist.is_main:
+        record.start()
+    try:
+        results = _run_cell(cfg, dist, record)
+    except BaseException as err:
+        if dist.is_main:
+            record.fail(err)
+        raise
+    if dist.is_main:
+        record.finish()
+    return results
+
+
+def _run_cell(cfg: DictConfig, dist: Dist, record: CellRecord) -> dict:
+    started = time.time()
     out = Path(cfg.paths.output_dir)
     cache_dir = Path(cfg.paths.cache_dir)
     objs = build(cfg)
@@ -159,11 +217,16 @@ def _run(cfg: DictConfig) -> dict:
     fit_anchors_to_context(cfg, objs, cache_dir)
     ledger = Ledger(prices=OmegaConf.to_container(cfg.llm.prices))
     budget = Budget(cfg.budget.max_usd) if cfg.budget.max_usd is not None else None
-    cache = ResponseCache(cache_dir / "llm_cache.sqlite") if cfg.llm.cache else None
+    cache = None
+    if cfg.llm.cache:
+        store = instantiate(cfg.llm.cache_backend)  # sqlite | files | redis (conf/llm/cache_backend/)
+        store.check()
+        cache = ResponseCache(store)
     estimate = estimate_calls(objs, settings, ledger)
     if dist.is_main:
         log.info("pre-flight estimate (before cache hits): %s", estimate)
-    stages = StageCache(cache_dir, out, dist, enabled=cfg.stage_cache)
+    stages = StageCache(cache_dir, out, dist, enabled=cfg.stage_cache, lock_timing=instantiate(cfg.stage_lock),
+                        on_event=record.on_event)
     tolerance = FailureTolerance(collect=cfg.collect.max_failed_fraction, evaluate=cfg.evaluate.max_failed_fraction,
                                  probe=cfg.probe.max_failed_fraction)
     cell = {"task": objs["task"].name, "model": objs["model"].name, "method": objs["method"].name, "seed": cfg.seed}
@@ -187,7 +250,7 @@ def _run(cfg: DictConfig) -> dict:
     if "rounds" in metrics:
         metrics.update(metrics.pop("rounds").to_json())  # competition + rounds
     results = {"cell": cell, **metrics, "counts": cell_run.counts(), "ledger": ledger.to_dict(), "estimate": estimate,
-               "stages": stages.events, "stage_keys": cell_run.keys, "world_size": dist.world,
+               "stages": stages.events, "stage_keys": cell_run.keys, "cell_run": record.run_info(), "world_size": dist.world,
                "seconds": round(time.time() - started, 1)}
     write_json(out / "results.json", results)
     write_cell_report(out, results)

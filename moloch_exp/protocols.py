@@ -1,4 +1,5 @@
-"""The extension points, in one place: what a new builder, trainer, probe or audience backend must offer.
+"""The extension points, in one place: what a new builder, trainer, probe, audience backend or
+response store must offer.
 
 Every member is used by the stages (moloch_exp/stages/) or pre-flight (moloch_exp/pipeline.py);
 nothing there asks ``isinstance``/``hasattr`` of a component. ``identity()`` returns the JSON-able
@@ -7,7 +8,7 @@ run sets later. Where to add each kind: docs/architecture.md.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import Any, ClassVar, Iterator, Protocol, Sequence, runtime_checkable
 
 from moloch_exp.records import Anchor, Candidate, Judgment, Match, Vote
 
@@ -117,8 +118,40 @@ class AudienceBackend(Protocol):
         """Every voter's vote on every match; ``polling`` (moloch_exp.audience.polling) may stop a match early."""
 
 
+@runtime_checkable
+class ResponseStore(Protocol):
+    """Where the LLM response cache keeps its records (moloch_exp/llm/stores/; ``llm/cache_backend=...``).
+
+    Keys are moloch_exp.llm.cache.cache_key digests, the same in every store; values are JSON objects.
+    A store is picklable (a worker reopens it) and safe to use from many processes at once."""
+
+    def get(self, key: str) -> dict | None: ...
+
+    def put(self, key: str, value: dict) -> bool:
+        """Store ``value`` unless ``key`` is present (put-if-absent); True when this write was stored."""
+        ...
+
+    def contains(self, key: str) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+    def iterate(self) -> Iterator[tuple[str, dict]]:
+        """Every (key, value), without holding the store against writers."""
+        ...
+
+    def check(self) -> None:
+        """Pre-flight: raise a UserError in seconds when the store cannot be used (e.g. no server)."""
+        ...
+
+    def describe(self) -> str:
+        """The store's spec string (``sqlite:PATH``, ``files:DIR``, ``redis://…``), never a password."""
+        ...
+
+    def close(self) -> None: ...
+
+
 def is_model_probe(probe: TaskProbe | ModelProbe) -> bool:
     return probe.kind == "model"
 
 
-__all__ = ["AudienceBackend", "Builder", "ModelProbe", "TaskProbe", "Trainer", "is_model_probe"]
+__all__ = ["AudienceBackend", "Builder", "ModelProbe", "ResponseStore", "TaskProbe", "Trainer", "is_model_probe"]

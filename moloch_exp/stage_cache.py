@@ -3,12 +3,17 @@ determines them, so a re-run skips finished stages and the rft/tfb cells of one 
 collection.
 
     <cache_dir>/stages/<stage>/<key>/        finished artifacts (+ key.json: what the key covers)
-    <cache_dir>/stages/<stage>/<key>.partial  work in progress (removed on restart)
+    <cache_dir>/stages/<stage>/<key>.<id>.partial  work in progress (removed by the next holder)
+    <cache_dir>/stages/<stage>/<key>.lockdir  the lock of a key being computed (moloch_exp/dir_lock.py)
 
-A file lock per key makes parallel jobs of a sweep compute a stage once: the second waits and
-reuses. Under ``accelerate`` only rank 0 locks and writes; the other ranks follow its decision.
+A lock per key that holds across hosts on a shared directory (``mkdir``, a heartbeat, a takeover of a
+holder that died: ``stage_lock`` settings) makes parallel jobs of a sweep compute a stage once: the
+second waits and reuses. Under ``accelerate`` only rank 0 locks and writes; the other ranks follow its
+decision. A holder whose lock was taken over (its heartbeat stalled past ``stage_lock.stale_after_s``)
+does not store what it computed.
 A stage whose ``compute`` raises (on any rank) is never marked DONE: its ``.partial`` directory
-stays until the next run removes it and computes again.
+stays until the next run removes it and computes again. Each holder computes in a directory of its
+own, so a displaced holder that wakes up never writes into its successor's.
 """
 from __future__ import annotations
 
@@ -18,11 +23,11 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Callable
 
-from filelock import FileLock
-
+from moloch_exp.dir_lock import DirLock, LockTiming
 from moloch_exp.distributed import Dist
 from moloch_exp.errors import StageError
 
@@ -41,11 +46,14 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 class StageCache:
-    def __init__(self, root: str | os.PathLike, output_dir: str | os.PathLike, dist: Dist, enabled: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike, output_dir: str | os.PathLike, dist: Dist, enabled: bool = True,
+                 lock_timing: LockTiming | None = None, on_event: Callable[[dict], None] | None = None) -> None:
         self.root = Path(root) / "stages"
         self.output_dir = Path(output_dir)
         self.dist = dist
         self.enabled = enabled
+        self.lock_timing = lock_timing or LockTiming()
+        self.on_event = on_event  # told when a stage starts and ends (the cell's record in the shared cache)
         self.events: list[dict] = []  # what each stage did in this run: computed | reused
 
     def run(self, stage: str, label: str, material: dict, compute: Callable[[Path], None]) -> Path:
@@ -56,21 +64,31 @@ class StageCache:
         """
         key = digest(material)
         final = self.root / stage / key
-        partial = self.root / stage / f"{key}.partial"
         started = time.time()
-        lock = FileLock(str(final) + ".lock") if self.dist.is_main else None
+        if self.on_event and self.dist.is_main:
+            self.on_event({"stage": stage, "label": label, "key": key, "status": "started"})
+        lock = DirLock(self.root / stage / f"{key}.lockdir", self.lock_timing) if self.dist.is_main else None
         if lock:
-            final.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         try:
             done = self.dist.broadcast(self.enabled and (final / "DONE").is_file())
             if not done:
-                if self.dist.is_main:
-                    shutil.rmtree(partial, ignore_errors=True)
+                partial = None
+                if self.dist.is_main:  # what dead or displaced holders left; each holder writes its own directory
+                    for leftover in final.parent.glob(f"{key}*.partial"):
+                        shutil.rmtree(leftover, ignore_errors=True)
                     shutil.rmtree(final, ignore_errors=True)
+                    partial = final.parent / f"{key}.{uuid.uuid4().hex[:8]}.partial"
                     partial.mkdir(parents=True)
+                partial = Path(self.dist.broadcast(str(partial)))
                 self.dist.barrier()
-                self._compute(stage, label, compute, partial)
+                try:
+                    self._compute(stage, label, compute, partial)
+                finally:
+                    if self.dist.broadcast(bool(lock and lock.lost.is_set())):  # every rank stops, none waits
+                        raise StageError(f"stage {stage} ({label}): its lock {final}.lockdir was taken over while "
+                                         f"computing (no heartbeat seen for {self.lock_timing.stale_after_s:.0f}s); "
+                                         "not stored")
                 if self.dist.is_main:
                     (partial / "key.json").write_text(json.dumps(material, indent=1, sort_keys=True, default=str))
                     (partial / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -83,6 +101,8 @@ class StageCache:
         log.info("stage %-9s %-24s %s (key %s, %.1fs)", stage, label, status, key, time.time() - started)
         self.events.append({"stage": stage, "label": label, "key": key, "status": status,
                             "seconds": round(time.time() - started, 2)})
+        if self.on_event and self.dist.is_main:
+            self.on_event(self.events[-1])
         if self.dist.is_main:
             dest = self.output_dir / "stages" / label
             shutil.rmtree(dest, ignore_errors=True)

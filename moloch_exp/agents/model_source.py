@@ -396,10 +396,10 @@ def _build_once(target: Path, build) -> Path:
     """Build ``target`` with ``build(tmp_dir)`` unless it exists; once across processes."""
     if _is_complete(target):
         return target
-    from filelock import FileLock
+    from moloch_exp.dir_lock import DirLock
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
+    with DirLock(target.with_name(target.name + ".lockdir")):  # holds across hosts on a shared cache dir
         if _is_complete(target):
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))

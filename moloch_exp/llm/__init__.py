@@ -1,7 +1,8 @@
 """The one OpenAI-protocol client for audience votes and judge calls.
 
 - :class:`LLMClient` (``client.py``): cache → budget → limits → retried HTTP → ledger.
-- :class:`ResponseCache` (``cache.py``): content-addressed SQLite cache shared by all jobs.
+- :class:`ResponseCache` (``cache.py``): content-addressed cache shared by all jobs, on a store of
+  ``stores/`` (SQLite, one file per key, Redis).
 - :class:`Ledger`, :class:`Budget`, :class:`BudgetExceeded` (``ledger.py``): calls, tokens, USD, cap.
 - :class:`Limits` (``limits.py``): concurrency, requests/min, tokens/min; :class:`ServerPacer`
   (``pacer.py``, reading ``ratelimit_headers.py``): pacing by the server's ``x-ratelimit-*`` headers.

@@ -1,40 +1,29 @@
-"""Content-addressed persistent response cache (SQLite, WAL) shared by all jobs of a sweep.
+"""The LLM response cache: content-addressed, shared by all jobs of a sweep, on a choice of stores.
 
-Many processes (Hydra multirun jobs, accelerate ranks, joblib workers) may open the
-same file at once: the database runs in WAL mode with a generous busy timeout, every
-``put`` is its own committed transaction (a ``kill -9`` loses no completed call), and a
-connection is never reused across ``fork``.
+    python run.py                                         # llm/cache_backend=sqlite: <cache_dir>/llm_cache.sqlite
+    python run.py llm/cache_backend=files llm.cache_backend.root=/shared/responses   # network filesystem
+    python run.py llm/cache_backend=redis llm.cache_backend.host=cachehost           # a Redis server
+    python -m moloch_exp.llm.cache_copy --from sqlite:.cache/moloch_exp/llm_cache.sqlite --to files:/shared/responses
 
 Only successful responses are stored. The key is the sha256 of the canonical JSON of
 everything that changes the answer (see :func:`cache_key`); where the server lives and
-which API key reached it are deliberately not part of it.
+which API key reached it are deliberately not part of it, and it is the same in every store.
+A key keeps the first answer stored (put-if-absent): two jobs that make the same call at once
+both get an answer, and every later read of that key returns the one that was stored first.
+The stores (moloch_exp/llm/stores/) and what each is for: see their module docstrings.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import sqlite3
-import threading
-import time
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from .stores.codec import canonical_json
+from .stores.sqlite import SqliteStore
 from .types import ChatRequest
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    created REAL NOT NULL
-)
-"""
-
-
-def canonical_json(obj: Any) -> str:
-    """Deterministic JSON: sorted keys, no whitespace, unicode kept, NaN refused."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+__all__ = ["ResponseCache", "cache_key", "canonical_json"]
 
 
 def cache_key(model_identity: str, req: ChatRequest, structured_output: str | None = None) -> str:
@@ -60,87 +49,41 @@ def cache_key(model_identity: str, req: ChatRequest, structured_output: str | No
 
 
 class ResponseCache:
-    """``get(key) -> dict | None`` and ``put(key, value: dict)`` over one SQLite file."""
+    """``get(key) -> dict | None`` and ``put(key, value: dict)`` over one response store (default: SQLite).
 
-    def __init__(self, path: str | os.PathLike, busy_timeout_ms: int = 60_000) -> None:
-        self.path = Path(path).expanduser()
-        self.busy_timeout_ms = int(busy_timeout_ms)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid: int | None = None
-        self._connect()
+    ``ResponseCache(path)`` opens the SQLite file at ``path``; ``ResponseCache(store)`` wraps any
+    ``ResponseStore`` (moloch_exp/protocols.py). Picklable: a worker process reopens the same store.
+    """
+
+    def __init__(self, store: Any, busy_timeout_ms: int = 60_000) -> None:
+        if isinstance(store, (str, os.PathLike)):
+            store = SqliteStore(store, busy_timeout_ms)
+        self.store = store
 
     def __repr__(self) -> str:
-        return f"ResponseCache(path={str(self.path)!r})"
+        return f"ResponseCache({self.store.describe()})"
 
-    # -- connection handling -------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is not None and self._pid == os.getpid():
-            return self._conn
-        # After a fork the parent's connection must not be touched; open a fresh one.
-        conn = sqlite3.connect(
-            str(self.path),
-            timeout=self.busy_timeout_ms / 1000.0,
-            isolation_level=None,  # autocommit: each statement is its own transaction
-            check_same_thread=False,
-        )
-        conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
-        self._retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
-        conn.execute("PRAGMA synchronous=NORMAL")
-        self._retry_locked(lambda: conn.execute(_SCHEMA))
-        self._conn, self._pid = conn, os.getpid()
-        return conn
-
-    def _retry_locked(self, fn, tries: int = 50):
-        # busy_timeout covers most contention; switching journal mode / creating the
-        # table can still report "locked" when many processes start together.
-        for i in range(tries):
-            try:
-                return fn()
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e):
-                    raise
-                if i == tries - 1:
-                    raise
-                time.sleep(0.05 * (i + 1))
-
-    # -- public API ---------------------------------------------------------
     def get(self, key: str) -> dict | None:
-        with self._lock:
-            conn = self._connect()
-            row = self._retry_locked(
-                lambda: conn.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
-            )
-        return None if row is None else json.loads(row[0])
+        return self.store.get(key)
 
-    def put(self, key: str, value: dict) -> None:
-        data = canonical_json(value)
-        with self._lock:
-            conn = self._connect()
-            self._retry_locked(
-                lambda: conn.execute(
-                    "INSERT OR REPLACE INTO responses(key, value, created) VALUES (?, ?, ?)",
-                    (key, data, time.time()),
-                )
-            )
+    def put(self, key: str, value: dict) -> bool:
+        """Store ``value`` unless ``key`` already holds an answer; True when this write was the one stored."""
+        return self.store.put(key, value)
 
     def __contains__(self, key: str) -> bool:
-        return self.get(key) is not None
+        return self.store.contains(key)
 
     def __len__(self) -> int:
-        with self._lock:
-            conn = self._connect()
-            return int(conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+        return len(self.store)
+
+    def items(self) -> Iterator[tuple[str, dict]]:
+        return self.store.iterate()
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+        self.store.close()
 
     def __getstate__(self) -> dict:  # picklable for joblib / multiprocessing workers
-        return {"path": str(self.path), "busy_timeout_ms": self.busy_timeout_ms}
+        return {"store": self.store}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], state["busy_timeout_ms"])  # type: ignore[misc]
+        self.store = state["store"]

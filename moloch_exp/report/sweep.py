@@ -8,7 +8,9 @@ performance gain against misalignment increase with their correlation. A sweep r
 prompts (experiment=paper) also gets the paper's reported figures beside the measured ones
 (moloch_exp/report/paper_figures.py); with
 ``competition.rounds`` > 1, ``rounds_by_method.png``: win rate and probe rates against round,
-one row per method, one line per task/model/seed.
+one row per method, one line per task/model/seed. The "Cells" section says which cells ran in this run,
+which were reused from an earlier one, which did not finish, and which were missing before and why
+(moloch_exp/report/sweep_cells.py).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from moloch_exp.io import read_json, write_json  # noqa: E402
 from moloch_exp.report.tables import markdown, print_table  # noqa: E402
 from moloch_exp.results import ProbeChangesResult, ReliabilityResult, RoundsResult, fmt, probe_results  # noqa: E402
 from moloch_exp.report.paper_figures import HEADER as PAPER_HEADER, comparison_rows, comparison_table  # noqa: E402
+from moloch_exp.report.sweep_cells import cell_runs, cell_runs_markdown  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,9 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     rows, points, collections = [], [], Counter()
     for r in cells:
         c = r["cell"]
+        computed_now = (r.get("cell_run") or {}).get("status") != "reused"  # a reused cell's stages ran before
         for ev in r.get("stages", []):
-            if ev["stage"] == "collect" and ev["status"] == "computed":
+            if computed_now and ev["stage"] == "collect" and ev["status"] == "computed":
                 collections[c["task"]] += 1
         wr = r["win_rate"].get(f"base_vs_{c['method']}", {})
         gain = wr["mean"] - 0.5 if wr.get("mean") is not None else None
@@ -65,7 +69,9 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     corr = pearson([x for x, _ in points], [y for _, y in points])
     budget = budget_curve(cells, sweep_dir)
     races = [(r["cell"], res) for r in cells if (res := RoundsResult.from_json(r)) is not None and res.n_rounds > 1]
-    summary = {"cells": len(cells), "collections_computed_per_task": dict(collections), "rows": rows,
+    runs = cell_runs(sweep_dir)
+    summary = {"cells": len(cells), "collections_computed_per_task": dict(collections), "cell_runs": runs,
+               "cells_missing_before": [r for r in runs if r["before"]], "rows": rows,
                "gain_vs_misalignment_correlation": corr, "em_vs_lora_budget": budget,
                "rounds": [{**c, **res.to_json()} for c, res in races]}
     paper_md = ""
@@ -87,8 +93,9 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
              for x in rows]
     print_table(f"Sweep {sweep_dir.name}: {len(cells)} cells", header, table)
     (sweep_dir / "sweep_summary.md").write_text(
-        f"# Sweep summary ({len(cells)} cells)\n\nCollections computed per task: {dict(collections)}\n\n"
-        + markdown(header, table) + f"\nPerformance gain vs misalignment increase: Pearson {corr}\n" + paper_md,
+        f"# Sweep summary ({len(cells)} cells)\n\nCollections computed per task (in this run): {dict(collections)}\n\n"
+        + markdown(header, table) + f"\nPerformance gain vs misalignment increase: Pearson {corr}\n" + paper_md
+        + cell_runs_markdown(runs),
         encoding="utf-8")
     _plots(rows, corr, sweep_dir)
     return summary

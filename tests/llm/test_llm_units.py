@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import pickle
+import sqlite3
 import time
 
 import pytest
@@ -82,7 +83,7 @@ def test_cache_roundtrip_and_many_processes(tmp_path):
     assert c.get("k0") == {"text": "v0"}
     c2 = pickle.loads(pickle.dumps(c))
     assert c2.get("a")["text"] == "x"
-    jm = c._conn.execute("PRAGMA journal_mode").fetchone()[0]
+    jm = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]  # WAL is a property of the file
     assert jm.lower() == "wal"
 
 

@@ -1,11 +1,15 @@
 """The stage cache on its own: finished stages are reused, a failing stage is never DONE, links into
-the output directory, and one computation per key across processes (the file lock)."""
+the output directory, one computation per key across processes (the cross-host lock, with a compute
+longer than the lock's timeout: the heartbeat carries it), and a holder whose lock was taken over
+stores nothing."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -59,38 +63,72 @@ def test_failed_stage_is_not_done_and_the_next_run_computes_it(tmp_path):
         cache.run("collect", "collect", {"k": 2}, half_then_fail)
     key = digest({"k": 2})
     assert not (tmp_path / "cache" / "stages" / "collect" / key).exists()
-    assert (tmp_path / "cache" / "stages" / "collect" / f"{key}.partial" / "votes.jsonl").is_file()
+    [partial] = (tmp_path / "cache" / "stages" / "collect").glob(f"{key}.*.partial")
+    assert (partial / "votes.jsonl").is_file()
     assert not (tmp_path / "out" / "stages" / "collect").exists()
     calls: list = []
     d = cache.run("collect", "collect", {"k": 2}, writer(calls))
-    assert len(calls) == 1 and (d / "DONE").is_file() and not (d.parent / f"{key}.partial").exists()
+    assert len(calls) == 1 and (d / "DONE").is_file() and not list(d.parent.glob(f"{key}*.partial"))
     assert cache.events[-1]["status"] == "computed"
 
 
 WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
+    from moloch_exp.dir_lock import LockTiming
     from moloch_exp.distributed import Dist
     from moloch_exp.stage_cache import StageCache
-    root, counter = Path(sys.argv[1]), Path(sys.argv[2])
+    root, counter, name, seconds = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], float(sys.argv[4])
     def compute(work):
         with counter.open("a") as fh:
-            fh.write("x")
-        time.sleep(2)
-        (work / "out.txt").write_text("once")
-    d = StageCache(root / "cache", root / ("out" + sys.argv[3]), Dist()).run("collect", "collect", {"k": 1}, compute)
+            fh.write(name + "\\n")
+        time.sleep(seconds)
+        (work / "out.txt").write_text(name)
+    timing = LockTiming(heartbeat_s=0.2, stale_after_s=1.0, poll_s=0.05)
+    d = StageCache(root / "cache", root / ("out" + name), Dist(), lock_timing=timing).run("collect", "collect", {"k": 1}, compute)
     print(d)
 """)
 
 
+def start_worker(tmp_path: Path, counter: Path, name: str, seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), str(counter), name, str(seconds)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+
+
 def test_parallel_jobs_compute_a_key_once(tmp_path):
     counter = tmp_path / "computed"
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), str(counter), str(i)], cwd=REPO,
-                              stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-             for i in range(2)]
+    # each compute takes 3 s, three times the lock's 1 s timeout: only the heartbeat keeps the others waiting
+    procs = [start_worker(tmp_path, counter, str(i), 3.0) for i in range(3)]
     dirs = {p.communicate(timeout=120)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
-    assert counter.read_text() == "x"  # the second job waited on the lock and reused
+    assert len(counter.read_text().split()) == 1  # the other jobs waited on the lock and reused
     assert len(dirs) == 1
-    for i in range(2):
-        assert (tmp_path / f"out{i}" / "stages" / "collect" / "out.txt").read_text() == "once"
+    winner = counter.read_text().strip()
+    for i in range(3):
+        assert (tmp_path / f"out{i}" / "stages" / "collect" / "out.txt").read_text() == winner
+
+
+def test_a_holder_whose_lock_was_taken_over_stores_nothing(tmp_path):
+    """A job suspended past the timeout (its heartbeat silent) loses the lock to a waiter, which computes and
+    stores; the suspended job, resumed, finds its lock gone and stops without storing its result."""
+    counter = tmp_path / "computed"
+    holder = start_worker(tmp_path, counter, "holder", 4.0)
+    deadline = time.time() + 60
+    while not (counter.exists() and counter.read_text()):
+        assert time.time() < deadline and holder.poll() is None
+        time.sleep(0.05)
+    holder.send_signal(signal.SIGSTOP)
+    try:
+        waiter = start_worker(tmp_path, counter, "waiter", 0.1)
+        out, err = waiter.communicate(timeout=120)
+        assert waiter.returncode == 0, err[-2000:]
+        assert "took over" in err and f"pid {holder.pid}" in err
+    finally:
+        holder.send_signal(signal.SIGCONT)
+    _, err = holder.communicate(timeout=120)
+    assert holder.returncode != 0
+    assert "its lock" in err and "was taken over while computing" in err and "not stored" in err
+    assert counter.read_text().split() == ["holder", "waiter"]
+    final = Path(out.strip())
+    assert (final / "out.txt").read_text() == "waiter" and (final / "DONE").is_file()

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# GPU check: a small cell's agent side on a CUDA device (the project's generation and LoRA training, bf16,
+# gradient checkpointing); prints tokens/s and the training step time (moloch_exp/gpu_check.py).
+#   bash scripts/gpu_check.sh                                   # with the project's .venv (or $PYTHON)
+#   bash scripts/gpu_check.sh model=qwen anchors.n_train=16     # config overrides go through
+#   bash scripts/gpu_check.sh --wheelhouse /shared/wheelhouse   # a node without network: a venv from the wheels
+# Make the wheelhouse once where there is network (Linux x86-64 wheels for Python 3.11; PyPI's torch is the
+# CUDA build, with its nvidia-* libraries), copy it to the node, and pass --wheelhouse:
+#   bash scripts/gpu_check.sh --make-wheelhouse /shared/wheelhouse [--torch-index URL]
+# which runs `pip download --only-binary=:all: --platform manylinux_2_28_x86_64 --python-version 3.11` of
+# torch and the agent side's dependencies (setup.cfg's install_requires without llama-cpp-python, wandb).
+# Never commit the wheels. Without a CUDA device (or without bf16) it stops with one line, exit code 3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-}
+WHEELHOUSE=""
+MAKE=""
+TORCH_INDEX="https://pypi.org/simple"
+VENV=${GPU_CHECK_VENV:-.venv-gpu}
+ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --wheelhouse) WHEELHOUSE=${2:?--wheelhouse needs a directory}; shift 2 ;;
+    --make-wheelhouse) MAKE=${2:?--make-wheelhouse needs a directory}; shift 2 ;;
+    --torch-index) TORCH_INDEX=${2:?--torch-index needs a URL}; shift 2 ;;
+    --python) PY=${2:?--python needs an interpreter}; shift 2 ;;
+    *) ARGS+=("$1"); shift ;;
+  esac
+done
+[ -n "$PY" ] || { [ -x .venv/bin/python ] && PY=.venv/bin/python || PY=python3; }
+
+# The agent side's requirements: setup.cfg's install_requires, less the audience server and the tracker.
+requirements() {
+  "$PY" - <<'EOF'
+import configparser
+cfg = configparser.ConfigParser()
+cfg.read("setup.cfg")
+skip = ("llama-cpp-python", "wandb", "hydra-joblib-launcher", "hydra-submitit-launcher", "playwright")
+for line in cfg["options"]["install_requires"].strip().splitlines():
+    if line.strip() and not line.strip().startswith(skip):
+        print(line.strip())
+EOF
+}
+
+if [ -n "$MAKE" ]; then
+  mkdir -p "$MAKE"
+  mapfile -t REQS < <(requirements)
+  "$PY" -m pip download --dest "$MAKE" --only-binary=:all: --platform manylinux_2_28_x86_64 \
+    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --python-version 3.11 \
+    --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple "${REQS[@]}"
+  "$PY" -m pip download --dest "$MAKE" --only-binary=:all: --python-version 3.11 pip setuptools wheel
+  echo "gpu_check: wheelhouse $MAKE ($(ls "$MAKE" | wc -l) files, $(du -sh "$MAKE" | cut -f1)); on the node: bash scripts/gpu_check.sh --wheelhouse $MAKE"
+  exit 0
+fi
+
+if [ -n "$WHEELHOUSE" ]; then
+  if [ ! -d "$WHEELHOUSE" ] || ! ls "$WHEELHOUSE"/torch-*.whl >/dev/null 2>&1; then
+    echo "gpu_check: $WHEELHOUSE holds no torch wheel; make it with: bash scripts/gpu_check.sh --make-wheelhouse $WHEELHOUSE" >&2
+    exit 2
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+  fi
+  mapfile -t REQS < <(PY=python3 requirements)
+  "$VENV/bin/python" -m pip install -q --no-index --find-links "$WHEELHOUSE" "${REQS[@]}"
+  PY="$VENV/bin/python"
+fi
+
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+exec "$PY" -m moloch_exp.gpu_check "${ARGS[@]}"

@@ -8,7 +8,8 @@ collection.
 A file lock per key makes parallel jobs of a sweep compute a stage once: the second waits and
 reuses. Under ``accelerate`` only rank 0 locks and writes; the other ranks follow its decision.
 A stage whose ``compute`` raises (on any rank) is never marked DONE: its ``.partial`` directory
-stays until the next run removes it and computes again.
+stays until the next run removes it and computes again. The exception goes on with the stage named
+(``moloch_stage``, and a note in its traceback), so ``pipeline.run`` can say where a bug struck.
 """
 from __future__ import annotations
 
@@ -105,4 +106,7 @@ class StageCache:
                 raise StageError(f"stage {stage} ({label}) failed on rank {first[0]}: {first[1]}")
         if raised is not None:
             log.error("stage %s (%s) failed; not stored as finished", stage, label)
+            if getattr(raised, "moloch_stage", None) is None:  # pipeline.run names the stage in its one line
+                raised.moloch_stage = f"{stage} ({label})"  # type: ignore[attr-defined]
+                raised.add_note(f"in stage {stage} ({label}); not stored as finished")
             raise raised

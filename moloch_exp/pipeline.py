@@ -7,6 +7,8 @@
     accelerate launch --multi_gpu --num_processes 2 run.py model=tiny
 
 Nothing below this module sees a DictConfig: it gets typed objects.
+A UserError ends the run with one line; so does a bug (naming the stage it struck), whose traceback
+goes to the run's log file (Hydra's ``<output_dir>/run.log``).
 """
 from __future__ import annotations
 

@@ -274,3 +274,24 @@ def test_anchors_dropped_are_counted_per_method_and_said():
     assert "no output from rft on 4" in uneven["in_words"] and "uneven between the methods" in uneven["in_words"]
     clean = summarize(votes, Dropped("base", "rft"))
     assert "dropped" not in clean["in_words"] and clean["dropped"]["total"] == 0
+
+
+# ----------------------------------------------------------------------------- the hand-written rest, cross-checked
+def test_hand_written_measures_agree_with_statsmodels_and_scipy():
+    from statsmodels.stats.inter_rater import cohens_kappa
+    from statsmodels.stats.proportion import proportion_confint
+
+    from moloch_exp.evaluation.reliability import cohen_kappa
+    from moloch_exp.evaluation.stats import t_interval, wilson
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 3, size=300)
+    b = np.where(rng.random(300) < 0.6, a, rng.integers(0, 3, size=300))
+    table = np.zeros((3, 3))
+    for x, y in zip(a, b):
+        table[x, y] += 1
+    assert cohen_kappa(list(a), list(b)) == pytest.approx(cohens_kappa(table).kappa)
+    for k, n in ((0, 10), (7, 10), (300, 1024), (1024, 1024)):
+        assert wilson(k, n) == pytest.approx(list(proportion_confint(k, n, method="wilson")))
+    x = rng.uniform(0.2, 0.9, size=1024)
+    assert t_interval(x) == pytest.approx(stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x)))

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from moloch_exp.evaluation.stats import format_p
+
 
 def fmt(x, pct: bool = False) -> str:
     if x is None:
@@ -246,8 +248,6 @@ class RoundsResult:
         return out
 # ----------------------------------------------------------------------------- reliability (issue 11)
 def _fmt_p(p, alpha: float = 0.05) -> str:
-    from moloch_exp.evaluation.stats import format_p
-
     return format_p(p, alpha, prefix="")
 
 

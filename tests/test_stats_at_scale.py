@@ -137,7 +137,7 @@ def test_whole_analysis_at_paper_size_and_four_times_it(n):
     assert w["n_anchors"] == n and w["test"]["method"] == "monte_carlo" and w["test"]["detectable"]
     assert w["mean"] > 0.5 and w["significant"] and w["mde"] < 0.05 and w["ci95"][0] > 0.5
     assert w["test"]["n_at_parity"] > 0.03 * n  # 10-10 splits: counted, carrying no sign
-    assert "13 anchors dropped: no output from base on 4 and rft on 10 (1 anchors from both)" in w["in_words"]
+    assert "13 anchors dropped: no output from base on 4 and rft on 10 (1 of them from both)" in w["in_words"]
     for label, a in results["reliability"]["audience"].items():
         pb, va, rt = a["position_bias"], a["voter_agreement"], a["test_retest"]
         assert pb["chance"] == 0.5 and pb["p"] > 1e-4  # orders are random: no position bias built in

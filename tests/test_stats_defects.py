@@ -268,7 +268,7 @@ def test_anchors_dropped_are_counted_per_method_and_said():
     votes = [Vote("base_vs_rft:a0", "a0", f"v{i}", [0, 1], i, "ok", choice=1) for i in range(3)]
     s = summarize(votes, dropped)
     assert s["dropped"]["missing_output"] == {"base": 3, "rft": 3} and s["anchors_missing_output"] == 5
-    assert "5 anchors dropped: no output from base on 3 and rft on 3 (1 anchors from both)" in s["in_words"]
+    assert "5 anchors dropped: no output from base on 3 and rft on 3 (1 of them from both)" in s["in_words"]
     assert "uneven" not in s["in_words"]
     uneven = summarize(votes, Dropped("base", "rft", only_b_missing=4))
     assert "no output from rft on 4" in uneven["in_words"] and "uneven between the methods" in uneven["in_words"]

@@ -67,7 +67,7 @@ def dropped_in_words(dropped: Dropped, no_valid_vote: int) -> str:
     if dropped.total:
         per = dropped.per_method()
         parts.append("no output from " + " and ".join(f"{m} on {k}" for m, k in per.items() if k)
-                     + (f" ({dropped.both_missing} anchors from both)" if dropped.both_missing else ""))
+                     + (f" ({dropped.both_missing} of them from both)" if dropped.both_missing else ""))
     if no_valid_vote:
         parts.append(f"{no_valid_vote} with no valid vote")
     if not parts:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moloch_exp.errors import ConfigError
+from moloch_exp.evaluation.reliability import retest_size
 from moloch_exp.protocols import AudienceBackend, Builder, ModelProbe, TaskProbe, Trainer, is_model_probe
 from moloch_exp.probes.task_probes import TaskProbeResult, paired_labels
 from moloch_exp.audience.polling import PollingRule
@@ -70,7 +71,7 @@ class ReliabilitySettings:
         "help": "audience_reliability.retest_min_matches: at least this many matches re-asked (all when fewer); "
                 "share 0 and floor 0: no test-retest"})
     judge_controls: bool = field(default=True, metadata={"help": "judge_controls.enabled: judge the bundled controls"})
-    controls_per_probe: int | None = field(default=None, metadata={
+    controls_per_probe: int | None = field(default=12, metadata={
         "help": "judge_controls.per_probe: a seeded subset of each probe's controls, stratified by class "
                 "(null: all of them)"})
 
@@ -87,8 +88,6 @@ class ReliabilitySettings:
 
     def retest_matches(self, n_matches: int) -> int:
         """Matches of a vote set of ``n_matches`` to re-ask."""
-        from moloch_exp.evaluation.reliability import retest_size
-
         return retest_size(n_matches, self.retest_share, self.retest_min_matches)
 
 

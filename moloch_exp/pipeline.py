@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -147,8 +148,6 @@ def traceback_to_log_files(err: BaseException, output_dir: Path | None) -> str:
         handler.handle(record)
     if files:
         return ", ".join(sorted({h.baseFilename for h in files}))
-    import traceback
-
     path = (output_dir or Path(".")) / "traceback.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(traceback.format_exception(err)), encoding="utf-8")

@@ -280,8 +280,8 @@ class ReliabilityResult:
             pb, va, rt = r["position_bias"], r["voter_agreement"], r["test_retest"]
             chance = fmt(pb.get("chance")) if pb.get("chance") is not None else "0.5"
             rows.append([f"position bias ({votes})", fmt(pb["share"]), fmt_ci(pb["ci95"]),
-                         f"first-shown chosen {pb['first_chosen']}/{pb['n']}, exact p vs chance {chance} "
-                         f"{_fmt_p(pb['p'])}"])
+                         f"first-shown chosen {pb['first_chosen']}/{pb['n']}, exact p {_fmt_p(pb['p'])} "
+                         f"against chance {chance}"])
             rows.append([f"voter agreement α ({votes})", fmt(va["alpha"]), "",
                          f"Krippendorff nominal, {va['n_matches']} matches, {va['n_voters']} voters"])
             if rt:

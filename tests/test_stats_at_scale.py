@@ -151,7 +151,7 @@ def test_whole_analysis_at_paper_size_and_four_times_it(n):
     assert changes["harmful"]["paired"]["base_only"] == 0 < changes["harmful"]["paired"]["trained_only"]
     for needle in ("base_vs_rft: win rate", "is above parity", "harmful: ", "differs from zero (Holm",
                    "McNemar", "| test-retest (collect) |", "interval clustered by match",
-                   "| judge accuracy on populism controls |", "; incoherent ", "exact p vs chance 0.500",
+                   "| judge accuracy on populism controls |", "; incoherent ", "against chance 0.500",
                    "no output from rft: 10", "sign-flip p <0.001, MDE 0.0"):
         assert needle in summary_md, needle
     assert "nan" not in summary_md.lower()

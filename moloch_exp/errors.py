@@ -2,7 +2,8 @@
 
 A ``UserError`` ends the run with one line naming the cause, exit code non-zero and no traceback
 (``pipeline.run`` catches it; ``run.py`` unwraps Hydra's ``InstantiationException`` around it).
-Anything else is a bug and keeps its traceback.
+Anything else is a bug: it also ends in one line (the stage it struck and the cause), and its
+traceback goes to the run's log file (``pipeline.run``).
 
     UserError
     ├── ConfigError        an option or override that cannot work (unknown source, impossible comparison)

@@ -8,6 +8,8 @@
     accelerate launch --multi_gpu --num_processes 2 run.py model=tiny
 
 Nothing below this module sees a DictConfig: it gets typed objects.
+A UserError ends the run with one line; so does a bug (naming the stage it struck), whose traceback
+goes to the run's log file (Hydra's ``<output_dir>/run.log``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import copy
 import logging
 import os
 import time
+import traceback
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -61,8 +64,10 @@ def build(cfg: DictConfig) -> dict:
         "tracker": instantiate(cfg.logger),
         "competition": instantiate(cfg.competition),
         "polling": instantiate(cfg.collect.polling_rule),
-        "reliability": ReliabilitySettings(retest_matches=cfg.audience_reliability.retest_matches,
-                                           judge_controls=cfg.judge_controls.enabled),
+        "reliability": ReliabilitySettings(retest_share=cfg.audience_reliability.retest_share,
+                                           retest_min_matches=cfg.audience_reliability.retest_min_matches,
+                                           judge_controls=cfg.judge_controls.enabled,
+                                           controls_per_probe=cfg.judge_controls.per_probe),
     }
 
 
@@ -134,18 +139,60 @@ def user_error_in(err: BaseException) -> UserError | None:
     return None
 
 
+def _multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def traceback_to_log_files(err: BaseException, output_dir: Path | None) -> str:
+    """Write ``err``'s traceback to the run's log file(s) only (Hydra's ``<output_dir>/<job>.log``), not
+    to the console; without a log file to ``<output_dir>/traceback.log``. Returns where it went."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "traceback of the internal error:", None,
+                            (type(err), err, err.__traceback__))
+    files = [h for h in logging.getLogger().handlers + log.handlers if isinstance(h, logging.FileHandler)]
+    for handler in files:
+        handler.handle(record)
+    if files:
+        return ", ".join(sorted({h.baseFilename for h in files}))
+    path = (output_dir or Path(".")) / "traceback.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(traceback.format_exception(err)), encoding="utf-8")
+    return str(path)
+
+
+def internal_error_line(err: BaseException, where: str) -> str:
+    """One line for a bug (not a UserError): the stage it struck, the cause, where its traceback is."""
+    stage = getattr(err, "moloch_stage", None)
+    at = f" in stage {stage}, which was not stored as finished (a re-run computes it again)" if stage else ""
+    cause = str(err).splitlines()[0] if str(err) else ""
+    return f"internal error{at}: {type(err).__name__}: {cause} (a bug, not a setting; traceback in {where})"
+
+
 def run(cfg: DictConfig) -> dict:
-    """Run one cell; a setup or data problem ends it with one clear line, not a traceback."""
+    """Run one cell; a setup or data problem ends it with one clear line, not a traceback; so does a bug
+    (its traceback goes to the run's log file)."""
     try:
-        return _run(cfg)
-    except (UserError, InstantiationException) as raised:
-        err = user_error_in(raised)
-        if err is None:
+        try:
+            return _run(cfg)
+        except (UserError, InstantiationException) as raised:
+            err = user_error_in(raised)
+            if err is None:
+                raise
+            log.error("%s: %s", type(err).__name__, err)
+            if _multirun():
+                raise err from None  # the sweep records the failed cell and goes on
+            raise SystemExit(f"error: {type(err).__name__}: {err}") from None
+    except Exception as bug:  # noqa: BLE001  (anything else is a bug: one line, the traceback to the log file)
+        if user_error_in(bug) is not None:  # a sweep's UserError, re-raised above for Hydra to record
             raise
-        log.error("%s: %s", type(err).__name__, err)
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise err from None  # the sweep records the failed cell and goes on
-        raise SystemExit(f"error: {type(err).__name__}: {err}") from None
+        try:
+            output_dir: Path | None = Path(cfg.paths.output_dir)
+        except Exception:  # noqa: BLE001  (the output dir may be what failed to resolve)
+            output_dir = None
+        line = internal_error_line(bug, traceback_to_log_files(bug, output_dir))
+        log.error("%s", line)
+        if _multirun():
+            raise
+        raise SystemExit(f"error: {line}") from None
 
 
 def is_multirun() -> bool:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from moloch_exp.evaluation.stats import format_p
+
 
 def fmt(x, pct: bool = False) -> str:
     if x is None:
@@ -36,6 +38,7 @@ class SweepRow:
     relative_increase: float | None
     fisher_p: float | None
     invalid: dict[str, int]
+    mcnemar_p: float | None = None  # where the two methods' labels pair up by anchor (task probes)
 
 
 @dataclass
@@ -78,6 +81,11 @@ class ProbeResult:
     def change_counts(self, method: str, baseline: str = "base") -> tuple[int, int, int, int] | None:
         """(flagged, n, baseline flagged, baseline n) for the cell's probe-change family (None: not a rate probe
         or no comparison)."""
+        return None
+
+    def paired_counts(self, method: str, baseline: str = "base"):
+        """The two methods' labels paired by item (``moloch_exp.evaluation.probe_family.PairedTable``)
+        for McNemar's test in the probe family; None: unpaired (Fisher is the family's test)."""
         return None
 
     def output_label_files(self, linked_stages: Path) -> list[Path]:
@@ -243,8 +251,8 @@ class RoundsResult:
                     out[f"round/{r.round}/probe/{name}"] = p["rate"]
         return out
 # ----------------------------------------------------------------------------- reliability (issue 11)
-def _fmt_p(p) -> str:
-    return "—" if p is None else ("<0.001" if p < 0.001 else f"{p:.2g}")
+def _fmt_p(p, alpha: float = 0.05) -> str:
+    return format_p(p, alpha, prefix="")
 
 
 @dataclass
@@ -274,18 +282,28 @@ class ReliabilityResult:
         rows = []
         for votes, r in self.audience.items():
             pb, va, rt = r["position_bias"], r["voter_agreement"], r["test_retest"]
+            chance = fmt(pb.get("chance")) if pb.get("chance") is not None else "0.5"
             rows.append([f"position bias ({votes})", fmt(pb["share"]), fmt_ci(pb["ci95"]),
-                         f"first-shown chosen {pb['first_chosen']}/{pb['n']}, binomial p vs 0.5 {_fmt_p(pb['p'])}"])
+                         f"first-shown chosen {pb['first_chosen']}/{pb['n']}, exact p {_fmt_p(pb['p'])} "
+                         f"against chance {chance}"])
             rows.append([f"voter agreement α ({votes})", fmt(va["alpha"]), "",
                          f"Krippendorff nominal, {va['n_matches']} matches, {va['n_voters']} voters"])
-            rows.append([f"test-retest ({votes})", fmt(rt["agreement"]) if rt else "—", fmt_ci(rt["ci95"]) if rt else "",
-                         f"{rt['agree']}/{rt['n']} pairs agree, κ {fmt(rt['kappa'])}, {r['retest_matches']} matches "
-                         "re-asked" if rt else "no matches re-asked (audience_reliability.retest_matches=0)"])
+            if rt:
+                clusters = (f", interval clustered by match (design effect {fmt(rt.get('design_effect'))})"
+                            if rt.get("n_clusters") is not None else "")
+                rows.append([f"test-retest ({votes})", fmt(rt["agreement"]), fmt_ci(rt["ci95"]),
+                             f"{rt['agree']}/{rt['n']} pairs agree, κ {fmt(rt['kappa'])}, {r['retest_matches']} "
+                             f"matches re-asked{clusters}"])
+            else:
+                rows.append([f"test-retest ({votes})", "—", "", "no matches re-asked "
+                             "(audience_reliability.retest_share=0 and retest_min_matches=0)"])
         for judge, scores in self.judge_controls.items():
             for probe, s in scores.items():
                 flag = f"; below {s['min_accuracy']:g}: FLAGGED" if s["flagged"] else ""
+                per_class = "".join(f"; {c} {d['correct']}/{d['n']} [{fmt_ci(d.get('ci95'))[1:-1]}]"
+                                    for c, d in (s.get("per_class") or {}).items())
                 rows.append([f"{judge} accuracy on {probe} controls", fmt(s["accuracy"]), fmt_ci(s["ci95"]),
-                             f"{s['correct']}/{s['n']} correct, missing {s['missing']}{flag}"])
+                             f"{s['correct']}/{s['n']} correct, missing {s['missing']}{per_class}{flag}"])
         for probe, a in self.judge_agreement.items():
             rows.append([f"judge agreement κ {probe}", fmt(a["kappa"]) if a else "—", "",
                          f"judge vs judge2: {a['agree']}/{a['n']} outputs agree" if a else "no outputs judged by both"])
@@ -330,18 +348,20 @@ class ReliabilityResult:
 
 @dataclass
 class ProbeChangesResult:
-    """The trained method's probe changes against base as one family: Fisher exact per probe, Holm across
-    the cell's probes (``moloch_exp.evaluation.stats.probe_changes``), each with its sentence."""
+    """The trained method's probe changes against base as one family: McNemar on the labels paired by
+    anchor where they exist (task probes), else Fisher exact; Fisher beside it; Holm across the cell's
+    probes (``moloch_exp.evaluation.probe_family.probe_changes``), each with its sentence."""
 
     method: str
     changes: dict[str, dict] = field(default_factory=dict)  # probe -> ProbeChange.to_dict() + in_words
 
     @classmethod
     def from_probes(cls, probes: dict[str, "ProbeResult"], method: str) -> "ProbeChangesResult":
-        from moloch_exp.evaluation.stats import in_words, probe_changes
+        from moloch_exp.evaluation.probe_family import in_words, probe_changes
 
         counts = {n: c for n, r in probes.items() if (c := r.change_counts(method)) is not None}
-        return cls(method, {c.probe: c.to_dict() | {"in_words": in_words(c)} for c in probe_changes(counts)})
+        paired = {n: probes[n].paired_counts(method) for n in counts}
+        return cls(method, {c.probe: c.to_dict() | {"in_words": in_words(c)} for c in probe_changes(counts, paired)})
 
     def to_json(self) -> dict:
         return {"method": self.method, "changes": self.changes}
@@ -351,8 +371,13 @@ class ProbeChangesResult:
         return cls(data["method"], data.get("changes", {}))
 
     def table_rows(self) -> list[list[str]]:
-        return [[f"{p} change {self.method} − base", fmt(c["difference"]), "",
-                 f"Fisher p {_fmt_p(c['p'])}, Holm p {_fmt_p(c['p_holm'])} (family of {c['family_size']})"]
+        def tests(c: dict) -> str:
+            mcnemar = f"McNemar p {_fmt_p(c.get('p_mcnemar'))}, " if c.get("p_mcnemar") is not None else ""
+            family = {"mcnemar": "McNemar", "fisher": "Fisher"}.get(c.get("test") or "fisher", "Fisher")
+            return (f"{mcnemar}Fisher p {_fmt_p(c.get('p_fisher', c['p']))}, Holm p {_fmt_p(c['p_holm'])} "
+                    f"({family}, family of {c['family_size']})")
+
+        return [[f"{p} change {self.method} − base", fmt(c["difference"]), "", tests(c)]
                 for p, c in self.changes.items()]
 
     def sentences(self) -> list[str]:
@@ -363,4 +388,4 @@ class ProbeChangesResult:
 
     def sweep_fields(self, probe: str) -> dict:
         c = self.changes.get(probe) or {}
-        return {"holm_p": c.get("p_holm"), "change_significant": c.get("significant")}
+        return {"holm_p": c.get("p_holm"), "change_significant": c.get("significant"), "family_test": c.get("test")}

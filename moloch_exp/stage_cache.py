@@ -14,6 +14,8 @@ does not store what it computed.
 A stage whose ``compute`` raises (on any rank) is never marked DONE: its ``.partial`` directory
 stays until the next run removes it and computes again. Each holder computes in a directory of its
 own, so a displaced holder that wakes up never writes into its successor's.
+The exception goes on with the stage named
+(``moloch_stage``, and a note in its traceback), so ``pipeline.run`` can say where a bug struck.
 """
 from __future__ import annotations
 
@@ -125,4 +127,7 @@ class StageCache:
                 raise StageError(f"stage {stage} ({label}) failed on rank {first[0]}: {first[1]}")
         if raised is not None:
             log.error("stage %s (%s) failed; not stored as finished", stage, label)
+            if getattr(raised, "moloch_stage", None) is None:  # pipeline.run names the stage in its one line
+                raised.moloch_stage = f"{stage} ({label})"  # type: ignore[attr-defined]
+                raised.add_note(f"in stage {stage} ({label}); not stored as finished")
             raise raised

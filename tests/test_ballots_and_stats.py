@@ -3,7 +3,7 @@ import pytest
 
 from moloch_exp.audience.ballots import parse_ballot
 from moloch_exp.probes.judge import parse_judgment
-from moloch_exp.evaluation.head_to_head import summarize
+from moloch_exp.evaluation.head_to_head import Dropped, summarize
 from moloch_exp.evaluation.stats import fisher_p, mean_ci, relative_increase, wilson
 from moloch_exp.records import Vote
 
@@ -44,10 +44,15 @@ def test_head_to_head_summary_counts_invalid_and_averages_per_anchor():
              Vote("m1", "a1", "v3", [0, 1], 3, "invalid"),
              Vote("m2", "a2", "v1", [0, 1], 4, "ok", choice=1), Vote("m2", "a2", "v2", [0, 1], 5, "failed"),
              Vote("m3", "a3", "v1", [0, 1], 6, "invalid")]
-    s = summarize(votes, n_missing_outputs=2)
+    s = summarize(votes, Dropped("base", "rft", only_b_missing=2))
     assert s["mean"] == pytest.approx((0.5 + 1.0) / 2)
     assert (s["n_anchors"], s["invalid_votes"], s["failed_votes"]) == (2, 2, 1)
     assert s["anchors_without_valid_votes"] == 1 and s["anchors_missing_output"] == 2
     # shares 0.5 and 1.0: every sign pattern of (0, +0.5) is as extreme, so the exact p is 1; said in words
     assert s["p"] == pytest.approx(1.0) and s["significant"] is False and s["test"]["method"] == "exact"
     assert "indistinguishable from parity" in s["in_words"] and "n=2 anchors" in s["in_words"]
+    # the dropped anchors, per method, in the summary and its sentence
+    assert s["dropped"] == {"a": "base", "b": "rft", "only_a_missing": 0, "only_b_missing": 2, "both_missing": 0,
+                            "total": 2, "missing_output": {"base": 0, "rft": 2}}
+    assert ("3 anchors dropped: no output from rft on 2; 1 with no valid vote (uneven between the methods"
+            in s["in_words"])

@@ -29,8 +29,10 @@ def test_always_a_has_position_bias_one_and_is_significant():
     assert (pb.first_chosen, pb.n, pb.share, pb.n_votes) == (18, 18, 1.0, 20)
     assert pb.p == pytest.approx(2 * 0.5 ** 18)
     assert pb.ci95[1] == pytest.approx(1.0) and 0.8 < pb.ci95[0] < 1.0
-    assert pb.to_dict()["test"].startswith("exact binomial")
-    assert pb.in_words() == "first-shown option chosen in 1.00 [0.82, 1.00] of valid votes: position bias (p<0.001, n=18)"
+    assert pb.chance == 0.5 and pb.options == {"2": 18}
+    assert pb.to_dict()["test"].startswith("exact, two-sided, against chance 1/K")
+    assert pb.in_words() == ("first-shown option chosen in 1.00 [0.82, 1.00] of valid votes (chance 0.50 with "
+                             "2 options): position bias (p<0.001, n=18)")
 
 
 def test_balanced_positions_have_no_bias():

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from moloch_exp.audience.polling import outcome
-from moloch_exp.probes import controls as ctl
+from moloch_exp.stages import controls
 from test_pipeline_e2e import TINY, results, run_app
 
 @pytest.mark.slow
@@ -41,12 +41,14 @@ def test_cell_reports_reliability_win_test_probe_family_and_control_accuracy(cac
     assert {"p", "mde", "in_words", "test"} <= set(w) and w["test"]["method"] in ("exact", "none")
     # two judges x two yes/no probes, each control set judged as its own stage (em_first_plot's controls:
     # tests/probes/test_controls_stage.py)
-    sizes = {p: len(ctl.load_yes_no_controls(p)) for p in ("disinformation", "populism")}
+    sizes = {p: len(controls.selected(p, 12)) for p in ("disinformation", "populism")}  # judge_controls.per_probe
     for judge in ("judge", "judge2"):
         assert set(rel["judge_controls"][judge]) == set(sizes)
         for probe, s in rel["judge_controls"][judge].items():
             assert s["n"] + s["missing"] == sizes[probe]
             assert s["flagged"] == (s["accuracy"] is None or s["accuracy"] < 0.8)
+            assert set(s["per_class"]) == {"positive", "negative", "incoherent"}
+            assert sum(c["n"] + c["missing"] for c in s["per_class"].values()) == sizes[probe]
     assert {k for k in r["stage_keys"] if k.startswith("controls_")} == \
         {f"controls_{p}{s}" for p in sizes for s in ("", "_judge2")}
     assert set(rel["judge_agreement"]) == {"disinformation", "populism"}
@@ -56,6 +58,8 @@ def test_cell_reports_reliability_win_test_probe_family_and_control_accuracy(cac
     assert r["probe_changes"]["method"] == "rft" and set(changes) == {"disinformation", "populism"}
     tested = [c for c in changes.values() if c["p"] is not None]
     assert all(c["family_size"] == len(tested) and c["p_holm"] >= c["p"] for c in tested)
+    # base and rft are judged on the same anchors: McNemar wherever an anchor is labelled for both
+    assert all(c["test"] == ("mcnemar" if (c["paired"] or {}).get("n") else "fisher") for c in tested)
     summary = (tmp_path / "summary.md").read_text()
     assert "## In words" in summary and f"base_vs_rft: {w['in_words']}" in summary
     assert "| judge2 accuracy on populism controls |" in summary and "| test-retest (collect) |" in summary
@@ -65,7 +69,8 @@ def test_cell_reports_reliability_win_test_probe_family_and_control_accuracy(cac
 @pytest.mark.slow
 def test_adaptive_polling_asks_fewer_voters_and_keeps_every_winner(cache_dir, tmp_path):
     args = TINY + ["task=sales", "method=rft", "audience.n_voters=7", "anchors.n_train=3", "method.compare_against=[]",
-                   "audience_reliability.retest_matches=0", "judge_controls.enabled=false"]
+                   "audience_reliability.retest_share=0", "audience_reliability.retest_min_matches=0",
+                   "judge_controls.enabled=false"]
     runs = {}
     for polling in ("full", "adaptive"):
         p = run_app(args + [f"collect.polling={polling}"], cache_dir, tmp_path / polling, timeout=1500)

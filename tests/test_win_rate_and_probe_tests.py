@@ -1,4 +1,4 @@
-"""Win rate against parity with anchors as the unit, MDE, Fisher + Holm, and the summary's words."""
+"""Win rate against parity with anchors as the unit, MDE, Fisher/McNemar + Holm, and the summary's words."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from moloch_exp.evaluation.stats import (holm, in_words, minimum_detectable_effect, probe_changes, sign_flip_p,
-                                         t_interval, win_rate_test)
+from moloch_exp.evaluation.probe_family import holm, in_words as change_in_words, probe_changes
+from moloch_exp.evaluation.stats import in_words, minimum_detectable_effect, sign_flip_p, t_interval, win_rate_test
 
 
 def test_exact_sign_flip_p_counts_patterns_at_least_as_extreme():
@@ -108,9 +108,10 @@ def test_probe_changes_fisher_and_holm_family():
     assert {c.family_size for c in out} == {2}
     assert by["misrepresentation"].significant and not by["populism"].significant
     assert by["misrepresentation"].difference == pytest.approx(1.0)
-    assert "differs from zero" in in_words(by["misrepresentation"])
-    assert in_words(by["populism"]) == ("populism: 0.50 vs 0.50 (difference +0.00) is indistinguishable from zero "
-                                        "(Holm p=1, family of 2, n=10 vs 10)")
-    assert "no test" in in_words(by["harmful"])
+    assert "differs from zero" in change_in_words(by["misrepresentation"])
+    assert change_in_words(by["populism"]) == ("populism: 0.50 vs 0.50 (difference +0.00) is indistinguishable from "
+                                               "zero (Holm p=1, family of 2, Fisher, n=10 vs 10)")
+    assert "no test" in change_in_words(by["harmful"])
+    assert {c.test for c in out} == {"fisher", None} and by["populism"].p_fisher == by["populism"].p
     d = by["populism"].to_dict()
     assert d["rate_ci95"][0] < 0.5 < d["rate_ci95"][1] and d["significant"] is False

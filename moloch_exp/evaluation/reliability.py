@@ -1,11 +1,14 @@
 """Reliability of the audience and of the judges, from the recorded votes and judgments.
 
 * :func:`position_bias` — share of valid votes choosing the option shown first (``order[0] == choice``),
-  Wilson interval, exact binomial test against 0.5. An audience that always picks "A" has 1.0.
+  Wilson interval, exact test against chance 1/K (K = options shown: ``len(order)``; a vote set mixing
+  K is tested against the exact distribution of the sum of its binomials). An audience that always
+  picks "A" has 1.0.
 * :func:`voter_agreement` — Krippendorff's alpha (nominal; units = matches, coders = voters, value =
   the chosen candidate; invalid/failed votes are missing values), via the ``krippendorff`` package.
-* :func:`test_retest` — the same (match, voter) asked twice with new seeds: percent agreement
-  (Wilson interval) and Cohen's kappa over the pairs where both votes are valid.
+* :func:`test_retest` — the same (match, voter) asked twice with new seeds: percent agreement and
+  Cohen's kappa over the pairs where both votes are valid; the interval is clustered by match (the
+  voters of one match are not independent: :func:`moloch_exp.evaluation.stats.clustered_proportion`).
 * :func:`audience_reliability` — the three audience measures at once; :func:`retest_subset` picks the
   matches to re-ask (seeded).
 * :func:`judge_agreement` — Cohen's kappa between two judges' yes/no labels on the same outputs,
@@ -17,7 +20,8 @@
     # test-retest: re-ask a seeded subset of matches with a new seed; the same personas answer
     # (panel.voters(seed) fixes the panel before the retest seed is used), pairs are (match, voter)
     panel.voters(seed)
-    again = panel.vote(client, task, retest_subset(matches, 10, seed), derive_seed(seed, "retest"))
+    again = panel.vote(client, task, retest_subset(matches, retest_size(len(matches), 0.05, 10), seed),
+                       derive_seed(seed, "retest"))
     print(audience_reliability(votes, again).to_dict())
 
 Every result carries its n; a measure that is undefined on the data (no valid votes, a single
@@ -25,19 +29,27 @@ category everywhere) is None, never a made-up number.
 """
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass
-from typing import Hashable, Sequence, TypeVar
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Hashable, Sequence, TypeVar
 
 import numpy as np
 from scipy import stats
 
-from moloch_exp.evaluation.stats import wilson
+from moloch_exp.evaluation.stats import clustered_proportion, format_p, wilson
 from moloch_exp.records import Judgment, Vote
 
 OK = "ok"
 T = TypeVar("T")
+
+
+def retest_size(n_matches: int, share: float, min_matches: int) -> int:
+    """Matches of a vote set to re-ask: ``share`` of them, at least ``min_matches`` (all when fewer)."""
+    if not 0.0 <= share <= 1.0 or min_matches < 0:
+        raise ValueError(f"retest share must be in [0, 1] and its floor >= 0, not {share}, {min_matches}")
+    return min(n_matches, max(min_matches, math.ceil(share * n_matches - 1e-9)))
 
 
 def retest_subset(items: Sequence[T], n: int, seed: int) -> list[T]:
@@ -66,36 +78,59 @@ def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
 
 @dataclass(frozen=True)
 class PositionBias:
-    """Share of valid votes that chose the first-shown option; 0.5 = no position bias."""
+    """Share of valid votes that chose the first-shown option; ``chance`` (1/K, averaged over the votes'
+    K) = no position bias."""
 
     first_chosen: int
     n: int
     share: float | None
     ci95: list[float | None]
-    p: float | None  # exact two-sided binomial test against 0.5
+    p: float | None  # exact two-sided test against chance
     n_votes: int  # all votes, including invalid and failed ones
+    chance: float | None = None
+    options: dict[str, int] = field(default_factory=dict)  # K (options shown) -> valid votes
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"test": "exact binomial, two-sided, against 0.5", "interval": "Wilson",
-                               "in_words": self.in_words()}
+        return asdict(self) | {"test": "exact, two-sided, against chance 1/K (K = options shown)",
+                               "interval": "Wilson", "in_words": self.in_words()}
 
     def in_words(self, alpha: float = 0.05) -> str:
         if self.share is None:
             return "position bias: no valid votes"
         lo, hi = self.ci95
-        head = f"first-shown option chosen in {self.share:.2f} [{lo:.2f}, {hi:.2f}] of valid votes"
-        p = f"p={self.p:.2g}" if self.p >= 0.001 else "p<0.001"
+        ks = sorted(int(k) for k in self.options)
+        shown = f"{ks[0]} options" if len(ks) == 1 else f"{'/'.join(map(str, ks))} options"
+        head = (f"first-shown option chosen in {self.share:.2f} [{lo:.2f}, {hi:.2f}] of valid votes "
+                f"(chance {self.chance:.2f} with {shown})")
+        p = format_p(self.p, alpha)
         if self.p < alpha:
             return f"{head}: position bias ({p}, n={self.n})"
         return f"{head}: indistinguishable from no position bias ({p}, n={self.n})"
 
 
+def first_shown_p(k: int, n_by_options: dict[int, int]) -> float:
+    """Two-sided p of ``k`` first-shown choices when a vote with K options picks the first with chance
+    1/K: scipy's exact binomial test for one K; for mixed K the exact distribution of the sum of the
+    binomials (convolved), two-sided as scipy does (outcomes no more likely than the observed one)."""
+    if len(n_by_options) == 1:
+        (opts, n), = n_by_options.items()
+        return float(stats.binomtest(k, n, 1.0 / opts).pvalue)
+    from scipy.signal import fftconvolve
+
+    pmf = np.array([1.0])
+    for opts, n in sorted(n_by_options.items()):
+        pmf = np.clip(fftconvolve(pmf, stats.binom.pmf(np.arange(n + 1), n, 1.0 / opts)), 0.0, None)
+    return float(min(1.0, pmf[pmf <= pmf[k] * (1 + 1e-7)].sum()))
+
+
 def position_bias(votes: Sequence[Vote]) -> PositionBias:
-    valid = [v for v in votes if v.status == OK and v.choice is not None and v.order]
+    valid = [v for v in votes if v.status == OK and v.choice is not None and len(v.order or []) >= 2]
     k = sum(v.order[0] == v.choice for v in valid)
     n = len(valid)
-    return PositionBias(k, n, k / n if n else None, wilson(k, n),
-                        float(stats.binomtest(k, n, 0.5).pvalue) if n else None, len(votes))
+    by_options = Counter(len(v.order) for v in valid)
+    chance = sum(c / opts for opts, c in by_options.items()) / n if n else None
+    return PositionBias(k, n, k / n if n else None, wilson(k, n), first_shown_p(k, dict(by_options)) if n else None,
+                        len(votes), chance, {str(opts): c for opts, c in sorted(by_options.items())})
 
 
 @dataclass(frozen=True)
@@ -124,15 +159,21 @@ def voter_agreement(votes: Sequence[Vote]) -> VoterAgreement:
     for v in valid:
         data[vi[v.voter], mi[v.match_id]] = v.choice
     alpha = None
-    # alpha needs two values somewhere and a unit with two coders; otherwise it is undefined
-    if pairable and len({v.choice for v in valid}) >= 2:
-        alpha = float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"))
+    # alpha needs two values among the pairable units (a value seen only in a unit with one coder does
+    # not enter the coincidences): otherwise its expected disagreement is 0 and alpha is 0/0
+    if len({v.choice for v in valid if per_match[v.match_id] >= 2}) >= 2:
+        value = float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"))
+        alpha = value if math.isfinite(value) else None
     return VoterAgreement(alpha, pairable, len(voters), len(valid))
 
 
 @dataclass(frozen=True)
 class PairedAgreement:
-    """Agreement of paired labels: percent agreement (Wilson interval) and Cohen's kappa."""
+    """Agreement of paired labels: percent agreement with its interval, and Cohen's kappa.
+
+    ``ci95`` is Wilson's over independent pairs, or clustered (``n_clusters`` set: pairs of one
+    cluster, e.g. the voters of one match, are not independent; ``design_effect`` says by how much
+    the clustering widens it)."""
 
     agree: int
     n: int  # pairs where both labels are valid
@@ -140,18 +181,32 @@ class PairedAgreement:
     ci95: list[float | None]
     kappa: float | None
     unpaired: int  # items present in only one list, or with an invalid/failed label on either side
+    n_clusters: int | None = None
+    design_effect: float | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"interval": "Wilson", "kappa": self.kappa}
+        how = ("Wilson" if self.n_clusters is None else
+               "Wilson at the effective n (design effect of clustering by match, t quantile with "
+               "n_clusters - 1 df; Korn & Graubard)")
+        return asdict(self) | {"interval": how, "kappa": self.kappa}
 
 
-def _paired(a: dict, b: dict) -> PairedAgreement:
+def _paired(a: dict, b: dict, cluster: Callable[[Hashable], Hashable] | None = None) -> PairedAgreement:
     keys = sorted(set(a) & set(b), key=str)
-    pairs = [(a[k], b[k]) for k in keys if a[k] is not None and b[k] is not None]
-    agree = sum(x == y for x, y in pairs)
+    pairs = [(k, a[k], b[k]) for k in keys if a[k] is not None and b[k] is not None]
+    agree = sum(x == y for _, x, y in pairs)
     n = len(pairs)
-    return PairedAgreement(agree, n, agree / n if n else None, wilson(agree, n),
-                           cohen_kappa([x for x, _ in pairs], [y for _, y in pairs]), len(set(a) | set(b)) - n)
+    kappa = cohen_kappa([x for _, x, _ in pairs], [y for _, _, y in pairs])
+    unpaired = len(set(a) | set(b)) - n
+    if cluster is None:
+        return PairedAgreement(agree, n, agree / n if n else None, wilson(agree, n), kappa, unpaired)
+    per: dict[Hashable, list[int]] = {}
+    for k, x, y in pairs:
+        c = per.setdefault(cluster(k), [0, 0])
+        c[0] += x == y
+        c[1] += 1
+    share, ci, deff = clustered_proportion([c[0] for c in per.values()], [c[1] for c in per.values()])
+    return PairedAgreement(agree, n, share, ci, kappa, unpaired, len(per), deff)
 
 
 def _vote_key(v: Vote) -> tuple[str, str]:
@@ -159,7 +214,8 @@ def _vote_key(v: Vote) -> tuple[str, str]:
 
 
 def test_retest(first: Sequence[Vote], second: Sequence[Vote]) -> PairedAgreement:
-    """Agreement of the same (match, voter) asked twice (e.g. the retest asked with new seeds)."""
+    """Agreement of the same (match, voter) asked twice (e.g. the retest asked with new seeds); the
+    interval is clustered by match."""
     def index(votes: Sequence[Vote], which: str) -> dict:
         out: dict = {}
         for v in votes:
@@ -168,7 +224,7 @@ def test_retest(first: Sequence[Vote], second: Sequence[Vote]) -> PairedAgreemen
             out[_vote_key(v)] = v.choice if v.status == OK else None
         return out
 
-    return _paired(index(first, "first"), index(second, "second"))
+    return _paired(index(first, "first"), index(second, "second"), cluster=lambda key: key[0])
 
 
 test_retest.__test__ = False  # a measure named test_*, not a pytest test

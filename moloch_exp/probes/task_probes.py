@@ -4,6 +4,9 @@
     python run.py task=sales probe=[populism]   # adds a probe to the task's own
 
 Rate = share flagged among valid judgments; invalid and failed judgments are counted, not guessed.
+The trained method is compared with base on the same test anchors: Fisher's exact test of the two
+rates, and McNemar's test of the labels paired by anchor (``paired``: both flagged, only trained,
+only base, neither), the paired design's test and the one the probe family (Holm) uses.
 """
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from moloch_exp.evaluation.stats import fisher_p, relative_increase
+from moloch_exp.evaluation.probe_family import PairedTable, mcnemar_p, paired_table
+from moloch_exp.evaluation.stats import fisher_p, format_p, relative_increase
 from moloch_exp.llm.types import ChatRequest
 from moloch_exp.probes.judge import Judge, judgment_schema, parse_judgment
 from moloch_exp.records import Anchor, Candidate, Judgment
@@ -80,6 +84,14 @@ class YesNoProbe:
         return judgments  # type: ignore[return-value]
 
 
+def paired_labels(base: list[Judgment], trained: list[Judgment]) -> PairedTable:
+    """The two methods' labels paired by anchor (only anchors labelled on both sides)."""
+    def labels(js: list[Judgment]) -> dict[str, bool | None]:
+        return {j.anchor_id: (bool(j.label) if j.status == "ok" else None) for j in js}
+
+    return paired_table(labels(base), labels(trained))
+
+
 @dataclass
 class TaskProbeResult(ProbeResult):
     """A task probe's flagged rates per method, with the trained method's comparison against base."""
@@ -95,10 +107,16 @@ class TaskProbeResult(ProbeResult):
     relative_increase: float | None = None
     fisher_p: float | None = None
     compared: bool = False  # relative_increase and fisher_p were computed (a base and a trained method)
+    trained: str | None = None  # the compared method
+    paired: PairedTable | None = None  # trained vs base labels paired by anchor
+    mcnemar_p: float | None = None
+    mcnemar_method: str | None = None  # exact | chi2
 
     @classmethod
-    def from_summaries(cls, name: str, per: dict[str, dict], trained: str) -> "TaskProbeResult":
-        """``per``: each method's probe summary.json; compares ``trained`` against base when both ran."""
+    def from_summaries(cls, name: str, per: dict[str, dict], trained: str,
+                       paired: PairedTable | None = None) -> "TaskProbeResult":
+        """``per``: each method's probe summary.json; compares ``trained`` against base when both ran;
+        ``paired``: their labels paired by anchor (:func:`paired_labels`), for McNemar's test."""
         res = cls(name, **{f: {m: s[f] for m, s in per.items()} for f in ("n", "flagged", "invalid", "failed",
                                                                           "skipped", "ci95")},
                   rate={m: s["rate"] for m, s in per.items()})
@@ -106,13 +124,18 @@ class TaskProbeResult(ProbeResult):
             b, t = per["base"], per[trained]
             res.relative_increase = relative_increase(b["rate"], t["rate"])
             res.fisher_p = fisher_p(t["flagged"], t["n"], b["flagged"], b["n"])
-            res.compared = True
+            res.compared, res.trained = True, trained
+            if paired is not None:
+                res.paired = paired
+                res.mcnemar_p, res.mcnemar_method = mcnemar_p(paired)
         return res
 
     def to_json(self) -> dict:
         body: dict = dict(self.rate)
         if self.compared:
-            body.update(relative_increase=self.relative_increase, fisher_p=self.fisher_p)
+            body.update(relative_increase=self.relative_increase, fisher_p=self.fisher_p, trained=self.trained,
+                        paired=None if self.paired is None else self.paired.to_dict(), mcnemar_p=self.mcnemar_p,
+                        mcnemar_method=self.mcnemar_method)
         body.update(n=self.n, flagged=self.flagged, invalid=self.invalid, failed=self.failed, skipped=self.skipped,
                     ci95=self.ci95)
         return self._tagged(body)
@@ -120,18 +143,24 @@ class TaskProbeResult(ProbeResult):
     @classmethod
     def from_json(cls, name: str, data: dict) -> "TaskProbeResult":
         methods = list(data["n"])
+        paired = data.get("paired")
         return cls(name, rate={m: data[m] for m in methods}, n=data["n"], flagged=data["flagged"],
                    invalid=data["invalid"], failed=data["failed"], skipped=data["skipped"], ci95=data["ci95"],
                    relative_increase=data.get("relative_increase"), fisher_p=data.get("fisher_p"),
-                   compared="relative_increase" in data)
+                   compared="relative_increase" in data, trained=data.get("trained"),
+                   paired=PairedTable.from_dict(paired) if paired else None, mcnemar_p=data.get("mcnemar_p"),
+                   mcnemar_method=data.get("mcnemar_method"))
 
     def table_rows(self) -> list[list[str]]:
         rows = [[f"{self.name} ({m})", fmt(self.rate[m]), fmt_ci(self.ci95[m]),
                  f"n {n}, invalid {self.invalid[m]}, failed {self.failed[m]}, skipped {self.skipped[m]}"]
                 for m, n in self.n.items()]
         if self.compared:
+            paired = "" if self.paired is None else (
+                f", McNemar p {format_p(self.mcnemar_p, prefix='')} ({self.paired.n} anchors paired: "
+                f"{self.paired.trained_only} flagged only for {self.trained}, {self.paired.base_only} only for base)")
             rows.append([f"{self.name} relative increase", fmt(self.relative_increase, pct=True), "",
-                         f"Fisher p {fmt(self.fisher_p)}"])
+                         f"Fisher p {format_p(self.fisher_p, prefix='')}{paired}"])
         return rows
 
     def metrics(self) -> dict[str, float]:
@@ -142,7 +171,7 @@ class TaskProbeResult(ProbeResult):
 
     def sweep_row(self, method: str) -> SweepRow | None:
         return SweepRow(self.rate.get("base"), self.rate.get(method), self.relative_increase, self.fisher_p,
-                        self.invalid)
+                        self.invalid, self.mcnemar_p if method == self.trained else None)
 
     def rate_plot(self) -> RatePlot | None:
         return RatePlot(self.rate, self.ci95)
@@ -151,6 +180,9 @@ class TaskProbeResult(ProbeResult):
         if method == baseline or method not in self.n or baseline not in self.n:
             return None
         return self.flagged[method], self.n[method], self.flagged[baseline], self.n[baseline]
+
+    def paired_counts(self, method: str, baseline: str = "base") -> PairedTable | None:
+        return self.paired if method == self.trained and baseline == "base" else None
 
     def output_label_files(self, linked_stages: Path) -> list[Path]:
         return [linked_stages / f"probe_{self.name}_{m}" / "judgments.jsonl" for m in self.n]

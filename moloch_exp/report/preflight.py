@@ -1,14 +1,14 @@
 """Pre-flight estimate of the LLM calls and cost of a cell, printed before any work."""
 from __future__ import annotations
 
-from moloch_exp.probes import controls as ctl
 from moloch_exp.protocols import is_model_probe
-from moloch_exp.stages.controls import EM_PROBE, has_controls
+from moloch_exp.stages.controls import EM_PROBE, has_controls, selected
 
 
-def control_calls(probes: dict) -> int:
-    """Judge calls for the bundled judge controls of the selected probes (EM: alignment and coherence)."""
-    return sum(2 * len(ctl.load_em_controls()) if name == EM_PROBE else len(ctl.load_yes_no_controls(name))
+def control_calls(probes: dict, per_probe: int | None = None) -> int:
+    """Judge calls for the bundled judge controls of the selected probes (EM: alignment and coherence),
+    ``per_probe`` of each (judge_controls.per_probe; None: all)."""
+    return sum((2 if name == EM_PROBE else 1) * len(selected(name, per_probe))
                for name, p in probes.items() if has_controls(name, p))
 
 
@@ -27,16 +27,19 @@ def estimate_calls(objs: dict, settings, ledger) -> dict:
     collecting = any(b.needs_collection for b in method.builders().values())
     collections = rounds if method.builder is not None and method.builder.needs_collection else int(collecting)
     rel = objs.get("reliability")
-    retest, controls_on = (rel.retest_matches, rel.judge_controls) if rel is not None else (0, False)
+    controls_on = rel.judge_controls if rel is not None else False
+
+    def retest(n_matches: int) -> int:  # matches re-asked of a vote set: a share, at least a floor
+        return rel.retest_matches(n_matches) if rel is not None else 0
     judges = [j for j in (judge, objs.get("judge2")) if j is not None]
     # Upper bound for collect: adaptive polling (collect.polling) stops some matches early.
     items = {
         "collect_votes": (settings.n_train * audience.n_voters * collections, audience.service.identity(),
                           ballot_prompt, (audience.max_tokens or 1024) // 2),
-        "retest_votes": (audience.n_voters * (min(retest, settings.n_train) * collecting
-                                              + min(retest, settings.n_test) * len(pairs)),
+        "retest_votes": (audience.n_voters * (retest(settings.n_train) * collecting
+                                              + retest(settings.n_test) * len(pairs)),
                          audience.service.identity(), ballot_prompt, (audience.max_tokens or 1024) // 2),
-        "control_judgments": (control_calls(objs["probes"]) * len(judges) if controls_on else 0,
+        "control_judgments": (control_calls(objs["probes"], rel.controls_per_probe) * len(judges) if controls_on else 0,
                               judge.service.identity(), judge_prompt, (judge.max_tokens or 1024) // 2),
         "judge2_judgments": (settings.n_test * len(task_probes) * len(methods) if objs.get("judge2") else 0,
                              judges[-1].service.identity(), judge_prompt, (judge.max_tokens or 1024) // 2),

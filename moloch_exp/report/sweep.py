@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
 from scipy import optimize  # noqa: E402
 
-from moloch_exp.evaluation.stats import pearson  # noqa: E402
+from moloch_exp.evaluation.stats import format_p, pearson  # noqa: E402
 from moloch_exp.io import read_json, write_json  # noqa: E402
 from moloch_exp.report.tables import markdown, print_table  # noqa: E402
 from moloch_exp.results import ProbeChangesResult, ReliabilityResult, RoundsResult, fmt, probe_results  # noqa: E402
@@ -61,10 +61,12 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
                          "probe": probe, "win_rate": wr.get("mean"), "win_rate_ci95": wr.get("ci95"),
                          "base_rate": p.base_rate, "trained_rate": p.trained_rate,
                          "relative_increase": p.relative_increase, "fisher_p": p.fisher_p,
+                         "mcnemar_p": p.mcnemar_p,
                          "invalid_votes": wr.get("invalid_votes"), "invalid_judgments": p.invalid,
                          "win_rate_p": wr.get("p"), "win_rate_in_words": wr.get("in_words"),
                          "position_bias": rel.position_bias(), **rel.sweep_fields(probe),
-                         **(changes.sweep_fields(probe) if changes else {"holm_p": None, "change_significant": None})})
+                         **(changes.sweep_fields(probe) if changes else {"holm_p": None, "change_significant": None,
+                                                                         "family_test": None})})
             points.append((gain, p.relative_increase))
     corr = pearson([x for x, _ in points], [y for _, y in points])
     budget = budget_curve(cells, sweep_dir)
@@ -86,10 +88,12 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         rounds_plot(races, sweep_dir)
     write_json(sweep_dir / "sweep_summary.json", summary)
     header = ["task", "model", "method", "probe", "win rate", "win p", "base", "trained", "rel. increase", "Fisher p",
-              "Holm p", "judge acc. on controls"]
-    table = [[x["task"], x["model"], x["method"], x["probe"], fmt(x["win_rate"]), fmt(x["win_rate_p"]),
-              fmt(x["base_rate"]), fmt(x["trained_rate"]), fmt(x["relative_increase"], pct=True), fmt(x["fisher_p"]),
-              fmt(x["holm_p"]), fmt(x["control_accuracy"]) + (" FLAGGED" if x["judge_flagged"] else "")]
+              "McNemar p", "Holm p (test)", "judge acc. on controls"]
+    table = [[x["task"], x["model"], x["method"], x["probe"], fmt(x["win_rate"]), format_p(x["win_rate_p"], prefix=""),
+              fmt(x["base_rate"]), fmt(x["trained_rate"]), fmt(x["relative_increase"], pct=True),
+              format_p(x["fisher_p"], prefix=""), format_p(x["mcnemar_p"], prefix=""),
+              format_p(x["holm_p"], prefix="") + (f" ({x['family_test']})" if x.get("family_test") else ""),
+              fmt(x["control_accuracy"]) + (" FLAGGED" if x["judge_flagged"] else "")]
              for x in rows]
     print_table(f"Sweep {sweep_dir.name}: {len(cells)} cells", header, table)
     (sweep_dir / "sweep_summary.md").write_text(

@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from moloch_exp.evaluation.stats import format_p
 from moloch_exp.results import (ProbeChangesResult, ReliabilityResult, RoundsResult, TrendResult, fmt,  # noqa: F401
                                  fmt_ci, probe_results)  # (fmt re-exported)
 
@@ -11,11 +12,16 @@ from moloch_exp.results import (ProbeChangesResult, ReliabilityResult, RoundsRes
 def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for pair, w in results.get("win_rate", {}).items():
-        # an MDE past 0.5 means no win rate in [0, 1] is detectable with these anchors
-        mde = "none detectable" if w.get("mde") is not None and w["mde"] > 0.5 else fmt(w.get("mde"))
-        test = f", sign-flip p {fmt(w['p'])}, MDE {mde}" if "p" in w else ""
+        # an MDE past 0.5, or a smallest attainable p at or above alpha (too few anchors off 0.5), means
+        # no win rate in [0, 1] is detectable with these anchors
+        undetectable = (w.get("mde") is not None and w["mde"] > 0.5) or (w.get("test") or {}).get("detectable") is False
+        mde = "none detectable" if undetectable else fmt(w.get("mde"))
+        test = f", sign-flip p {format_p(w['p'], prefix='')}, MDE {mde}" if "p" in w else ""
+        dropped = (w.get("dropped") or {}).get("missing_output") or {}
+        drops = "".join(f", no output from {m}: {k}" for m, k in dropped.items() if k)
         rows.append([f"win rate {pair}", fmt(w["mean"]), fmt_ci(w["ci95"]),
-                     f"anchors {w['n_anchors']}, invalid votes {w['invalid_votes']}, failed {w['failed_votes']}{test}"])
+                     f"anchors {w['n_anchors']}, invalid votes {w['invalid_votes']}, failed {w['failed_votes']}{test}"
+                     f"{drops}, no valid vote: {w.get('anchors_without_valid_votes', 0)}"])
     for res in probe_results(results).values():
         rows += res.table_rows()
     if results.get("probe_changes"):

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moloch_exp.errors import ConfigError
+from moloch_exp.evaluation.reliability import retest_size
 from moloch_exp.protocols import AudienceBackend, Builder, ModelProbe, TaskProbe, Trainer, is_model_probe
-from moloch_exp.probes.task_probes import TaskProbeResult
+from moloch_exp.probes.task_probes import TaskProbeResult, paired_labels
 from moloch_exp.audience.polling import PollingRule
 from moloch_exp.stages import build, collect, competition, evaluate, generate, prepare, probe, train, trend, trust
 from moloch_exp.stages.base import StageEnv
@@ -62,16 +63,32 @@ class Settings:
 
 @dataclass
 class ReliabilitySettings:
-    """What a cell measures about its audience and judges (issue 11)."""
+    """What a cell measures about its audience and judges (issues 11, 19)."""
 
-    retest_matches: int = field(default=2, metadata={"help": "audience_reliability.retest_matches: matches of each "
-                                                            "vote set re-asked with a new seed (0: no test-retest)"})
+    retest_share: float = field(default=0.05, metadata={
+        "help": "audience_reliability.retest_share: share of each vote set's matches re-asked with a new seed"})
+    retest_min_matches: int = field(default=2, metadata={
+        "help": "audience_reliability.retest_min_matches: at least this many matches re-asked (all when fewer); "
+                "share 0 and floor 0: no test-retest"})
     judge_controls: bool = field(default=True, metadata={"help": "judge_controls.enabled: judge the bundled controls"})
+    controls_per_probe: int | None = field(default=12, metadata={
+        "help": "judge_controls.per_probe: a seeded subset of each probe's controls, stratified by class "
+                "(null: all of them)"})
 
     def __post_init__(self) -> None:
-        if int(self.retest_matches) < 0:
-            raise ConfigError(f"audience_reliability.retest_matches must be >= 0, not {self.retest_matches}")
-        self.retest_matches = int(self.retest_matches)
+        share, floor = float(self.retest_share), int(self.retest_min_matches)
+        if not 0.0 <= share <= 1.0:
+            raise ConfigError(f"audience_reliability.retest_share must be within [0, 1], not {self.retest_share}")
+        if floor < 0:
+            raise ConfigError(f"audience_reliability.retest_min_matches must be >= 0, not {self.retest_min_matches}")
+        if self.controls_per_probe is not None and int(self.controls_per_probe) < 1:
+            raise ConfigError(f"judge_controls.per_probe must be >= 1 or null, not {self.controls_per_probe}")
+        self.retest_share, self.retest_min_matches = share, floor
+        self.controls_per_probe = None if self.controls_per_probe is None else int(self.controls_per_probe)
+
+    def retest_matches(self, n_matches: int) -> int:
+        """Matches of a vote set of ``n_matches`` to re-ask."""
+        return retest_size(n_matches, self.retest_share, self.retest_min_matches)
 
 
 @dataclass
@@ -138,10 +155,13 @@ class Cell:
                     adapter=adapters[meth], judge=self.judge)).summary() for meth in m.methods}
                 probes[pname] = p.result(per, "base")
             else:
-                per = {meth: self._keep(probe.run_task_probe(
+                probed = {meth: self._keep(probe.run_task_probe(
                     env, name=pname, probe=p, method=meth, generated=generated[meth], prepared=prepared,
-                    judge=self.judge, task=self.task)).summary() for meth in m.methods + later}
-                probes[pname] = TaskProbeResult.from_summaries(pname, per, m.name)
+                    judge=self.judge, task=self.task)) for meth in m.methods + later}
+                per = {meth: a.summary() for meth, a in probed.items()}
+                paired = (paired_labels(probed["base"].judgments(), probed[m.name].judgments())
+                          if "base" in probed and m.name in probed and m.name != "base" else None)
+                probes[pname] = TaskProbeResult.from_summaries(pname, per, m.name, paired)
                 task_summaries[pname] = per
         result: dict[str, Any] = {"win_rate": win_rate, "probes": probes}
         if self.rounds:

@@ -1,18 +1,21 @@
 """reliability: the audience's reliability on one vote set (a collection or a head-to-head evaluation).
 
     inputs   the voting stage's artifact (its votes()) and its matches; the audience panel; the task;
-             ``audience_reliability.retest_matches`` (matches re-asked with a new seed, 0: none)
+             the number of matches to re-ask with a new seed (``ReliabilitySettings.retest_matches(n)``:
+             ``audience_reliability.retest_share`` of them, at least ``retest_min_matches``; 0: none)
     outputs  retest_votes.jsonl, reliability.json (moloch_exp.evaluation.reliability.AudienceReliability:
              position bias, Krippendorff's alpha among voters, test-retest agreement)
     stops    when failed retest votes / retest votes > <source stage>.max_failed_fraction
 
-    python run.py audience_reliability.retest_matches=10     # re-ask 10 matches per vote set
+    python run.py audience_reliability.retest_share=0.1 audience_reliability.retest_min_matches=10
 
 The retest asks the same voters (the panel the source stage used: ``audience.voters(seed)``)
 on a seeded subset of the source's matches with ``derive_seed(seed, "retest")``, so every
 (match, voter) gets a new seed; pairs are (match, voter), so a collection polled adaptively pairs
-only the voters it asked. The retest polls everyone. Its calls go through the LLM response cache
-and the stage is keyed by the source's key, the audience, the task, the subset size and the seed.
+only the voters it asked. The retest polls everyone. Its agreement interval is clustered by match
+(its voters are not independent), so it narrows with the number of matches re-asked, not of pairs. Its calls go through the LLM response cache
+and the stage is keyed by the source's key, the audience, the task, the subset size and the seed
+(the size, not the share: a share and a floor that give the same size share the stage).
 Position bias and alpha are read from the source's votes (with adaptive polling: the votes asked,
 which over-represent early voters of settled matches).
 """
@@ -35,9 +38,14 @@ class Reliable(Artifact):
         return read_jsonl(self.dir / "retest_votes.jsonl", Vote)
 
 
+#: Version of reliability.json's contents (2: position bias against 1/K, the retest interval clustered
+#: by match, alpha None where undefined); the retest votes of an earlier version come from the LLM cache.
+SUMMARY_VERSION = 2
+
+
 def material(source: Artifact, audience, task, retest_matches: int, seed: int) -> dict:
     return {"source": source.key, "source_stage": source.stage, "audience": audience.identity(),
-            "task": task.identity(), "retest_matches": retest_matches, "seed": seed}
+            "task": task.identity(), "retest_matches": retest_matches, "seed": seed, "summary": SUMMARY_VERSION}
 
 
 def run(env: StageEnv, *, source: Artifact, matches: list[Match], audience, task, retest_matches: int,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from moloch_exp.errors import StageError
-from moloch_exp.io import read_json, write_json
+from moloch_exp.io import finite_or_none, read_json, write_json
 from moloch_exp.protocols import Trainer
 from moloch_exp.stages.base import Adapter, Artifact, StageEnv
 from moloch_exp.stages.build import Built, empty_cause
@@ -55,9 +55,10 @@ def run(env: StageEnv, *, name: str, built: Built, model, trainer: Trainer, cach
         result = trainer.train(model, cache_dir, examples, str(work / "adapter"),
                                init_adapter_dir=init.path if init is not None else None)
         if env.dist.is_main:
-            write_json(work / "train_metrics.json",
-                       asdict(result) | {"adapter_dir": "adapter", "mask": None,
-                                         "init_adapter": init.key if init is not None else None}
-                       | (trainer.provenance() or {}))
+            # TRL's log_history holds nan/inf after a diverged step; strict JSON writes them as null
+            write_json(work / "train_metrics.json", finite_or_none(
+                asdict(result) | {"adapter_dir": "adapter", "mask": None,
+                                  "init_adapter": init.key if init is not None else None}
+                | (trainer.provenance() or {})))
 
     return Trained("train", label, env.stages.run("train", label, material(built, model, trainer, init), compute))

@@ -4,9 +4,10 @@
                   Krippendorff alpha, test-retest on re-asked matches (stages/reliability.py)
     controls      each probe's bundled judge controls, for judge and judge2 (stages/controls.py)
     judge2        the task probes judged again by judge2: Cohen's kappa per probe
-    probe family  Fisher per probe, Holm across the cell's probes (ProbeChangesResult)
+    probe family  McNemar on labels paired by anchor (else Fisher) per probe, Fisher beside it,
+                  Holm across the cell's probes (ProbeChangesResult)
 
-    python run.py judge@judge2=local audience_reliability.retest_matches=4
+    python run.py judge@judge2=local audience_reliability.retest_share=0.1 judge_controls.per_probe=null
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def measure(env: StageEnv, done: dict[str, Any], *, method, probe_objects: dict,
     for source, ms, tolerance in vote_sets:
         by_vote_set[source.label] = keep(reliability.run(
             env, source=source, matches=ms, audience=audience, task=task,
-            retest_matches=settings.retest_matches, max_failed_fraction=tolerance)).summary()
+            retest_matches=settings.retest_matches(len(ms)), max_failed_fraction=tolerance)).summary()
     judges = {"judge": judge} | ({"judge2": judge2} if judge2 is not None else {})
     scores: dict[str, dict] = {}
     if settings.judge_controls:
@@ -45,7 +46,8 @@ def measure(env: StageEnv, done: dict[str, Any], *, method, probe_objects: dict,
                 if controls.has_controls(pname, p):
                     suffix = "" if jname == "judge" else f"_{jname}"
                     controlled = keep(controls.run(env, name=pname, probe=p, judge=judge_,
-                                                   label=f"controls_{pname}{suffix}"))
+                                                   label=f"controls_{pname}{suffix}",
+                                                   per_probe=settings.controls_per_probe))
                     scores.setdefault(jname, {})[pname] = controlled.score(
                         pname, p, judge_.min_control_accuracy).to_dict()
     agreement = {}

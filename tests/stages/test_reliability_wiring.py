@@ -5,6 +5,7 @@ probe-change results rendered into summary.md, report.html, tracker metrics and 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -74,21 +75,41 @@ def test_tfb_refuses_adaptive_polling_before_any_work(tmp_path):
 def test_preflight_counts_retest_votes_control_and_judge2_judgments(tmp_path):
     settings = Settings(seed=0, n_train=4, n_test=3, candidates_per_anchor=2)
     base = estimate_calls(build_objects(compose(["model=tiny", "task=elections"], tmp_path)), settings, Ledger({}))
-    # rft cell: one collection and one pair; 5 voters; retest 2 matches of each vote set
+    # rft cell: one collection and one pair; 5 voters; retest 5% of each vote set's matches, at least 2
     assert base["retest_votes"] == 5 * (2 + 2)
-    assert base["control_judgments"] == len(ctl.load_yes_no_controls("disinformation")) + \
-        len(ctl.load_yes_no_controls("populism"))
+    # the default cell judges 12 controls of each probe (a stratified subset)
+    assert base["control_judgments"] == 12 + 12
     assert base["judge2_judgments"] == 0
     more = estimate_calls(build_objects(compose(
-        ["model=tiny", "task=elections", "judge@judge2=local", "audience_reliability.retest_matches=10",
-         "probe=[em_first_plot]"], tmp_path)), settings, Ledger({}))
+        ["model=tiny", "task=elections", "judge@judge2=local", "audience_reliability.retest_min_matches=10",
+         "probe=[em_first_plot]", "judge_controls.per_probe=null"], tmp_path)), settings, Ledger({}))
     assert more["retest_votes"] == 5 * (4 + 3)  # at most every match
-    assert more["control_judgments"] == 2 * (12 + 2 * len(ctl.load_em_controls()))  # two judges; EM: two calls each
+    every = len(ctl.load_yes_no_controls("disinformation")) + len(ctl.load_yes_no_controls("populism"))
+    assert more["control_judgments"] == 2 * (every + 2 * len(ctl.load_em_controls()))  # two judges; EM: two calls
     assert more["judge2_judgments"] == 3 * 2 * 2  # test anchors x task probes x methods
-    off = estimate_calls(build_objects(compose(["model=tiny", "task=elections", "audience_reliability.retest_matches=0",
+    # the share grows with the cell: at 1,024 + 1,024 anchors 5% is 52 matches of each vote set
+    paper = Settings(seed=0, n_train=1024, n_test=1024, candidates_per_anchor=2)
+    big = estimate_calls(build_objects(compose(["model=tiny", "task=elections"], tmp_path)), paper, Ledger({}))
+    assert big["retest_votes"] == 5 * (52 + 52)
+    off = estimate_calls(build_objects(compose(["model=tiny", "task=elections", "audience_reliability.retest_share=0",
+                                                "audience_reliability.retest_min_matches=0",
                                                 "judge_controls.enabled=false"], tmp_path)), settings, Ledger({}))
     assert off["retest_votes"] == 0 and off["control_judgments"] == 0
     assert off["calls"] == base["calls"] - base["retest_votes"] - base["control_judgments"]
+
+
+def test_paper_experiment_judges_every_control_and_retests_a_share_with_a_floor(tmp_path):
+    o = build_objects(compose(["model=tiny", "experiment=paper", "task=elections"], tmp_path))
+    rel = o["reliability"]
+    assert (rel.retest_share, rel.retest_min_matches, rel.controls_per_probe) == (0.05, 10, None)
+    assert [rel.retest_matches(n) for n in (4, 100, 1024, 4096)] == [4, 10, 52, 205]
+    default = build_objects(compose(["model=tiny"], tmp_path))["reliability"]
+    assert default.controls_per_probe == 12 and default.retest_matches(4) == 2
+    for bad, words in ((["audience_reliability.retest_share=1.5"], "retest_share must be within [0, 1]"),
+                       (["audience_reliability.retest_min_matches=-1"], "retest_min_matches must be >= 0"),
+                       (["judge_controls.per_probe=0"], "per_probe must be >= 1 or null")):
+        with pytest.raises((ConfigError, InstantiationException), match=re.escape(words)):
+            build_objects(compose(["model=tiny", *bad], tmp_path))
 
 
 def first_shown_votes(n_matches: int, voters: int, prefer_second: int) -> list[Vote]:
@@ -106,7 +127,7 @@ def cell_results(flag_judge: bool) -> dict:
     votes = first_shown_votes(4, 5, prefer_second=3)  # 3 of 5 per anchor prefer the second method: 0.6
     rel = audience_reliability(votes, votes[:10])  # the retest repeats the same votes: agreement 1.0
     controls = ctl.load_yes_no_controls("populism")
-    judged = [Judgment("populism", "judge_controls", c.id, "ok", label=(not c.label) if flag_judge and i < 4 else c.label)
+    judged = [Judgment("populism", "judge_controls", c.id, "ok", label=(not c.label) if flag_judge and i < 14 else c.label)
               for i, c in enumerate(controls)]
     score = ctl.score_yes_no("populism", controls, judged, min_accuracy=0.8)
     per = {"base": {"rate": 0.0, "ci95": [0, 0.5], "flagged": 0, "n": 4, "invalid": 0, "failed": 0, "skipped": 0},
@@ -141,7 +162,7 @@ def test_reliability_and_probe_changes_reach_summary_html_metrics(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     words = summary.split("## In words")[1].split("| metric")[0]
     lines = [x for x in words.splitlines() if x.startswith("- ")]
-    assert lines[0].startswith("- **judge flagged on populism**: accuracy 0.33 (n=6)")
+    assert lines[0].startswith("- **judge flagged on populism**: accuracy 0.65 (n=40)")
     assert "base_vs_rft: win rate 0.60" in words and "4 anchors cannot reach p<0.05" in words
     assert "populism: 0.50 vs 0.00 (difference +0.50) is indistinguishable from zero (Holm p=0.43" in words
     assert "first-shown option chosen in 1.00" in words and ": position bias (p<0.001, n=20)" in words
@@ -154,7 +175,7 @@ def test_reliability_and_probe_changes_reach_summary_html_metrics(tmp_path):
     assert "In words" in html and "judge flagged on populism" in html
     m = flat_metrics(r)
     assert m["reliability/evaluate_base_vs_rft/position_bias"] == 1.0
-    assert m["judge_controls/judge/populism/accuracy"] == pytest.approx(2 / 6)
+    assert m["judge_controls/judge/populism/accuracy"] == pytest.approx(26 / 40)
     assert m["judge_agreement/populism/kappa"] == 1.0 and 0 < m["probe_change/populism/p_holm"] <= 1
 
 
@@ -165,8 +186,8 @@ def test_sweep_summary_carries_win_test_holm_and_control_accuracy(tmp_path):
     s = summarize_sweep(tmp_path)
     rows = sorted(s["rows"], key=lambda x: x["control_accuracy"])
     assert [x["judge_flagged"] for x in rows] == [True, False]
-    assert rows[1]["control_accuracy"] == 1.0 and rows[0]["control_accuracy"] == pytest.approx(2 / 6)
+    assert rows[1]["control_accuracy"] == 1.0 and rows[0]["control_accuracy"] == pytest.approx(26 / 40)
     assert all(x["holm_p"] is not None and x["win_rate_p"] == 0.125 for x in rows)
     assert all(x["position_bias"] == {"evaluate_base_vs_rft": 1.0} for x in rows)
     md = (tmp_path / "sweep_summary.md").read_text()
-    assert "Holm p" in md and "judge acc. on controls" in md and "0.333 FLAGGED" in md
+    assert "Holm p" in md and "judge acc. on controls" in md and "0.650 FLAGGED" in md

@@ -72,6 +72,28 @@ def test_failed_stage_is_not_done_and_the_next_run_computes_it(tmp_path):
     assert cache.events[-1]["status"] == "computed"
 
 
+def test_a_bug_in_a_stage_is_not_done_and_carries_the_stage_name(tmp_path):
+    """Not a UserError: the exception itself goes on (its traceback is what a developer needs), named
+    with the stage for pipeline.run's one line; nothing is marked DONE or linked."""
+    cache = StageCache(tmp_path / "cache", tmp_path / "out", Dist())
+
+    def overflow(work: Path) -> None:
+        (work / "votes.jsonl").write_text("{}\n")
+        2.0 / 2 ** 1024  # the issue's bug: int too large to convert to float
+
+    with pytest.raises(OverflowError) as err:
+        cache.run("evaluate", "evaluate_base_vs_rft", {"k": 3}, overflow)
+    assert err.value.moloch_stage == "evaluate (evaluate_base_vs_rft)"
+    assert "in stage evaluate (evaluate_base_vs_rft); not stored as finished" in err.value.__notes__
+    key = digest({"k": 3})
+    assert not (tmp_path / "cache" / "stages" / "evaluate" / key).exists()
+    assert not (tmp_path / "out" / "stages" / "evaluate_base_vs_rft").exists()
+    assert [e["stage"] for e in cache.events] == []  # no "computed" or "reused" event for it
+    calls: list = []
+    assert (cache.run("evaluate", "evaluate_base_vs_rft", {"k": 3}, writer(calls)) / "DONE").is_file()
+    assert len(calls) == 1
+
+
 WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path

@@ -198,7 +198,7 @@ class LoraSFTTrainer:
         return int(math.floor(a.warmup_ratio * total))
 
     def trl_args(self, config_cls, output_dir: str, n_examples: int | None = None) -> dict[str, Any]:
-        """Arguments every TRL config of ours shares (SFTConfig, DPOConfig): schedule, effective batch as
+        """Arguments every TRL config of ours shares (SFTConfig, DPOConfig, KTOConfig): schedule, effective batch as
         micro-batches (``micro_batches``), precision, checkpointing, saving, seeds."""
         auto = self.resolved()
         a = self.args

@@ -45,7 +45,6 @@ train_metrics.json (``kto``) records the counts, the weighted ratio and whether 
 
 from __future__ import annotations
 
-import logging
 import random
 import shutil
 import warnings
@@ -63,7 +62,6 @@ from .trainer import LoraSettings, LoraSFTTrainer, TrainSettings, _coerce
 if TYPE_CHECKING:
     from moloch_exp.protocols import Builder
 
-logger = logging.getLogger(__name__)
 
 KTO_LOSSES = ("kto", "apo_zero_unpaired")  # KTOConfig.loss_type
 #: CPU micro-batch: TRL's KL estimate needs >= 2 sequences per forward batch and it recommends >= 4.

@@ -83,7 +83,8 @@ def preflight(objs: dict, settings: Settings) -> None:
     if method.builder is not None and method.builder.example_format != objs["trainer"].example_format:
         raise ConfigError(f"method={method.name} builds {method.builder.example_format} examples but the trainer "
                           f"({type(objs['trainer']).__name__}) trains on {objs['trainer'].example_format} examples: "
-                          f"{'drop the trainer override (method=dpo selects trainer=dpo)' if method.name == 'dpo' else 'use trainer=lora'}")
+                          + ("use trainer=lora" if method.builder.example_format == "prompt_completion" else
+                             f"drop the trainer override (method={method.name} selects its own trainer)"))
     if method.builder is not None or method.compare_against:
         objs["audience"].service.preflight()
         objs["audience"].voters(settings.seed)  # the persona file and n_voters are checked here

@@ -18,7 +18,7 @@ class Builder(Protocol):
     """Turns a collection (candidates + votes) into training examples (TRL prompt-completion dicts)."""
 
     needs_collection: ClassVar[bool]  # False: the examples come from elsewhere (e.g. a user dataset)
-    example_format: ClassVar[str]  # prompt_completion (SFT) | preference (DPO): must be the trainer's
+    example_format: ClassVar[str]  # prompt_completion (SFT) | preference (DPO) | unpaired_preference (KTO): the trainer's
 
     def identity(self) -> dict: ...
 
@@ -40,7 +40,7 @@ class Builder(Protocol):
 class Trainer(Protocol):
     """Fine-tunes an adapter of the agent model on examples."""
 
-    example_format: ClassVar[str]  # the examples it trains on: prompt_completion | preference
+    example_format: ClassVar[str]  # the examples it trains on: prompt_completion | preference | unpaired_preference
 
     def identity(self) -> dict: ...
 

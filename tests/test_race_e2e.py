@@ -1,6 +1,6 @@
 """End-to-end runs (`python run.py`, tiny model, local llama.cpp audience and judge) of issue 10:
 method=dpo reads the rft cell's collection (no new collection calls), and a multi-round race
-extends a cached shorter race by computing only the new round."""
+extends a cached shorter race by computing only the new round; issue 21: method=kto likewise."""
 from __future__ import annotations
 
 import json
@@ -58,6 +58,50 @@ def test_dpo_cell_trains_on_the_rft_cells_collection(cache_dir, tmp_path):
     probe = dpo["probes"]["misrepresentation"]
     assert set(probe["n"]) == {"base", "dpo"} and "relative_increase" in probe
     assert [r["agent"] for r in dpo["rounds"]] == ["base", "dpo"]
+
+
+@pytest.mark.e2e
+@pytest.mark.server
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_kto_cell_trains_on_the_rft_cells_collection_and_reports_base_vs_kto(cache_dir, tmp_path):
+    """`python run.py method=kto model=tiny debug=fast` after the rft cell on the same cache: the collection
+    is reused (0 collect votes), KTO trains on its winners and losers, base_vs_kto is reported."""
+    # debug=fast turns the stage cache off; the retest and the judge controls are not KTO's concern (fewer calls);
+    # long client timeouts: on a loaded machine a queued local-server request outlasts the default 120 s
+    args = ["debug=fast", "model=tiny", "stage_cache=true", "task=sales", "audience_reliability.retest_matches=0",
+            "judge_controls.enabled=false", "audience.service.client.timeout_s=1800",
+            "judge.service.client.timeout_s=1800"] + NO_REASKS
+    p = run_app(args + ["method=rft"], cache_dir, tmp_path / "rft", timeout=1800)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rft = results(tmp_path / "rft")
+    p = run_app(args + ["method=kto"], cache_dir, tmp_path / "kto", timeout=1800)
+    assert p.returncode == 0, p.stderr[-3000:]
+    kto = results(tmp_path / "kto")
+    assert kto["stage_keys"]["collect"] == rft["stage_keys"]["collect"]
+    assert "collect" in events(kto, "reused") and "collect" not in events(kto, "computed")
+    computed = events(kto, "computed")
+    own = {"evaluate_base_vs_kto", "probe_misrepresentation_kto", "reliability_evaluate_base_vs_kto"}
+    assert computed <= {"build_kto", "train_kto", "generate_kto"} | own
+    # every audience/judge request of the kto run is its own evaluation's, retest's and probe's: no collect vote
+    led = kto["ledger"]
+    assert led["calls"] + led["cache_hits"] == requests_made(tmp_path / "kto", sorted(computed & own))
+    assert kto["counts"]["collection"] == rft["counts"]["collection"]
+    examples = [json.loads(line) for line in
+                (tmp_path / "kto/stages/build_kto/train_examples.jsonl").read_text().splitlines()]
+    build = kto["counts"]["build_kto"]
+    assert examples and build["examples"] == len(examples) and build["matches_used"] >= 1
+    assert sum(e["label"] for e in examples) == build["desirable"] == build["undesirable"] == len(examples) // 2
+    # the desirable answers are the rft cell's winners (same collection, same tie rule)
+    rft_targets = {json.dumps(x["completion"]) for x in map(json.loads, (
+        tmp_path / "rft/stages/build_rft/train_examples.jsonl").read_text().splitlines())}
+    assert {json.dumps(e["completion"]) for e in examples if e["label"]} == rft_targets
+    train = kto["counts"]["train_kto"]
+    assert train["steps"] == 1 and train["kto"]["reference"] == "base (adapter disabled)"
+    assert train["kto"]["micro_batch"] == 4 and train["kto"]["in_trl_range"]
+    assert set(kto["win_rate"]) == {"base_vs_kto"} and kto["win_rate"]["base_vs_kto"]["votes"] > 0
+    assert "win rate base_vs_kto" in (tmp_path / "kto/summary.md").read_text()
+    assert set(kto["probes"]["misrepresentation"]["n"]) == {"base", "kto"}
 
 
 def round_labels(r: int, probes: list[str], prev: str) -> set[str]:

@@ -1,6 +1,6 @@
 """One experiment cell as the sequence of its stages (SPEC §2):
 
-    prepare → collect → build (rft | tfb | dpo | narrow_sft) → train → generate (base, trained)
+    prepare → collect → build (rft | tfb | dpo | kto | narrow_sft) → train → generate (base, trained)
             → [rounds 2..N: collect → build → train → generate → evaluate (stages/competition.py)]
             → evaluate (pairs) → probe (task and model probes) → trend (checkpoints)
             → reliability (every vote set) → controls (judge controls; judge2 on the task probes)

@@ -11,7 +11,7 @@ votes, the method trains an adapter; same stages, same keys, same caches). In ro
                           opponent=self: K samples of that agent; opponent=previous: one sample of it
                           (index 0) against candidate 0 of round r−1's collection for the same anchor
                           (index 1), i.e. against what the agent before it wrote: two agents racing
-    build_<m>_r<r>        the method's builder (rft, tfb, dpo) on that collection
+    build_<m>_r<r>        the method's builder (rft, tfb, dpo, kto) on that collection
     train_<m>_r<r>        a new adapter: init=previous continues round r−1's adapter, init=base starts fresh
     generate_<m>_r<r>     round r's test outputs
     evaluate_base_vs_<m>_r<r>, evaluate_<m r−1>_vs_<m>_r<r>   head to head against base and round r−1
@@ -65,7 +65,7 @@ class Competition:
         """More than one round needs a method trained on the audience's votes."""
         if self.rounds > 1 and (builder is None or not builder.needs_collection):
             raise ConfigError(f"competition.rounds={self.rounds} needs a method trained on audience votes "
-                              f"(rft, tfb, dpo), not method={method}")
+                              f"(rft, tfb, dpo, kto), not method={method}")
 
 
 def agent_name(method: str, number: int) -> str:

@@ -139,6 +139,7 @@ class LoraSFTTrainer:
     """TRL SFTTrainer + PEFT LoRA; see the module docstring."""
 
     example_format = "prompt_completion"  # what build_trainer accepts (a builder's example_format must match)
+    cpu_micro_batch = CPU_MICRO_BATCH  # the micro-batch cap on CPU when max_micro_batch_size is None
 
     def __init__(self, lora: LoraSettings | dict | None = None, args: TrainSettings | dict | None = None):
         self.lora = _coerce(LoraSettings, lora, "LoRA")
@@ -172,7 +173,7 @@ class LoraSFTTrainer:
         """(per-device micro-batch, accumulation steps) whose product is the configured per-device batch
         times its accumulation: the largest divisor of the batch within ``max_micro_batch_size``."""
         a = self.args
-        cap = a.max_micro_batch_size or (a.per_device_train_batch_size if cuda else CPU_MICRO_BATCH)
+        cap = a.max_micro_batch_size or (a.per_device_train_batch_size if cuda else self.cpu_micro_batch)
         micro = max(d for d in range(1, a.per_device_train_batch_size + 1)
                     if a.per_device_train_batch_size % d == 0 and d <= max(1, cap))
         return micro, a.gradient_accumulation_steps * (a.per_device_train_batch_size // micro)
@@ -197,7 +198,7 @@ class LoraSFTTrainer:
         return int(math.floor(a.warmup_ratio * total))
 
     def trl_args(self, config_cls, output_dir: str, n_examples: int | None = None) -> dict[str, Any]:
-        """Arguments every TRL config of ours shares (SFTConfig, DPOConfig): schedule, effective batch as
+        """Arguments every TRL config of ours shares (SFTConfig, DPOConfig, KTOConfig): schedule, effective batch as
         micro-batches (``micro_batches``), precision, checkpointing, saving, seeds."""
         auto = self.resolved()
         a = self.args

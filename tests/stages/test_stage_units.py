@@ -177,7 +177,7 @@ def test_failed_calls_past_the_tolerance_stop_in_one_line():
 
 
 @pytest.mark.parametrize("method,trainer", [("rft", "lora"), ("tfb", "lora"), ("narrow_sft", "masked_lora"),
-                                            ("dpo", "dpo")])
+                                            ("dpo", "dpo"), ("kto", "kto")])
 def test_configured_components_offer_their_protocol_members(method, trainer, tmp_path):
     from moloch_exp.protocols import AudienceBackend, Builder, ModelProbe, TaskProbe, Trainer
 
@@ -192,7 +192,8 @@ def test_configured_components_offer_their_protocol_members(method, trainer, tmp
     for p in o["probes"].values():
         assert isinstance(p, ModelProbe if p.kind == "model" else TaskProbe)
     builders = o["method"].builders()
-    assert list(builders) == {"rft": ["rft"], "tfb": ["tfb", "rft"], "narrow_sft": ["narrow_sft"], "dpo": ["dpo"]}[method]
+    assert list(builders) == {"rft": ["rft"], "tfb": ["tfb", "rft"], "narrow_sft": ["narrow_sft"], "dpo": ["dpo"],
+                              "kto": ["kto"]}[method]
 
 
 def test_a_comparison_the_builder_does_not_include_is_a_config_error(tmp_path):

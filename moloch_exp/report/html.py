@@ -7,6 +7,7 @@ from pathlib import Path
 from jinja2 import Environment
 
 from moloch_exp.io import read_jsonl
+from moloch_exp.label.results import labels_section_html
 from moloch_exp.records import Judgment
 from moloch_exp.results import probe_results
 
@@ -18,6 +19,7 @@ TEMPLATE = """<!doctype html><html><head><meta charset="utf-8"><title>moloch_exp
 <h2>Summary</h2><table><tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for r in rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% for p in plots %}<img src="plots/{{ p }}" style="max-width:48%">{% endfor %}
+{{ labels_html }}
 {% for pair in pairs %}<h2>Matches: {{ pair.name }}</h2>
 {% for m in pair.matches %}<details><summary>{{ m.anchor_id }} — {{ m.tally }}</summary>
 <div class="pair">{% for side in m.sides %}<div><b>{{ side.method }}</b> ({{ side.extraction }})
@@ -59,7 +61,7 @@ def write_html(out: Path, results: dict, header: list[str], rows: list[list[str]
                                        "error": v["error"]} for v in vs]})
         pairs.append({"name": pair, "matches": matches})
     html = Environment(autoescape=True).from_string(TEMPLATE).render(
-        cell=results["cell"], header=header, rows=rows, plots=plots, pairs=pairs,
+        cell=results["cell"], header=header, rows=rows, plots=plots, pairs=pairs, labels_html=labels_section_html(results),
         words=[w.replace("**", "") for w in words or []])
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")

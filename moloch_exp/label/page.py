@@ -105,6 +105,7 @@ function render() {
   $("next").disabled = cur.pos === cur.total - 1;
   progress(cur.done, cur.total);
   $("anchor").scrollTop = 0; $("output").scrollTop = 0;
+  if (document.activeElement === $("note")) $("note").blur();  // y / n / u choose again on the next item
 }
 async function load(pos) {
   try { cur = await api("/api/item?" + qs({labeller, pos})); render(); status(""); }
@@ -117,10 +118,9 @@ async function save() {
   try {
     const r = await api("/api/answer", {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify({labeller, item_id: cur.item.item_id, answer: choice, note: $("note").value})});
-    progress(r.done, r.total);
     if (r.next === null) { cur.answer = {answer: choice, note: $("note").value}; cur.done = r.done; render();
                            status("Saved. All items are labelled."); }
-    else { await load(r.next); status("Saved."); }
+    else { await load(r.next); status("Saved."); }  // progress shows once the next item is on screen
   } catch (e) { status("Not saved: " + e.message + " (try again)", true); }
   finally { busy = false; }
 }
@@ -150,6 +150,7 @@ $("prev").addEventListener("click", () => cur && cur.pos > 0 && load(cur.pos - 1
 $("next").addEventListener("click", () => cur && cur.pos < cur.total - 1 && load(cur.pos + 1));
 document.addEventListener("keydown", (ev) => {
   if (!cur || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (busy) { ev.preventDefault(); return; }  // a key while saving would land on the item being replaced
   if (ev.target === $("note")) {
     if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); save(); }
     else if (ev.key === "Escape") $("note").blur();

@@ -109,6 +109,8 @@ def attach_labels(out: Path, results: dict) -> None:
             results["labels"] = label_report(out, results)
     except DataError as err:  # the cell's own results stand; the labels can be reported later
         log.warning("labels in %s left out of the report: %s", out, err)
+    except Exception:  # a bug here must not cost the finished cell its results.json (the traceback is logged)
+        log.exception("labels in %s left out of the report; `python -m moloch_exp.label report %s` retries", out, out)
 
 
 def label_markdown(block: dict) -> str:

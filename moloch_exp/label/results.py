@@ -33,6 +33,10 @@ def _ci(ci) -> str:
     return f"[{lo}, {hi}]"
 
 
+def _p(p) -> str:
+    return "—" if p is None else ("<0.001" if p < 0.001 else f"{p:.2g}")
+
+
 def probe_in_words(probe: str, p: dict, labellers: int) -> str:
     """One probe's finding as a sentence: agreement, then the corrected rates and change, or why not."""
     t = p["sample_table"]
@@ -54,7 +58,7 @@ def probe_in_words(probe: str, p: dict, labellers: int) -> str:
     for m, c in p["changes"].items():
         lo, hi = c["corrected_difference_ci95"]
         zero = lo is not None and hi is not None and lo <= 0 <= hi
-        fisher = f"Fisher p {fmt(c['fisher_p'])} on the raw counts"
+        fisher = f"Fisher p {_p(c['fisher_p'])} on the raw counts"
         out += (f"; the corrected change {m} − base {_f(c['corrected_difference'], True)} "
                 f"{_ci(c['corrected_difference_ci95'])} "
                 + (f"is indistinguishable from zero ({fisher})" if zero else f"excludes zero ({fisher})"))
@@ -97,7 +101,7 @@ class LabelsResult:
                              _ci(c["corrected_difference_ci95"]),
                              f"raw {fmt(c['raw_difference'])}, corrected relative increase "
                              f"{fmt(c['corrected_relative_increase'], pct=True)} "
-                             f"{_ci(c['corrected_relative_increase_ci95'])}, Fisher p {fmt(c['fisher_p'])} (raw counts)"])
+                             f"{_ci(c['corrected_relative_increase_ci95'])}, Fisher p {_p(c['fisher_p'])} (raw counts)"])
         return rows
 
     def sentences(self) -> list[str]:
@@ -131,7 +135,7 @@ class LabelsResult:
 
 
 SECTION = """<h2>People check the judges</h2>
-<p>{{ sample.items }} sampled outputs ({{ sample.per_probe }} per probe, stratified by probe, method and judge verdict,
+<p>{{ sample['items'] }} sampled outputs ({{ sample.per_probe }} per probe, stratified by probe, method and judge verdict,
 seed {{ sample.seed }}), labelled blind by {{ sample.labellers|length }} labeller(s). {{ sample.method }}</p>
 {% for name, p in probes.items() %}<h3>{{ name }}</h3><p><i>{{ p.question }}</i></p><p>{{ p.in_words }}</p>
 <table><tr><th>method</th><th>n</th><th>raw rate</th><th>95% CI</th><th>corrected rate</th><th>95% CI</th></tr>
@@ -140,7 +144,7 @@ seed {{ sample.seed }}), labelled blind by {{ sample.labellers|length }} labelle
 <table><tr><th>sample</th><th>people yes</th><th>people no</th></tr>
 <tr><td>judge yes</td><td>{{ p.sample_table.judge_yes_people_yes }}</td><td>{{ p.sample_table.judge_yes_people_no }}</td></tr>
 <tr><td>judge no</td><td>{{ p.sample_table.judge_no_people_yes }}</td><td>{{ p.sample_table.judge_no_people_no }}</td></tr></table>
-<p>{{ p.items }} items, {{ p.unsure }} unsure answers, {{ p.ties }} ties{% if p.stale %}, {{ p.stale }} stale (left out){% endif %}
+<p>{{ p['items'] }} items, {{ p.unsure }} unsure answers, {{ p.ties }} ties{% if p.stale %}, {{ p.stale }} stale (left out){% endif %}
 {% if p.labeller_alpha and p.labeller_alpha.n_labellers >= 2 %}; labeller agreement Krippendorff's α
 {{ f(p.labeller_alpha.alpha) }} {{ ci(p.labeller_alpha.ci95) }} over {{ p.labeller_alpha.n_items }} items{% endif %}.
 {% for n in p.notes %}<br>{{ n }}{% endfor %}</p>{% endfor %}"""

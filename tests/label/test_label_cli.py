@@ -15,6 +15,7 @@ from moloch_exp.label.items import LabelSample
 from moloch_exp.label.report import attach_labels
 from moloch_exp.label.store import LabelStore
 from moloch_exp.report.sweep import summarize_sweep
+from moloch_exp.report.trackers import flat_metrics
 
 
 def label_truthfully(cell, sample: LabelSample, labeller: str = "ann") -> None:
@@ -130,10 +131,12 @@ def test_report_adds_the_labels_to_the_cells_results_summary_html_and_sweep(samp
     assert set(block["rates"]) == {"base", "rft"} and set(block["changes"]) == {"rft"}
     assert block["rates"]["rft"]["raw"] == pytest.approx(results["probes"]["misrepresentation"]["rft"])
     assert -1 <= block["kappa"] <= 1 and block["kappa_ci95"][0] <= block["kappa"] <= block["kappa_ci95"][1]
+    metrics = flat_metrics(results)  # what a tracker (wandb) logs
+    assert metrics["labels/misrepresentation/kappa"] == pytest.approx(block["kappa"])
     summary = (run / "summary.md").read_text()
     assert "People checked the judge on misrepresentation" in summary and "judge vs people κ" in summary
     html = (run / "report.html").read_text()
-    assert "People check the judges" in html and "corrected rate" in html
+    assert "People check the judges" in html and "corrected rate" in html and "24 sampled outputs" in html
     assert (run / "labels" / "label_report.md").read_text().startswith("# People check the judges")
     sweep_md = (sweep / "sweep_summary.md").read_text()
     assert "Judges checked by people" in sweep_md

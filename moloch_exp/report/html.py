@@ -61,7 +61,8 @@ def write_html(out: Path, results: dict, header: list[str], rows: list[list[str]
                                        "error": v["error"]} for v in vs]})
         pairs.append({"name": pair, "matches": matches})
     html = Environment(autoescape=True).from_string(TEMPLATE).render(
-        cell=results["cell"], header=header, rows=rows, plots=plots, pairs=pairs, labels_html=labels_section_html(results),
+        cell=results["cell"], header=header, rows=rows, plots=plots, pairs=pairs,
+        labels_html=labels_section_html(results),  # people's checks of the judges (moloch_exp/label)
         words=[w.replace("**", "") for w in words or []])
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")

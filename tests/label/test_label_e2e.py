@@ -15,9 +15,12 @@ from moloch_exp.label.store import LabelStore
 
 @pytest.mark.e2e
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # two cells on the local server: ~30 min on 2 busy cores
 def test_a_real_cell_is_sampled_labelled_reported_and_a_rerun_keeps_the_labels(cache_dir, tmp_path):
     out = tmp_path / "cell"
-    args = TINY + ["task=elections", "method=rft", "stage_cache=true"]
+    # generous call timeouts: on a machine shared with other jobs the local server answers slowly
+    args = TINY + ["task=elections", "method=rft", "stage_cache=true", "audience.service.client.timeout_s=900",
+                   "judge.service.client.timeout_s=900"]
     p = run_app(args, cache_dir, out, timeout=3000)
     assert p.returncode == 0, p.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())

@@ -35,6 +35,7 @@ from moloch_exp.errors import ConfigError, UserError
 from moloch_exp.llm.cache import ResponseCache
 from moloch_exp.llm.ledger import Budget, Ledger
 from moloch_exp.io import write_json
+from moloch_exp.label.report import attach_labels
 from moloch_exp.report.cell import write_cell_report
 from moloch_exp.report.preflight import estimate_calls
 from moloch_exp.stage_cache import StageCache
@@ -300,6 +301,7 @@ def _run_cell(cfg: DictConfig, dist: Dist, record: CellRecord) -> dict:
     results = {"cell": cell, **metrics, "counts": cell_run.counts(), "ledger": ledger.to_dict(), "estimate": estimate,
                "stages": stages.events, "stage_keys": cell_run.keys, "cell_run": record.run_info(), "world_size": dist.world,
                "seconds": round(time.time() - started, 1)}
+    attach_labels(out, results)  # people's labels of this output directory's judged outputs, when there are any
     write_json(out / "results.json", results)
     write_cell_report(out, results)
     tracker = objs["tracker"]

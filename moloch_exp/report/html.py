@@ -22,6 +22,7 @@ from typing import Sequence
 from jinja2 import Environment
 from markupsafe import Markup
 
+from moloch_exp.label.results import labels_section_html
 from moloch_exp.report.embed import page_blocks
 from moloch_exp.report.match_data import match_data
 
@@ -35,6 +36,7 @@ TEMPLATE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <h2>Summary</h2><table class="summary"><tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for r in rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 <div class="plots">{% for p in plots %}<img src="plots/{{ p }}" alt="{{ p }}">{% endfor %}</div>
+{{ labels_html }}
 {% for s in sections %}<section class="extra"><h2>{{ s.title }}</h2>{{ s.html }}</section>
 {% endfor %}<h2 id="matches">Matches</h2>
 {% if has_matches %}<p class="muted">{{ n_matches }} head-to-head matches ({{ pairs }}). Click a column to sort, a row to
@@ -80,6 +82,7 @@ def write_html(out: Path, results: dict, header: list[str], rows: list[list[str]
         cell=results["cell"], header=header, rows=rows, plots=plots,
         words=[w.replace("**", "") for w in words or []],
         sections=[Section(s.title, Markup(s.html)) for s in sections],
+        labels_html=labels_section_html(results),  # people's checks of the judges (moloch_exp/label)
         has_matches=n_matches > 0, n_matches=f"{n_matches:,}", pairs=", ".join(results.get("win_rate", {})),
         index=Markup(index_json), search=Markup(search), details=[Markup(d) for d in details],
         css=_inline("viewer.css"), js=_inline("viewer.js"))

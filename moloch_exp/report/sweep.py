@@ -28,6 +28,7 @@ from scipy import optimize  # noqa: E402
 
 from moloch_exp.evaluation.stats import format_p, pearson  # noqa: E402
 from moloch_exp.io import read_json, write_json  # noqa: E402
+from moloch_exp.label.results import LabelsResult, sweep_labels_markdown  # noqa: E402
 from moloch_exp.report.tables import markdown, print_table  # noqa: E402
 from moloch_exp.results import ProbeChangesResult, ReliabilityResult, RoundsResult, fmt, probe_results  # noqa: E402
 from moloch_exp.report.paper_figures import HEADER as PAPER_HEADER, comparison_rows, comparison_table  # noqa: E402
@@ -53,6 +54,7 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         gain = wr["mean"] - 0.5 if wr.get("mean") is not None else None
         rel = ReliabilityResult.from_json(r.get("reliability") or {})
         changes = ProbeChangesResult.from_json(r["probe_changes"]) if r.get("probe_changes") else None
+        labels = LabelsResult.from_json(r.get("labels") or {})
         for probe, res in probe_results(r).items():
             p = res.sweep_row(c["method"])
             if p is None:  # e.g. stance probes stay in the cell report
@@ -66,7 +68,8 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
                          "win_rate_p": wr.get("p"), "win_rate_in_words": wr.get("in_words"),
                          "position_bias": rel.position_bias(), **rel.sweep_fields(probe),
                          **(changes.sweep_fields(probe) if changes else {"holm_p": None, "change_significant": None,
-                                                                         "family_test": None})})
+                                                                         "family_test": None}),
+                         **labels.sweep_fields(probe, c["method"])})
             points.append((gain, p.relative_increase))
     corr = pearson([x for x, _ in points], [y for _, y in points])
     budget = budget_curve(cells, sweep_dir)
@@ -99,7 +102,7 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     (sweep_dir / "sweep_summary.md").write_text(
         f"# Sweep summary ({len(cells)} cells)\n\nCollections computed per task (in this run): {dict(collections)}\n\n"
         + markdown(header, table) + f"\nPerformance gain vs misalignment increase: Pearson {corr}\n" + paper_md
-        + cell_runs_markdown(runs),
+        + sweep_labels_markdown(rows) + cell_runs_markdown(runs),
         encoding="utf-8")
     _plots(rows, corr, sweep_dir)
     return summary

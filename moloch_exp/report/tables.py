@@ -33,6 +33,7 @@ def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     rounds = RoundsResult.from_json(results)
     if rounds is not None and rounds.n_rounds > 1:
         rows += rounds.table_rows()
+    rows += label_rows(results)
     led = results.get("ledger", {})
     rows.append(["LLM calls", str(led.get("calls")), "", f"cache hits {led.get('cache_hits')}, usd {led.get('usd')}"])
     return ["metric", "value", "95% CI", "counts"], rows
@@ -46,7 +47,20 @@ def sentences(results: dict) -> list[str]:
     if results.get("probe_changes"):
         out += ProbeChangesResult.from_json(results["probe_changes"]).sentences()
     out += [s for s in (rel.sentences() if rel else []) if not s.startswith("**")]
-    return out
+    return out + label_sentences(results)
+
+
+def label_rows(results: dict) -> list[list[str]]:
+    """The judges checked by people (``python -m moloch_exp.label report``): agreement and corrected rates."""
+    from moloch_exp.label.results import LabelsResult
+
+    return LabelsResult.from_json(results["labels"]).table_rows() if results.get("labels") else []
+
+
+def label_sentences(results: dict) -> list[str]:
+    from moloch_exp.label.results import LabelsResult
+
+    return LabelsResult.from_json(results["labels"]).sentences() if results.get("labels") else []
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

@@ -43,6 +43,10 @@ def flat_metrics(results: dict) -> dict[str, float]:
         out.update(ReliabilityResult.from_json(results["reliability"]).metrics())
     if results.get("probe_changes"):
         out.update(ProbeChangesResult.from_json(results["probe_changes"]).metrics())
+    if results.get("labels"):  # people's checks of the judges (python -m moloch_exp.label report)
+        from moloch_exp.label.results import LabelsResult
+
+        out.update(LabelsResult.from_json(results["labels"]).metrics())
     for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "usd"):
         out[f"ledger/{k}"] = results.get("ledger", {}).get(k, 0)
     return out

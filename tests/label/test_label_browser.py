@@ -18,7 +18,9 @@ pytestmark = pytest.mark.browser
 
 
 def position(page) -> int:
-    """The 0-based position of the item on screen ("· item 7 of 24")."""
+    """The 0-based position of the item on screen ("· item 7 of 24"), once an item is on screen (the
+    progress line can show before the first item has loaded)."""
+    expect(page.locator("#position")).to_have_text(re.compile(r"item \d+ of"))
     return int(re.search(r"item (\d+) of", page.locator("#position").text_content()).group(1)) - 1
 
 

@@ -4,6 +4,7 @@
     python run.py task=elections method=tfb model=tiny
     python run.py -m task=sales,elections,social_media method=rft,tfb model=tiny
     python run.py -m method=rft,tfb,dpo competition.rounds=3 model=tiny
+    python run.py audience=gpt4o_mini judge=gpt4o preflight_only=true   # the cost estimate, then stop
     accelerate launch --multi_gpu --num_processes 2 run.py model=tiny
 
 Nothing below this module sees a DictConfig: it gets typed objects.
@@ -25,10 +26,12 @@ from moloch_exp.connections import ServiceHub
 from moloch_exp.distributed import Dist
 from moloch_exp.errors import ConfigError, UserError
 from moloch_exp.llm.cache import ResponseCache
+from moloch_exp.llm.dry_run import AnswerSizes
 from moloch_exp.llm.ledger import Budget, Ledger
+from moloch_exp.llm.prices import PriceBook
 from moloch_exp.io import write_json
 from moloch_exp.report.cell import write_cell_report
-from moloch_exp.report.preflight import estimate_calls
+from moloch_exp.report.preflight import CostEstimate, check_budget, estimate_cell, print_estimate
 from moloch_exp.stage_cache import StageCache
 from moloch_exp.stages.base import FailureTolerance, StageEnv
 from moloch_exp.audience.polling import FullPolling
@@ -63,6 +66,12 @@ def build(cfg: DictConfig) -> dict:
 
 def preflight(objs: dict, settings: Settings) -> None:
     """Seconds, not minutes: every cause of an early failure is checked before any work."""
+    preflight_config(objs, settings)
+    preflight_services(objs)
+
+
+def preflight_config(objs: dict, settings: Settings) -> None:
+    """The checks of the configuration and its files (pipeline.run prices the cell between these and the services)."""
     objs["model"].check_available()
     objs["task"].prompts.check(objs["task"])  # prompts=paper: the reference pack loads and covers the task
     for split, n in (("train", settings.n_train), ("test", settings.n_test)):
@@ -75,7 +84,6 @@ def preflight(objs: dict, settings: Settings) -> None:
                           f"({type(objs['trainer']).__name__}) trains on {objs['trainer'].example_format} examples: "
                           f"{'drop the trainer override (method=dpo selects trainer=dpo)' if method.name == 'dpo' else 'use trainer=lora'}")
     if method.builder is not None or method.compare_against:
-        objs["audience"].service.preflight()
         objs["audience"].voters(settings.seed)  # the persona file and n_voters are checked here
         objs["audience"].check(objs["task"])  # the ballot layout exists in the task's prompt set
     if "tfb" in method.builders() and objs["polling"].identity() != FullPolling().identity():
@@ -84,10 +92,32 @@ def preflight(objs: dict, settings: Settings) -> None:
                           "method tfb trains on every voter's thought: use collect.polling=full with tfb")
     for builder in method.builders().values():
         builder.check()  # e.g. a user-supplied dataset is checked before any work
+
+
+def preflight_services(objs: dict) -> None:
+    """API keys, reachable endpoints, managed servers' binaries and model files."""
+    method = objs["method"]
+    if method.builder is not None or method.compare_against:
+        objs["audience"].service.preflight()
     if objs["probes"]:
         objs["judge"].service.preflight()
     if objs["judge2"] is not None:
         objs["judge2"].service.preflight()
+
+
+def settings_of(cfg: DictConfig) -> Settings:
+    return Settings(seed=cfg.seed, n_train=cfg.anchors.n_train, n_test=cfg.anchors.n_test,
+                    candidates_per_anchor=cfg.collect.candidates_per_anchor)
+
+
+def cell_estimate(cfg: DictConfig, objs: dict, memo: dict | None = None) -> CostEstimate:
+    """The cell's calls, tokens and dollars (report/preflight.py); ``memo``: shared by a sweep's cells."""
+    answers = instantiate(cfg.cost_estimate) if cfg.get("cost_estimate") is not None else AnswerSizes()
+    return estimate_cell(objs, settings_of(cfg), price_book(cfg), answers, memo)
+
+
+def price_book(cfg: DictConfig) -> PriceBook:
+    return PriceBook(OmegaConf.to_container(cfg.llm.prices, resolve=True))
 
 
 def fit_anchors_to_context(cfg: DictConfig, objs: dict, cache_dir: Path) -> None:
@@ -149,24 +179,30 @@ def _run(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     cache_dir = Path(cfg.paths.cache_dir)
     objs = build(cfg)
-    settings = Settings(seed=cfg.seed, n_train=cfg.anchors.n_train, n_test=cfg.anchors.n_test,
-                        candidates_per_anchor=cfg.collect.candidates_per_anchor)
-    preflight(objs, settings)
+    settings = settings_of(cfg)
+    preflight_config(objs, settings)
     trend_probes = trend_settings(cfg, objs)
+    estimate = cell_estimate(cfg, objs)
+    cell = {"task": objs["task"].name, "model": objs["model"].name, "method": objs["method"].name, "seed": cfg.seed}
+    if dist.is_main:
+        print_estimate(estimate, f"Pre-flight estimate (before cache hits): {cell['task']} · {cell['model']} · "
+                                 f"{cell['method']} · seed {cell['seed']}")
+    check_budget(estimate, cfg.budget.max_usd, "cell")  # a budget the cell cannot meet stops it before any work
+    preflight_services(objs)
+    if cfg.get("preflight_only"):
+        if dist.is_main:
+            write_json(out / "estimate.json", {"cell": cell, "estimate": estimate.to_json()})
+        return {"cell": cell, "estimate": estimate.to_json()}
     if dist.is_main:  # convert/build the agent once; transformers writes weights on rank 0 only
         objs["model"].materialize(cache_dir)
     dist.barrier()
     fit_anchors_to_context(cfg, objs, cache_dir)
-    ledger = Ledger(prices=OmegaConf.to_container(cfg.llm.prices))
+    ledger = Ledger(prices=price_book(cfg))
     budget = Budget(cfg.budget.max_usd) if cfg.budget.max_usd is not None else None
     cache = ResponseCache(cache_dir / "llm_cache.sqlite") if cfg.llm.cache else None
-    estimate = estimate_calls(objs, settings, ledger)
-    if dist.is_main:
-        log.info("pre-flight estimate (before cache hits): %s", estimate)
     stages = StageCache(cache_dir, out, dist, enabled=cfg.stage_cache)
     tolerance = FailureTolerance(collect=cfg.collect.max_failed_fraction, evaluate=cfg.evaluate.max_failed_fraction,
                                  probe=cfg.probe.max_failed_fraction)
-    cell = {"task": objs["task"].name, "model": objs["model"].name, "method": objs["method"].name, "seed": cfg.seed}
     with ServiceHub(cache, ledger, budget, out / "logs") as hub:
         cell_run = Cell(task=objs["task"], model=objs["model"], generator=objs["generator"], method=objs["method"],
                         trainer=objs["trainer"], audience=objs["audience"], judge=objs["judge"], probes=objs["probes"],
@@ -186,7 +222,7 @@ def _run(cfg: DictConfig) -> dict:
         metrics[key] = metrics[key].to_json()
     if "rounds" in metrics:
         metrics.update(metrics.pop("rounds").to_json())  # competition + rounds
-    results = {"cell": cell, **metrics, "counts": cell_run.counts(), "ledger": ledger.to_dict(), "estimate": estimate,
+    results = {"cell": cell, **metrics, "counts": cell_run.counts(), "ledger": ledger.to_dict(), "estimate": estimate.to_json(),
                "stages": stages.events, "stage_keys": cell_run.keys, "world_size": dist.world,
                "seconds": round(time.time() - started, 1)}
     write_json(out / "results.json", results)

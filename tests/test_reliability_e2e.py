@@ -59,7 +59,8 @@ def test_cell_reports_reliability_win_test_probe_family_and_control_accuracy(cac
     summary = (tmp_path / "summary.md").read_text()
     assert "## In words" in summary and f"base_vs_rft: {w['in_words']}" in summary
     assert "| judge2 accuracy on populism controls |" in summary and "| test-retest (collect) |" in summary
-    assert r["estimate"]["retest_votes"] == 3 * (2 + 2) and r["estimate"]["judge2_judgments"] == 2 * 2 * 2
+    terms = r["estimate"]["terms"]
+    assert terms["retest_votes"]["calls"] == 3 * (2 + 2) and terms["judge2_judgments"]["calls"] == 2 * 2 * 2
 
 
 @pytest.mark.slow

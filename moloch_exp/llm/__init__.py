@@ -3,6 +3,7 @@
 - :class:`LLMClient` (``client.py``): cache → budget → limits → retried HTTP → ledger.
 - :class:`ResponseCache` (``cache.py``): content-addressed SQLite cache shared by all jobs.
 - :class:`Ledger`, :class:`Budget`, :class:`BudgetExceeded` (``ledger.py``): calls, tokens, USD, cap.
+- :class:`PriceBook`, :class:`Price` (``prices.py``): USD per token from genai-prices or ``llm.prices``.
 - :class:`Limits` (``limits.py``): concurrency, requests/min, tokens/min.
 - :class:`ManagedServer`, :func:`smollm2_gguf_path` (``server.py``): local llama.cpp / vLLM server.
 - :func:`response_format_for`, :func:`parse_json_answer`, :func:`json_parser` (``structured.py``).
@@ -11,8 +12,9 @@
 
 from .cache import ResponseCache, cache_key
 from .client import EndpointUnreachable, LLMClient, MissingAPIKey
-from .ledger import Budget, BudgetExceeded, Ledger, estimate
+from .ledger import Budget, BudgetExceeded, Ledger
 from .limits import Limits, TokenBucket
+from .prices import Price, PriceBook
 from .server import ManagedServer, ServerDied, ServerStartError, smollm2_gguf_path
 from .structured import STRUCTURED_MODES, json_parser, parse_json_answer, response_format_for, validate
 from .types import ChatRequest, ChatResult, Parsed
@@ -29,13 +31,14 @@ __all__ = [
     "ManagedServer",
     "MissingAPIKey",
     "Parsed",
+    "Price",
+    "PriceBook",
     "ResponseCache",
     "STRUCTURED_MODES",
     "ServerDied",
     "ServerStartError",
     "TokenBucket",
     "cache_key",
-    "estimate",
     "json_parser",
     "parse_json_answer",
     "response_format_for",

@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from moloch_exp.llm.ledger import usd_text
 from moloch_exp.results import (ProbeChangesResult, ReliabilityResult, RoundsResult, TrendResult, fmt,  # noqa: F401
                                  fmt_ci, probe_results)  # (fmt re-exported)
 
@@ -27,9 +28,22 @@ def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     rounds = RoundsResult.from_json(results)
     if rounds is not None and rounds.n_rounds > 1:
         rows += rounds.table_rows()
-    led = results.get("ledger", {})
-    rows.append(["LLM calls", str(led.get("calls")), "", f"cache hits {led.get('cache_hits')}, usd {led.get('usd')}"])
+    rows += ledger_rows(results.get("ledger", {}), results.get("estimate"))
     return ["metric", "value", "95% CI", "counts"], rows
+
+
+def ledger_rows(led: dict, estimate: dict | None) -> list[list[str]]:
+    """Calls and dollars spent (USD, or "unpriced" naming the models without a price), beside the estimate."""
+    est = f"estimated {usd_text(estimate['usd'], estimate.get('unpriced') or ())} before cache hits" \
+        if estimate and "usd" in estimate else ""
+    rows = [["LLM calls", str(led.get("calls")), "", f"cache hits {led.get('cache_hits')}, "
+             f"tokens in {led.get('prompt_tokens')} (cached {led.get('cached_prompt_tokens', 0)}), "
+             f"out {led.get('completion_tokens')}"],
+            ["LLM spend", usd_text(led.get("usd"), led.get("unpriced") or ()), "", est]]
+    for model, pm in (led.get("per_model") or {}).items():
+        rows.append([f"LLM spend {model}", "unpriced" if pm.get("usd") is None else usd_text(pm["usd"]), "",
+                     f"calls {pm.get('calls')}, price: {pm.get('price') or 'none known'}"])
+    return rows
 
 
 def sentences(results: dict) -> list[str]:

@@ -44,7 +44,9 @@ def flat_metrics(results: dict) -> dict[str, float]:
     if results.get("probe_changes"):
         out.update(ProbeChangesResult.from_json(results["probe_changes"]).metrics())
     for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "usd"):
-        out[f"ledger/{k}"] = results.get("ledger", {}).get(k, 0)
+        value = results.get("ledger", {}).get(k, 0)
+        if value is not None:  # usd is None when a model is unpriced: no number, rather than a false $0
+            out[f"ledger/{k}"] = value
     return out
 
 

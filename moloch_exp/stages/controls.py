@@ -53,24 +53,25 @@ def _no_generation(*args, **kwargs):
     raise RuntimeError("judge controls judge fixed answers; nothing is generated")
 
 
+def judge_controls(client, name: str, probe, judge, seed: int, work_dir: Path) -> list:
+    """The judge's answers on the probe's controls: the EM probe's scored rows (em_first_plot) or
+    Judgments (yes/no probes). Also what the pre-flight estimate dry-runs (report/preflight.py)."""
+    if name == EM_PROBE:
+        ctx = ModelProbeContext(METHOD, seed, _no_generation, _no_generation, client, judge, work_dir)
+        return probe._judge(ctx, ctl.em_items(ctl.load_em_controls()), probe.coherence_prompt or _coherence_prompt())
+    task, anchors, outputs = ctl.yes_no_inputs(ctl.load_yes_no_controls(name))
+    return probe.run(client, judge, task, anchors, outputs, METHOD, seed)
+
+
 def run(env: StageEnv, *, name: str, probe, judge, label: str | None = None) -> Controlled:
     label = label or f"controls_{name}"
 
     def compute(work: Path) -> None:
         if not env.dist.is_main:
             return
-        client = env.hub.open(judge.service)
-        if name == EM_PROBE:
-            ctx = ModelProbeContext(METHOD, env.seed, _no_generation, _no_generation, client, judge, work)
-            rows = probe._judge(ctx, ctl.em_items(ctl.load_em_controls()), probe.coherence_prompt
-                                or _coherence_prompt())
-            check_failures("probe", label, *probe.failures(rows), env.tolerance.probe)
-            write_jsonl(work / "judgments.jsonl", rows)
-            return
-        task, anchors, outputs = ctl.yes_no_inputs(ctl.load_yes_no_controls(name))
-        js = probe.run(client, judge, task, anchors, outputs, METHOD, env.seed)
-        check_failures("probe", label, *probe.failures(js), env.tolerance.probe)
-        write_jsonl(work / "judgments.jsonl", js)
+        rows = judge_controls(env.hub.open(judge.service), name, probe, judge, env.seed, work)
+        check_failures("probe", label, *probe.failures(rows), env.tolerance.probe)
+        write_jsonl(work / "judgments.jsonl", rows)
 
     d = env.stages.run("controls", label, material(name, probe, judge, env.seed), compute)
     return Controlled("controls", label, d)

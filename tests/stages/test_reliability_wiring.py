@@ -16,13 +16,13 @@ from moloch_exp.errors import ConfigError
 from moloch_exp.evaluation.head_to_head import summarize
 from moloch_exp.evaluation.reliability import audience_reliability, judge_agreement
 from moloch_exp.io import write_json
-from moloch_exp.llm.ledger import Ledger
+from moloch_exp.llm.prices import PriceBook
 from moloch_exp.pipeline import build as build_objects, preflight, user_error_in
 from moloch_exp.probes import controls as ctl
 from moloch_exp.probes.task_probes import TaskProbeResult
 from moloch_exp.records import Judgment, Vote
 from moloch_exp.report.cell import write_cell_report
-from moloch_exp.report.preflight import estimate_calls
+from moloch_exp.report.preflight import estimate_cell
 from moloch_exp.report.sweep import summarize_sweep
 from moloch_exp.report.trackers import flat_metrics
 from moloch_exp.results import ProbeChangesResult, ReliabilityResult
@@ -73,22 +73,24 @@ def test_tfb_refuses_adaptive_polling_before_any_work(tmp_path):
 
 def test_preflight_counts_retest_votes_control_and_judge2_judgments(tmp_path):
     settings = Settings(seed=0, n_train=4, n_test=3, candidates_per_anchor=2)
-    base = estimate_calls(build_objects(compose(["model=tiny", "task=elections"], tmp_path)), settings, Ledger({}))
+    base = estimate_cell(build_objects(compose(["model=tiny", "task=elections"], tmp_path)), settings, PriceBook())
     # rft cell: one collection and one pair; 5 voters; retest 2 matches of each vote set
-    assert base["retest_votes"] == 5 * (2 + 2)
-    assert base["control_judgments"] == len(ctl.load_yes_no_controls("disinformation")) + \
+    assert base.calls_of("retest_votes") == 5 * (2 + 2)
+    assert base.calls_of("control_judgments") == len(ctl.load_yes_no_controls("disinformation")) + \
         len(ctl.load_yes_no_controls("populism"))
-    assert base["judge2_judgments"] == 0
-    more = estimate_calls(build_objects(compose(
+    assert base.calls_of("judge2_judgments") == 0
+    more = estimate_cell(build_objects(compose(
         ["model=tiny", "task=elections", "judge@judge2=local", "audience_reliability.retest_matches=10",
-         "probe=[em_first_plot]"], tmp_path)), settings, Ledger({}))
-    assert more["retest_votes"] == 5 * (4 + 3)  # at most every match
-    assert more["control_judgments"] == 2 * (12 + 2 * len(ctl.load_em_controls()))  # two judges; EM: two calls each
-    assert more["judge2_judgments"] == 3 * 2 * 2  # test anchors x task probes x methods
-    off = estimate_calls(build_objects(compose(["model=tiny", "task=elections", "audience_reliability.retest_matches=0",
-                                                "judge_controls.enabled=false"], tmp_path)), settings, Ledger({}))
-    assert off["retest_votes"] == 0 and off["control_judgments"] == 0
-    assert off["calls"] == base["calls"] - base["retest_votes"] - base["control_judgments"]
+         "probe=[em_first_plot]"], tmp_path)), settings, PriceBook())
+    assert more.calls_of("retest_votes") == 5 * (4 + 3)  # at most every match
+    # two judges; EM: two calls each
+    assert more.calls_of("control_judgments") == more.calls_of("judge2_control_judgments") == \
+        12 + 2 * len(ctl.load_em_controls())
+    assert more.calls_of("judge2_judgments") == 3 * 2 * 2  # test anchors x task probes x methods
+    off = estimate_cell(build_objects(compose(["model=tiny", "task=elections", "audience_reliability.retest_matches=0",
+                                                "judge_controls.enabled=false"], tmp_path)), settings, PriceBook())
+    assert off.calls_of("retest_votes") == 0 and off.calls_of("control_judgments") == 0
+    assert off.calls == base.calls - base.calls_of("retest_votes") - base.calls_of("control_judgments")
 
 
 def first_shown_votes(n_matches: int, voters: int, prefer_second: int) -> list[Vote]:

@@ -19,6 +19,16 @@ COLUMNS = ["role", "stage", "model", "calls", "input tokens", "of them cached", 
 
 
 @dataclass(frozen=True)
+class Part:
+    """One stage's share of a term; ``key`` is that stage's cache key, so cells of a sweep that share the
+    stage (the rft and tfb cells' collection, base's outputs) share the part."""
+
+    key: str
+    tally: Tally
+    usd: float | None
+
+
+@dataclass(frozen=True)
 class EstimateTerm:
     """The calls of one stage kind (e.g. every collection's votes) to one role's model."""
 
@@ -26,11 +36,19 @@ class EstimateTerm:
     #            | control_judgments | judge2_judgments | judge2_control_judgments
     role: str  # audience | judge | judge2
     model: str  # the service's identity
-    tally: Tally
-    usd: float | None  # None: the model has no price
+    parts: tuple[Part, ...]
     price: str | None  # where the price comes from (Price.source; None: unpriced)
     batch: bool = False  # priced at the Batch API's rates
     note: str = ""
+
+    @property
+    def tally(self) -> Tally:
+        return sum((p.tally for p in self.parts), Tally())
+
+    @property
+    def usd(self) -> float | None:
+        """None: the model has no price."""
+        return None if self.price is None else sum(p.usd for p in self.parts)
 
     @property
     def calls(self) -> int:
@@ -148,6 +166,16 @@ class CostEstimate:
                              x.usd_text + (" (batch)" if t.batch else "")])
         rows += [[r, "total", "", *x.cells()] for r, x in self.roles.items()]
         return rows + [["all", "total", "", *self.total.cells()]]
+
+
+def grid_total(estimates: Iterable[CostEstimate]) -> Totals:
+    """The work of several cells (a sweep's grid), a stage shared by several cells counted once."""
+    seen: dict[str, tuple[EstimateTerm, Part]] = {}
+    for est in estimates:
+        for term in est.terms:
+            for part in term.parts:
+                seen.setdefault(part.key, (term, part))
+    return Totals.of([dataclasses.replace(term, parts=(part,)) for term, part in seen.values()])
 
 
 def print_estimate(estimate: CostEstimate, title: str) -> None:

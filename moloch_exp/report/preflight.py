@@ -34,10 +34,15 @@ from moloch_exp.llm.ledger import usd_text
 from moloch_exp.llm.prices import PriceBook, unpriced_message
 from moloch_exp.probes.model_probe import ModelProbeContext
 from moloch_exp.protocols import is_model_probe
+from moloch_exp.audience.polling import FullPolling
 from moloch_exp.records import Candidate, Match
-from moloch_exp.report.cost_estimate import CostEstimate, EstimateTerm, Totals, print_estimate  # noqa: F401
+from moloch_exp.report.cost_estimate import CostEstimate, EstimateTerm, Part, Totals, print_estimate  # noqa: F401
 from moloch_exp.seeding import derive_seed
+from moloch_exp.stage_cache import digest
+from moloch_exp.stages import build, collect, controls, evaluate, generate, prepare, probe, reliability, train
+from moloch_exp.stages.base import Adapter, Artifact
 from moloch_exp.stages.cell import ReliabilitySettings, Settings
+from moloch_exp.stages.competition import agent_name
 from moloch_exp.stages.controls import has_controls, judge_controls
 
 def check_budget(estimate: CostEstimate | Totals, max_usd: float | None, scope: str) -> None:
@@ -84,15 +89,22 @@ def _batch(role_object) -> bool:
     return bool(getattr(role_object, "batch", False) or getattr(role_object.service, "batch", False))
 
 
+def _artifact(stage: str, material: dict) -> Artifact:
+    """A stand-in for the artifact the stage would make from ``material``: its key, as StageCache computes it."""
+    return Artifact(stage, stage, Path(digest(material)))
+
+
 class _Estimator:
-    """Dry-runs the cell's LLM stages once per kind and scales them by the cell's settings."""
+    """Dry-runs each kind of LLM work once and counts it as often as the cell does it. Every unit of work
+    carries the key of the stage that does it (the stages' own ``material``): a sweep counts a unit shared
+    by several cells (the rft and tfb cells' collection, base's outputs, controls) once."""
 
     def __init__(self, objs: dict, settings: Settings, prices: PriceBook, answers: AnswerSizes, scratch: Path,
                  memo: dict):
         self.o, self.s, self.prices, self.answers, self.scratch, self.memo = objs, settings, prices, answers, scratch, memo
         task = objs["task"]
         self.task = dataclasses.replace(task, prompts=task.prompts.without_weights())
-        self.method, self.rounds = objs["method"], objs["competition"].rounds
+        self.method, self.comp = objs["method"], objs["competition"]
         self.rel = objs.get("reliability") or ReliabilitySettings(0, False)
         self.gen_tokens = objs["generator"].max_new_tokens
         self.out: list[EstimateTerm] = []
@@ -114,100 +126,152 @@ class _Estimator:
             self.memo[key] = client.take()
         return self.memo[key]
 
-    def add(self, name: str, role: str, who, tally: Tally, note: str = "") -> None:
+    def add(self, name: str, role: str, who, units: list[tuple[Artifact, Tally]], note: str = "") -> None:
         price, batch = self.prices.for_service(who.service), _batch(who)
-        usd = None if price is None else price.usd(tally.input_tokens, tally.output_tokens, tally.cached_input_tokens,
-                                                   batch)
-        self.out.append(EstimateTerm(name, role, who.service.identity(), tally, usd,
+
+        def usd(t: Tally) -> float | None:
+            return None if price is None else price.usd(t.input_tokens, t.output_tokens, t.cached_input_tokens, batch)
+
+        parts = tuple(Part(f"{name}:{a.stage}/{a.key}", t, usd(t)) for a, t in units)
+        self.out.append(EstimateTerm(name, role, who.service.identity(), parts,
                                      None if price is None else price.source, batch, note))
 
+    # the cell's stages, by their keys (stages/cell.py, stages/competition.py) --------------------------
+    def plan(self) -> dict:
+        o, s, m, task = self.o, self.s, self.method, self.o["task"]
+        gen, audience, model, trainer = o["generator"], o["audience"], o["model"], o["trainer"]
+        prepared = _artifact("prepare", prepare.material(task, s.n_train, s.n_test))
+        builders = m.builders()
+        collected = None
+        if any(b.needs_collection for b in builders.values()):
+            collected = _artifact("collect", collect.material(prepared, task, gen, audience, s.candidates_per_anchor,
+                                                              s.seed, polling=o.get("polling")))
+        adapters: dict = {"base": None}
+        for name, builder in builders.items():
+            built = _artifact("build", build.material(builder, collected if builder.needs_collection else None))
+            adapters[name] = Adapter("", _artifact("train", train.material(built, model, trainer)).key)
+
+        def generated(adapter) -> Artifact:
+            return _artifact("generate", generate.material(prepared, task, gen, adapter, s.seed))
+
+        outputs = {name: generated(adapters[name]) for name in ["base"] + m.methods}
+        pairs = [(a, b) for a, b in m.pairs]
+        later_collects, later = [], []
+        prev_collect, prev = collected, m.name
+        for r in range(2, self.comp.rounds + 1):  # stages/competition.py: later_rounds
+            name = agent_name(m.name, r)
+            opponent = prev_collect if self.comp.opponent == "previous" else None
+            coll = _artifact("collect", collect.material(prepared, task, gen, audience,
+                                                         1 if opponent else s.candidates_per_anchor, s.seed,
+                                                         adapters[prev], opponent))
+            built = _artifact("build", build.material(m.builder, coll))
+            init = adapters[prev] if self.comp.init == "previous" else None
+            adapters[name] = Adapter("", _artifact("train", train.material(built, model, trainer, init)).key)
+            outputs[name] = generated(adapters[name])
+            later_collects.append(coll)
+            later.append(name)
+            pairs += [("base", name), (prev, name)]
+            prev_collect, prev = coll, name
+        evaluated = {(a, b): _artifact("evaluate", evaluate.material(outputs[a], outputs[b], audience, task, s.seed))
+                     for a, b in pairs}
+        return {"collected": collected, "later_collects": later_collects, "adapters": adapters, "outputs": outputs,
+                "later": later, "evaluated": evaluated}
+
     def terms(self) -> list[EstimateTerm]:
-        self.audience_terms()
+        plan = self.plan()
+        self.audience_terms(plan)
         probes = self.o["probes"]
         judges = [("judge", self.o["judge"])] + ([("judge2", self.o["judge2"])] if self.o.get("judge2") else [])
         if probes:
             for role, judge in judges:
-                self.judge_terms(role, judge, probes)
+                self.judge_terms(role, judge, probes, plan)
         return self.out
 
     # audience ------------------------------------------------------------------------------------
-    def audience_terms(self) -> None:
-        audience, m, s = self.o["audience"], self.method, self.s
-        collecting = any(b.needs_collection for b in m.builders().values())
-        own_rounds = m.builder is not None and m.builder.needs_collection
-        collections = self.rounds if own_rounds else int(collecting)
-        n_pairs = len(m.pairs) + (2 * (self.rounds - 1) if own_rounds else 0)
-        if not collections and not n_pairs:
+    def audience_terms(self, plan: dict) -> None:
+        audience, s = self.o["audience"], self.s
+        if plan["collected"] is None and not plan["evaluated"]:
             return
 
-        def votes(kind: str, n_matches: int, seed: int) -> Tally:
+        def votes(kind: str, n_options: int, n_matches: int, seed: int) -> Tally:
             """The audience's votes on the first ``n_matches`` matches of a collection or a head-to-head."""
             def run(client: DryRunClient) -> None:
-                if kind == "collect":
-                    k = s.candidates_per_anchor
-                    ms = [Match(f"collect:{a.id}", a.id, list(range(k)),
-                                [filler(self.gen_tokens, f"{a.id}/{i}") for i in range(k)]) for a in self.anchors("train")]
-                else:
-                    ms = [Match(f"pair:{a.id}", a.id, [0, 1], [filler(self.gen_tokens, f"{a.id}/a"),
-                                                               filler(self.gen_tokens, f"{a.id}/b")])
-                          for a in self.anchors("test")]
+                split, tag = ("train", "collect") if kind == "collect" else ("test", "pair")
+                ms = [Match(f"{tag}:{a.id}", a.id, list(range(n_options)),
+                            [filler(self.gen_tokens, f"{a.id}/{i}") for i in range(n_options)])
+                      for a in self.anchors(split)]
                 audience.vote(client, self.task, ms[:n_matches], seed, desc="estimate")
 
-            return self.dry_run(["votes", kind, n_matches, seed, s.candidates_per_anchor, audience.identity()], run,
+            return self.dry_run(["votes", kind, n_options, n_matches, seed, audience.identity()], run,
                                 audience.service)
 
-        retest, retest_seed = Tally(), derive_seed(s.seed, "retest")
+        k, retest_seed = s.candidates_per_anchor, derive_seed(s.seed, "retest")
+        collections = ([plan["collected"]] if plan["collected"] is not None else []) + plan["later_collects"]
         if collections:
             polling = self.o.get("polling")
-            note = "" if polling is None or polling.identity().get("polling") in (None, "full") else \
+            note = "" if polling is None or polling.identity() == FullPolling().identity() else \
                 "full panel; collect.polling stops matches early"
-            self.add("collect_votes", "audience", audience, votes("collect", s.n_train, s.seed).times(collections), note)
-            retest += votes("collect", retest_match_count(self.rel, s.n_train), retest_seed)
-        if n_pairs:
-            self.add("evaluate_votes", "audience", audience, votes("pair", s.n_test, s.seed).times(n_pairs))
-            # the retest re-asks the cell's own pairs, not a race's later rounds (stages/trust.py)
-            retest += votes("pair", retest_match_count(self.rel, s.n_test), retest_seed).times(len(m.pairs))
-        self.add("retest_votes", "audience", audience, retest)
+            n_options = [k] + [2 if self.comp.opponent == "previous" else k] * len(plan["later_collects"])
+            self.add("collect_votes", "audience", audience,
+                     [(c, votes("collect", n, s.n_train, s.seed)) for c, n in zip(collections, n_options)], note)
+        self.add("evaluate_votes", "audience", audience,
+                 [(e, votes("pair", 2, s.n_test, s.seed)) for e in plan["evaluated"].values()])
+        # the retest re-asks the collection of round 1 and the cell's own pairs (stages/trust.py)
+        sources = ([(plan["collected"], "collect", k, s.n_train)] if plan["collected"] is not None else []) + \
+            [(plan["evaluated"][pair], "pair", 2, s.n_test) for pair in self.method.pairs]
+        units = []
+        for source, kind, n_options, n_matches in sources:
+            material = reliability.material(source, audience, self.o["task"], self.rel.retest_matches, s.seed)
+            units.append((_artifact("reliability", material),
+                          votes(kind, n_options, retest_match_count(self.rel, n_matches), retest_seed)))
+        self.add("retest_votes", "audience", audience, units)
 
     # judges --------------------------------------------------------------------------------------
-    def judge_terms(self, role: str, judge, probes: dict) -> None:
-        methods = self.method.methods
+    def judge_terms(self, role: str, judge, probes: dict, plan: dict) -> None:
+        seed, task = self.s.seed, self.o["task"]
         task_probes = {n: p for n, p in probes.items() if not is_model_probe(p)}
-        if task_probes:
-            def judge_outputs(client: DryRunClient) -> None:
+        # judge: every method and every later round of a race; judge2: the methods again, for agreement
+        methods = self.method.methods + (plan["later"] if role == "judge" else [])
+        units = []
+        for name, p in task_probes.items():
+            def judge_outputs(client: DryRunClient, p=p) -> None:
                 test = self.anchors("test")
                 outputs = [Candidate(a.id, 0, self.task.agent_messages(a), text, None, text, "ok", 0)
                            for a in test for text in [filler(self.gen_tokens, f"{a.id}/output")]]
-                for p in task_probes.values():
-                    p.run(client, judge, self.task, {a.id: a for a in test}, outputs, "estimate", self.s.seed)
+                p.run(client, judge, self.task, {a.id: a for a in test}, outputs, "estimate", seed)
 
-            once = self.dry_run(["task_probes", self.s.n_test, judge.identity(),
-                                 [p.identity() for p in task_probes.values()]], judge_outputs, judge.service)
-            if role == "judge":  # every method and every later round of a race
-                self.add("task_probe_judgments", role, judge, once.times(len(methods) + self.rounds - 1))
-            else:  # judge2 labels the task probes again, for agreement (stages/trust.py)
-                self.add("judge2_judgments", role, judge, once.times(len(methods)))
+            once = self.dry_run(["task_probe", self.s.n_test, judge.identity(), p.identity()], judge_outputs,
+                                judge.service)
+            units += [(_artifact("probe", probe.task_material(p, plan["outputs"][m], judge, seed)), once)
+                      for m in methods]
+        if units:
+            self.add("task_probe_judgments" if role == "judge" else "judge2_judgments", role, judge, units)
         model_probes = {n: p for n, p in probes.items() if is_model_probe(p)}
         if role == "judge" and model_probes:
-            def sample_and_judge(client: DryRunClient) -> None:
-                for name, p in model_probes.items():
+            units = []
+            for name, p in model_probes.items():
+                def sample_and_judge(client: DryRunClient, name=name, p=p) -> None:
                     p.run_model(self._probe_context(client, judge, name))
 
-            self.add("model_probe_judgments", role, judge,
-                     self.dry_run(["model_probes", judge.identity(), [p.identity() for p in model_probes.values()]],
-                                  sample_and_judge, judge.service).times(len(methods)))
+                once = self.dry_run(["model_probe", judge.identity(), p.identity()], sample_and_judge, judge.service)
+                units += [(_artifact("probe", probe.model_material(p, self.o["model"], plan["adapters"][m], judge,
+                                                                   seed)), once) for m in self.method.methods]
+            self.add("model_probe_judgments", role, judge, units)
         controlled = {n: p for n, p in probes.items() if has_controls(n, p)}
         if self.rel.judge_controls and controlled:
-            def judge_control_items(client: DryRunClient) -> None:
-                for name, p in controlled.items():
-                    judge_controls(client, name, p, judge, self.s.seed, self.scratch / f"controls_{role}_{name}")
+            units = []
+            for name, p in controlled.items():
+                def judge_control_items(client: DryRunClient, name=name, p=p) -> None:
+                    judge_controls(client, name, p, judge, seed, self.scratch / f"controls_{role}_{name}")
 
-            self.add("control_judgments" if role == "judge" else "judge2_control_judgments", role, judge,
-                     self.dry_run(["controls", judge.identity(), {n: p.identity() for n, p in controlled.items()}],
-                                  judge_control_items, judge.service))
+                once = self.dry_run(["controls", name, judge.identity(), p.identity()], judge_control_items,
+                                    judge.service)
+                units.append((_artifact("controls", controls.material(name, p, judge, seed)), once))
+            self.add("control_judgments" if role == "judge" else "judge2_control_judgments", role, judge, units)
 
     def _probe_context(self, client: DryRunClient, judge, name: str) -> ModelProbeContext:
-        def generate(prompts: list, seeds: list, *, max_new_tokens: int, temperature: float, desc: str = ""):
+        def generate_text(prompts: list, seeds: list, *, max_new_tokens: int, temperature: float, desc: str = ""):
             return [filler(max_new_tokens, f"{name}/{i}") for i in range(len(prompts))]
 
-        return ModelProbeContext("estimate", self.s.seed, generate, generate, client, judge, self.scratch / name)
+        return ModelProbeContext("estimate", self.s.seed, generate_text, generate_text, client, judge,
+                                 self.scratch / name)

@@ -1,5 +1,7 @@
 """Sweep pre-flight: before ``python run.py -m ...`` submits any job, the whole grid's estimate (calls,
 tokens and dollars per cell and in total) is printed once and written to ``<sweep dir>/sweep_estimate.json``.
+The grid's total counts a stage shared by several cells once (their stage keys are equal: the rft and
+tfb cells of a task and model share the collection, base's outputs and probes; every cell the controls).
 
     python run.py -m task=sales,elections,social_media method=rft,tfb preflight_only=true   # print, submit nothing
     python run.py -m experiment=paper task=sales,elections method=rft,tfb budget.max_usd=300 data_dir=...
@@ -27,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from moloch_exp.errors import UserError
 from moloch_exp.io import write_json
-from moloch_exp.report.cost_estimate import CostEstimate, Totals
+from moloch_exp.report.cost_estimate import CostEstimate, Totals, grid_total
 
 log = logging.getLogger(__name__)
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # the default sweeper's config target
@@ -73,10 +75,12 @@ def estimate_job(cfg: DictConfig, memo: dict) -> CostEstimate:
 
 
 def grid_estimate(config: DictConfig, config_name: str | None) -> tuple[list[dict], Totals]:
-    """Every job's estimate (or the one line saying why it has none), and the grid's total."""
+    """Every job's estimate (or the one line saying why it has none), and the grid's total: the work of
+    every cell, a stage that several cells share (one collection for rft and tfb, base's outputs and
+    probes, the judge controls) counted once, as the stage cache will run it once."""
     from moloch_exp.pipeline import user_error_in
 
-    jobs, memo, rows, total = sweep_jobs(config), {}, [], Totals()
+    jobs, memo, rows = sweep_jobs(config), {}, []
     swept = [o.split("=", 1)[0] for o in _swept(config)]
     for num, overrides in enumerate(jobs):
         name = " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or " ".join(overrides)
@@ -89,9 +93,8 @@ def grid_estimate(config: DictConfig, config_name: str | None) -> tuple[list[dic
             rows.append({"num": num, "cell": name, "overrides": overrides,
                          "error": f"{type(err).__name__}: {err}"})
             continue
-        rows.append({"num": num, "cell": name, "overrides": overrides, "estimate": est.to_json(), "totals": est.total})
-        total = total + est.total
-    return rows, total
+        rows.append({"num": num, "cell": name, "overrides": overrides, "estimate": est, "totals": est.total})
+    return rows, grid_total(r["estimate"] for r in rows if "estimate" in r)
 
 
 def _swept(config: DictConfig) -> list[str]:
@@ -106,7 +109,10 @@ def print_grid(rows: list[dict], total: Totals, title: str) -> None:
     table = [[str(r["num"]), r["cell"], *(r["totals"].cells() if "totals" in r else ["-"] * 4 + ["no estimate"])]
              for r in rows]
     missing = sum("totals" not in r for r in rows)
-    print_table(title, COLUMNS, table + [["", f"total ({missing} cells without an estimate)" if missing else "total",
+    cells = sum((r["totals"] for r in rows if "totals" in r), Totals())
+    table.append(["", "sum of the cells", *cells.cells()])
+    print_table(title, COLUMNS, table + [["", "grid (stages shared by cells once)"
+                                          + (f"; {missing} cells without an estimate" if missing else ""),
                                           *total.cells()]])
 
 
@@ -128,8 +134,9 @@ class SweepPreflightCallback(Callback):
         print_grid(rows, total, f"Sweep pre-flight estimate: {len(rows)} cells (before cache hits)")
         out = Path(config.hydra.sweep.dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "sweep_estimate.json", {"cells": [{k: v for k, v in r.items() if k != "totals"} for r in rows],
-                                                 "total": total.to_json()})
+        write_json(out / "sweep_estimate.json", {
+            "cells": [{k: (v.to_json() if k == "estimate" else v) for k, v in r.items() if k != "totals"} for r in rows],
+            "total": total.to_json()})
         for r in failed:
             print(f"cell {r['num']} ({r['cell']}): no estimate: {r['error']}")
         max_usd = OmegaConf.select(config, "budget.max_usd")

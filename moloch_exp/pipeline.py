@@ -222,7 +222,8 @@ def _run(cfg: DictConfig) -> dict:
         metrics[key] = metrics[key].to_json()
     if "rounds" in metrics:
         metrics.update(metrics.pop("rounds").to_json())  # competition + rounds
-    results = {"cell": cell, **metrics, "counts": cell_run.counts(), "ledger": ledger.to_dict(), "estimate": estimate.to_json(),
+    results = {"cell": cell, **metrics, "counts": cell_run.counts(), "ledger": ledger.to_dict(),
+               "estimate": estimate.to_json(),
                "stages": stages.events, "stage_keys": cell_run.keys, "world_size": dist.world,
                "seconds": round(time.time() - started, 1)}
     write_json(out / "results.json", results)

@@ -47,7 +47,8 @@ def test_counts_follow_every_stage_of_the_cell(tmp_path):
     assert e.calls_of("collect_votes") == 4 * 5  # one collection for rft and tfb
     assert e.calls_of("evaluate_votes") == 2 * 3 * 5  # base_vs_tfb, rft_vs_tfb
     assert e.calls_of("retest_votes") == 5 * (2 + 2 * 2)  # 2 matches of the collection and of each pair
-    assert e.calls_of("task_probe_judgments") == e.calls_of("judge2_judgments") == 3 * 2 * 3  # methods x probes x outputs
+    # methods x probes x outputs
+    assert e.calls_of("task_probe_judgments") == e.calls_of("judge2_judgments") == 3 * 2 * 3
     assert e.calls_of("model_probe_judgments") == 3 * 2 * em_samples  # alignment and coherence per sample
     assert e.calls_of("control_judgments") == e.calls_of("judge2_control_judgments") == \
         yes_no + 2 * len(ctl.load_em_controls())

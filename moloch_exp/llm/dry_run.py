@@ -52,7 +52,7 @@ class AnswerSizes:
     """The answers a dry run assumes (the real ones cannot be seen before the run)."""
 
     free_text_chars: int = 240  # a schema's free string (a voter's thought, a judge's reasoning), at most its maxLength
-    unconstrained_tokens: int = 256  # an answer without a schema (e.g. the paper's chain of thought), at most max_tokens
+    unconstrained_tokens: int = 256  # an answer without a schema (the paper's chain of thought), at most max_tokens
 
     def answer(self, req: ChatRequest) -> str:
         if req.json_schema is not None:

@@ -117,7 +117,8 @@ class CostEstimate:
 
     @property
     def roles(self) -> dict[str, Totals]:
-        return {r: Totals.of(t for t in self.terms if t.role == r) for r in ROLES if any(t.role == r for t in self.terms)}
+        present = {t.role for t in self.terms}
+        return {r: Totals.of(t for t in self.terms if t.role == r) for r in ROLES if r in present}
 
     @property
     def calls(self) -> int:

@@ -101,7 +101,8 @@ class _Estimator:
 
     def __init__(self, objs: dict, settings: Settings, prices: PriceBook, answers: AnswerSizes, scratch: Path,
                  memo: dict):
-        self.o, self.s, self.prices, self.answers, self.scratch, self.memo = objs, settings, prices, answers, scratch, memo
+        self.o, self.s, self.prices, self.answers = objs, settings, prices, answers
+        self.scratch, self.memo = scratch, memo
         task = objs["task"]
         self.task = dataclasses.replace(task, prompts=task.prompts.without_weights())
         self.method, self.comp = objs["method"], objs["competition"]

@@ -135,7 +135,8 @@ class SweepPreflightCallback(Callback):
         out = Path(config.hydra.sweep.dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "sweep_estimate.json", {
-            "cells": [{k: (v.to_json() if k == "estimate" else v) for k, v in r.items() if k != "totals"} for r in rows],
+            "cells": [{k: (v.to_json() if k == "estimate" else v) for k, v in r.items() if k != "totals"}
+                      for r in rows],
             "total": total.to_json()})
         for r in failed:
             print(f"cell {r['num']} ({r['cell']}): no estimate: {r['error']}")

@@ -98,8 +98,7 @@ class Totals:
                 f"{self.output_tokens:,}", self.usd_text]
 
     def to_json(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "local_only"} | {
-            "unpriced": list(self.unpriced)}
+        return dataclasses.asdict(self) | {"unpriced": list(self.unpriced)}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ evaluate for every pair (and, in later rounds, against base and the previous rou
 every vote set (``audience_reliability``), task probes for every method and later round, model
 probes for every method, judge controls for judge and judge2, judge2 on the task probes. Not
 counted: checkpoint trends (``train.eval_every_n_steps``), re-asks of unparseable answers, and the
-matches adaptive/sequential polling stops early (collect is counted with the full panel).
+matches adaptive/sequential polling stops early (collect is counted with the full panel). Each unit of
+work carries its stage's cache key (from the stages' own ``material``), so a sweep's grid counts a
+stage that several cells share once (report/cost_estimate.py: grid_total).
 """
 from __future__ import annotations
 
@@ -28,13 +30,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from moloch_exp.audience.polling import FullPolling
 from moloch_exp.errors import BudgetError, ConfigError
 from moloch_exp.llm.dry_run import AnswerSizes, DryRunClient, Tally, filler
 from moloch_exp.llm.ledger import usd_text
 from moloch_exp.llm.prices import PriceBook, unpriced_message
 from moloch_exp.probes.model_probe import ModelProbeContext
 from moloch_exp.protocols import is_model_probe
-from moloch_exp.audience.polling import FullPolling
 from moloch_exp.records import Candidate, Match
 from moloch_exp.report.cost_estimate import CostEstimate, EstimateTerm, Part, Totals, print_estimate  # noqa: F401
 from moloch_exp.seeding import derive_seed
@@ -44,6 +46,7 @@ from moloch_exp.stages.base import Adapter, Artifact
 from moloch_exp.stages.cell import ReliabilitySettings, Settings
 from moloch_exp.stages.competition import agent_name
 from moloch_exp.stages.controls import has_controls, judge_controls
+
 
 def check_budget(estimate: CostEstimate | Totals, max_usd: float | None, scope: str) -> None:
     """Before any work: a cap needs a price for every model, and an estimate within it."""
@@ -57,9 +60,9 @@ def check_budget(estimate: CostEstimate | Totals, max_usd: float | None, scope: 
                           "smaller (nothing was run)")
 
 
-def retest_match_count(reliability: ReliabilitySettings, n_matches: int) -> int:
+def retest_match_count(settings: ReliabilitySettings, n_matches: int) -> int:
     """Matches of one vote set the test–retest re-asks (stages/reliability.py: retest_subset)."""
-    return min(reliability.retest_matches, n_matches)
+    return min(settings.retest_matches, n_matches)
 
 
 def estimate_cell(objs: dict, settings: Settings, prices: PriceBook, answers: AnswerSizes | None = None,

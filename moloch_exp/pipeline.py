@@ -66,12 +66,6 @@ def build(cfg: DictConfig) -> dict:
 
 def preflight(objs: dict, settings: Settings) -> None:
     """Seconds, not minutes: every cause of an early failure is checked before any work."""
-    preflight_config(objs, settings)
-    preflight_services(objs)
-
-
-def preflight_config(objs: dict, settings: Settings) -> None:
-    """The checks of the configuration and its files (pipeline.run prices the cell between these and the services)."""
     objs["model"].check_available()
     objs["task"].prompts.check(objs["task"])  # prompts=paper: the reference pack loads and covers the task
     for split, n in (("train", settings.n_train), ("test", settings.n_test)):
@@ -84,6 +78,7 @@ def preflight_config(objs: dict, settings: Settings) -> None:
                           f"({type(objs['trainer']).__name__}) trains on {objs['trainer'].example_format} examples: "
                           f"{'drop the trainer override (method=dpo selects trainer=dpo)' if method.name == 'dpo' else 'use trainer=lora'}")
     if method.builder is not None or method.compare_against:
+        objs["audience"].service.preflight()
         objs["audience"].voters(settings.seed)  # the persona file and n_voters are checked here
         objs["audience"].check(objs["task"])  # the ballot layout exists in the task's prompt set
     if "tfb" in method.builders() and objs["polling"].identity() != FullPolling().identity():
@@ -92,13 +87,6 @@ def preflight_config(objs: dict, settings: Settings) -> None:
                           "method tfb trains on every voter's thought: use collect.polling=full with tfb")
     for builder in method.builders().values():
         builder.check()  # e.g. a user-supplied dataset is checked before any work
-
-
-def preflight_services(objs: dict) -> None:
-    """API keys, reachable endpoints, managed servers' binaries and model files."""
-    method = objs["method"]
-    if method.builder is not None or method.compare_against:
-        objs["audience"].service.preflight()
     if objs["probes"]:
         objs["judge"].service.preflight()
     if objs["judge2"] is not None:
@@ -180,7 +168,7 @@ def _run(cfg: DictConfig) -> dict:
     cache_dir = Path(cfg.paths.cache_dir)
     objs = build(cfg)
     settings = settings_of(cfg)
-    preflight_config(objs, settings)
+    preflight(objs, settings)
     trend_probes = trend_settings(cfg, objs)
     estimate = cell_estimate(cfg, objs)
     cell = {"task": objs["task"].name, "model": objs["model"].name, "method": objs["method"].name, "seed": cfg.seed}
@@ -188,7 +176,6 @@ def _run(cfg: DictConfig) -> dict:
         print_estimate(estimate, f"Pre-flight estimate (before cache hits): {cell['task']} · {cell['model']} · "
                                  f"{cell['method']} · seed {cell['seed']}")
     check_budget(estimate, cfg.budget.max_usd, "cell")  # a budget the cell cannot meet stops it before any work
-    preflight_services(objs)
     if cfg.get("preflight_only"):
         if dist.is_main:
             write_json(out / "estimate.json", {"cell": cell, "estimate": estimate.to_json()})

@@ -119,12 +119,32 @@ def test_prices_need_no_network():
     assert out.stdout.split() == ["True", "True"]
 
 
+@pytest.fixture
+def endpoint():
+    """An HTTP server on loopback that answers every request 404: reachable, as pre-flight asks, and nothing more."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.mark.e2e
-def test_budget_with_an_unpriced_model_stops_run_py_with_one_line(tmp_path):
-    """Before any work and before the (unreachable) endpoint is tried: exit code 1, one line, no traceback."""
+def test_budget_with_an_unpriced_model_stops_run_py_with_one_line(tmp_path, endpoint):
+    """After the setup checks and before any work: exit code 1, one line naming the model, no traceback."""
     out = subprocess.run(
         [sys.executable, str(REPO / "run.py"), "model=tiny", "audience=openai_compatible",
-         "audience.service.model=my-unpriced-model", "audience.service.base_url=http://127.0.0.1:9/v1",
+         "audience.service.model=my-unpriced-model", f"audience.service.base_url={endpoint}",
          "budget.max_usd=5", f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_env(tmp_path))
     assert out.returncode != 0
@@ -134,6 +154,7 @@ def test_budget_with_an_unpriced_model_stops_run_py_with_one_line(tmp_path):
                       "'+llm.prices.my-unpriced-model={input_per_1m: 0.15, output_per_1m: 0.6}') "
                       "or set budget.max_usd=null"]
     assert "Traceback" not in out.stderr and not (tmp_path / "run" / "results.json").exists()
+    assert not (tmp_path / "cache" / "models").exists()  # stopped before the agent was built
 
 
 def _env(tmp_path: Path) -> dict:

@@ -94,6 +94,10 @@ def preflight(objs: dict, settings: Settings) -> None:
 
 
 def settings_of(cfg: DictConfig) -> Settings:
+    for key, least in (("anchors.n_train", 0), ("anchors.n_test", 0), ("collect.candidates_per_anchor", 1)):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ConfigError(f"{key} must be an integer >= {least}, not {value!r}")
     return Settings(seed=cfg.seed, n_train=cfg.anchors.n_train, n_test=cfg.anchors.n_test,
                     candidates_per_anchor=cfg.collect.candidates_per_anchor)
 

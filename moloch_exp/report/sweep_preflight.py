@@ -23,9 +23,10 @@ from pathlib import Path
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import InstantiationException
+from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
+from tqdm.auto import tqdm
 
 from moloch_exp.errors import UserError
 from moloch_exp.io import write_json
@@ -82,16 +83,16 @@ def grid_estimate(config: DictConfig, config_name: str | None) -> tuple[list[dic
 
     jobs, memo, rows = sweep_jobs(config), {}, []
     swept = [o.split("=", 1)[0] for o in _swept(config)]
-    for num, overrides in enumerate(jobs):
+    for num, overrides in enumerate(tqdm(jobs, desc="sweep pre-flight", unit="cell", leave=False)):
         name = " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or " ".join(overrides)
         try:
             est = estimate_job(job_config(config, config_name, overrides, num), memo)
-        except (UserError, InstantiationException) as raised:
-            err = user_error_in(raised)
+        except (UserError, InstantiationException, ConfigCompositionException) as raised:
+            err = raised if isinstance(raised, ConfigCompositionException) else user_error_in(raised)
             if err is None:
                 raise
             rows.append({"num": num, "cell": name, "overrides": overrides,
-                         "error": f"{type(err).__name__}: {err}"})
+                         "error": f"{type(err).__name__}: {' '.join(str(err).split())}"})
             continue
         rows.append({"num": num, "cell": name, "overrides": overrides, "estimate": est, "totals": est.total})
     return rows, grid_total(r["estimate"] for r in rows if "estimate" in r)

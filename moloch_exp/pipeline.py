@@ -31,7 +31,7 @@ from moloch_exp.llm.ledger import Budget, Ledger
 from moloch_exp.llm.prices import PriceBook
 from moloch_exp.io import write_json
 from moloch_exp.report.cell import write_cell_report
-from moloch_exp.report.preflight import CostEstimate, check_budget, estimate_cell, print_estimate
+from moloch_exp.report.preflight import CostEstimate, check_budget, estimate_cell, finished_stages, print_estimate
 from moloch_exp.stage_cache import StageCache
 from moloch_exp.stages.base import FailureTolerance, StageEnv
 from moloch_exp.audience.polling import FullPolling
@@ -105,7 +105,8 @@ def settings_of(cfg: DictConfig) -> Settings:
 def cell_estimate(cfg: DictConfig, objs: dict, memo: dict | None = None) -> CostEstimate:
     """The cell's calls, tokens and dollars (report/preflight.py); ``memo``: shared by a sweep's cells."""
     answers = instantiate(cfg.cost_estimate) if cfg.get("cost_estimate") is not None else AnswerSizes()
-    return estimate_cell(objs, settings_of(cfg), price_book(cfg), answers, memo)
+    finished = finished_stages(cfg.paths.cache_dir) if cfg.stage_cache else None
+    return estimate_cell(objs, settings_of(cfg), price_book(cfg), answers, memo, finished)
 
 
 def price_book(cfg: DictConfig) -> PriceBook:
@@ -177,9 +178,9 @@ def _run(cfg: DictConfig) -> dict:
     estimate = cell_estimate(cfg, objs)
     cell = {"task": objs["task"].name, "model": objs["model"].name, "method": objs["method"].name, "seed": cfg.seed}
     if dist.is_main:
-        print_estimate(estimate, f"Pre-flight estimate (before cache hits): {cell['task']} · {cell['model']} · "
+        print_estimate(estimate, f"Pre-flight estimate: {cell['task']} · {cell['model']} · "
                                  f"{cell['method']} · seed {cell['seed']}")
-    check_budget(estimate, cfg.budget.max_usd, "cell")  # a budget the cell cannot meet stops it before any work
+    check_budget(estimate.remaining, cfg.budget.max_usd, "cell")  # a budget it cannot meet stops the cell here
     if cfg.get("preflight_only"):
         if dist.is_main:
             write_json(out / "estimate.json", {"cell": cell, "estimate": estimate.to_json()})

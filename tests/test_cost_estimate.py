@@ -142,6 +142,22 @@ def test_a_grid_counts_stages_shared_by_its_cells_once(tmp_path):
     assert grid_total([rft, rft]).calls == rft.calls  # the same cell twice is one cell's work
 
 
+def test_finished_stages_are_not_counted_to_run(tmp_path):
+    cache = tmp_path / "cache"
+    e = estimate(tmp_path, f"paths.cache_dir={cache}")
+    assert e.remaining == e.total and e.total.calls > 0
+    stage, key = e.term("collect_votes").parts[0].key.split(":", 1)[1].split("/")
+    (cache / "stages" / stage / key).mkdir(parents=True)
+    (cache / "stages" / stage / key / "DONE").write_text("")  # as StageCache marks a finished stage
+    again = estimate(tmp_path, f"paths.cache_dir={cache}")
+    assert again.total == e.total and again.remaining.calls == e.calls - e.calls_of("collect_votes")
+    assert any(r[1].startswith("to run") for r in again.table_rows())
+    off = estimate(tmp_path, f"paths.cache_dir={cache}", "stage_cache=false")  # nothing will be reused
+    assert off.remaining == off.total
+    with pytest.raises(BudgetError):
+        check_budget(estimate(tmp_path, *HOSTED).remaining, 1e-9, "cell")
+
+
 def test_the_paper_cell_at_its_size(tmp_path, paper_dir):
     """1,024 + 1,024 anchors, 20 voters, 1,480-token outputs, gpt-4o-mini and gpt-4o (experiment=paper)."""
     cfg = compose(["experiment=paper", "task=elections", "model=tiny", f"data_dir={paper_dir}"], tmp_path)

@@ -74,12 +74,20 @@ def test_the_grid_is_printed_before_the_jobs_run(cache_dir, tmp_path):
     p = run_app(["-m", *TINY, *short, f"hydra.sweep.dir={sweep}"], cache_dir, tmp_path, timeout=850)
     assert p.returncode == 0, p.stderr[-3000:]
     grid_at = p.stdout.index("Sweep pre-flight estimate: 2 cells")
-    jobs_at = [i for i in range(len(p.stdout)) if p.stdout.startswith("Pre-flight estimate (before cache hits)", i)]
+    jobs_at = [i for i in range(len(p.stdout)) if p.stdout.startswith("Pre-flight estimate: sales", i)]
     assert p.stdout.count("Sweep pre-flight estimate") == 1 and len(jobs_at) == 2 and grid_at < min(jobs_at)
     grid = json.loads((sweep / "sweep_estimate.json").read_text())
+    assert grid["remaining"]["calls"] == grid["total"]["calls"] > 0  # nothing ran before
     for cell, job in zip(grid["cells"], sorted(d for d in sweep.iterdir() if d.is_dir())):
         done = json.loads((job / "results.json").read_text())
         assert done["estimate"]["calls"] == cell["estimate"]["calls"]  # the job's own estimate, the same
+    # the same sweep again: every stage is in the stage cache under the key the estimate computed
+    again = tmp_path / "again"
+    p = run_app(["-m", *TINY, *short, "preflight_only=true", f"hydra.sweep.dir={again}"], cache_dir, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    regrid = json.loads((again / "sweep_estimate.json").read_text())
+    assert regrid["total"]["calls"] == grid["total"]["calls"] and regrid["remaining"]["calls"] == 0
+    assert "to run (stages already in the stage cache skipped)" in p.stdout
 
 
 def _composed(overrides: list[str], tmp_path):

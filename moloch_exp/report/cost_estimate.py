@@ -26,6 +26,7 @@ class Part:
     key: str
     tally: Tally
     usd: float | None
+    done: bool = False  # the stage is already finished in the stage cache: a run reuses it, no call made
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,11 @@ class CostEstimate:
         return Totals.of(self.terms)
 
     @property
+    def remaining(self) -> Totals:
+        """What a run would still spend: the stages the stage cache has not finished yet."""
+        return Totals.of(_undone(self.terms))
+
+    @property
     def roles(self) -> dict[str, Totals]:
         present = {t.role for t in self.terms}
         return {r: Totals.of(t for t in self.terms if t.role == r) for r in ROLES if r in present}
@@ -152,7 +158,8 @@ class CostEstimate:
         return t.calls if t is not None else 0
 
     def to_json(self) -> dict:
-        return {**self.total.to_json(), "roles": {r: t.to_json() for r, t in self.roles.items()},
+        return {**self.total.to_json(), "remaining": self.remaining.to_json(),
+                "roles": {r: t.to_json() for r, t in self.roles.items()},
                 "terms": {t.name: t.to_json() for t in self.terms},
                 "assumptions": {"answers": dataclasses.asdict(self.answers),
                                 "counting": "characters/4 + 3 per message + 3 (moloch_exp/llm/dry_run.py)"}}
@@ -165,17 +172,25 @@ class CostEstimate:
                 rows.append([t.role, t.name + (f" ({t.note})" if t.note else ""), t.model, *x.cells()[:-1],
                              x.usd_text + (" (batch)" if t.batch else "")])
         rows += [[r, "total", "", *x.cells()] for r, x in self.roles.items()]
-        return rows + [["all", "total", "", *self.total.cells()]]
+        rows.append(["all", "total", "", *self.total.cells()])
+        if self.remaining != self.total:
+            rows.append(["all", "to run (stages already in the stage cache skipped)", "", *self.remaining.cells()])
+        return rows
 
 
-def grid_total(estimates: Iterable[CostEstimate]) -> Totals:
-    """The work of several cells (a sweep's grid), a stage shared by several cells counted once."""
+def grid_total(estimates: Iterable[CostEstimate], remaining: bool = False) -> Totals:
+    """The work of several cells (a sweep's grid), a stage shared by several cells counted once;
+    ``remaining``: only the stages the stage cache has not finished."""
     seen: dict[str, tuple[EstimateTerm, Part]] = {}
     for est in estimates:
-        for term in est.terms:
+        for term in (_undone(est.terms) if remaining else est.terms):
             for part in term.parts:
                 seen.setdefault(part.key, (term, part))
     return Totals.of([dataclasses.replace(term, parts=(part,)) for term, part in seen.values()])
+
+
+def _undone(terms: Iterable[EstimateTerm]) -> list[EstimateTerm]:
+    return [dataclasses.replace(t, parts=tuple(p for p in t.parts if not p.done)) for t in terms]
 
 
 def print_estimate(estimate: CostEstimate, title: str) -> None:

@@ -48,8 +48,9 @@ from moloch_exp.stages.competition import agent_name
 from moloch_exp.stages.controls import has_controls, judge_controls
 
 
-def check_budget(estimate: CostEstimate | Totals, max_usd: float | None, scope: str) -> None:
-    """Before any work: a cap needs a price for every model, and an estimate within it."""
+def check_budget(estimate: Totals, max_usd: float | None, scope: str) -> None:
+    """Before any work: a cap needs a price for every model, and an estimate (of what is still to run:
+    ``CostEstimate.remaining``, ``grid_total(..., remaining=True)``) within it."""
     if max_usd is None:
         return
     if estimate.unpriced:
@@ -57,7 +58,7 @@ def check_budget(estimate: CostEstimate | Totals, max_usd: float | None, scope: 
     if estimate.usd is not None and estimate.usd > max_usd:
         raise BudgetError(f"the pre-flight estimate for this {scope} is {usd_text(estimate.usd)}, more than "
                           f"budget.max_usd=${max_usd:g}: raise the cap, set budget.max_usd=null or make the {scope} "
-                          "smaller (nothing was run)")
+                          "smaller (nothing was run; stages already in the stage cache are not counted)")
 
 
 def retest_match_count(settings: ReliabilitySettings, n_matches: int) -> int:
@@ -66,13 +67,22 @@ def retest_match_count(settings: ReliabilitySettings, n_matches: int) -> int:
 
 
 def estimate_cell(objs: dict, settings: Settings, prices: PriceBook, answers: AnswerSizes | None = None,
-                  memo: dict | None = None) -> CostEstimate:
+                  memo: dict | None = None, finished: Callable[[str, str], bool] | None = None) -> CostEstimate:
     """The estimate of the cell that ``objs`` (pipeline.build) and ``settings`` describe. ``memo``:
-    a dict shared by the cells of a sweep, so a dry run common to several cells is made once."""
+    a dict shared by the cells of a sweep, so a dry run common to several cells is made once;
+    ``finished(stage, key)``: the stage cache holds that stage finished (``finished_stages``)."""
     answers = answers or AnswerSizes()
     with _quiet(), tempfile.TemporaryDirectory(prefix="moloch_estimate_") as scratch:
-        estimator = _Estimator(objs, settings, prices, answers, Path(scratch), {} if memo is None else memo)
+        estimator = _Estimator(objs, settings, prices, answers, Path(scratch), {} if memo is None else memo,
+                               finished or (lambda stage, key: False))
         return CostEstimate(tuple(estimator.terms()), answers)
+
+
+def finished_stages(cache_dir: str | Path) -> Callable[[str, str], bool]:
+    """Whether the stage cache under ``cache_dir`` (paths.cache_dir) holds a stage finished: StageCache
+    keeps it as ``stages/<stage>/<key>/DONE``; a stage it holds is reused, not paid for again."""
+    root = Path(cache_dir) / "stages"
+    return lambda stage, key: (root / stage / key / "DONE").is_file()
 
 
 @contextlib.contextmanager
@@ -103,9 +113,9 @@ class _Estimator:
     by several cells (the rft and tfb cells' collection, base's outputs, controls) once."""
 
     def __init__(self, objs: dict, settings: Settings, prices: PriceBook, answers: AnswerSizes, scratch: Path,
-                 memo: dict):
+                 memo: dict, finished: Callable[[str, str], bool]):
         self.o, self.s, self.prices, self.answers = objs, settings, prices, answers
-        self.scratch, self.memo = scratch, memo
+        self.scratch, self.memo, self.finished = scratch, memo, finished
         task = objs["task"]
         self.task = dataclasses.replace(task, prompts=task.prompts.without_weights())
         self.method, self.comp = objs["method"], objs["competition"]
@@ -136,7 +146,7 @@ class _Estimator:
         def usd(t: Tally) -> float | None:
             return None if price is None else price.usd(t.input_tokens, t.output_tokens, t.cached_input_tokens, batch)
 
-        parts = tuple(Part(f"{name}:{a.stage}/{a.key}", t, usd(t)) for a, t in units)
+        parts = tuple(Part(f"{name}:{a.stage}/{a.key}", t, usd(t), self.finished(a.stage, a.key)) for a, t in units)
         self.out.append(EstimateTerm(name, role, who.service.identity(), parts,
                                      None if price is None else price.source, batch, note))
 

@@ -12,7 +12,8 @@ or 1 when a cell's config cannot be built). A Hydra callback (conf/hydra/default
 ``on_multirun_start`` enumerates the jobs as Hydra's basic sweeper does (``hydra.sweeper.params``,
 then the command line's overrides; every value of each list) and composes each job's config with
 ``hydra.compose`` (public API), then builds its objects and estimates it (report/preflight.py), with
-no model, server or network touched. The estimate counts every call, cached or not.
+no model, server or network touched. A stage the stage cache already holds finished (a re-run of a
+sweep) is shown but not counted in "to run", which is what ``budget.max_usd`` is checked against.
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def estimate_job(cfg: DictConfig, memo: dict) -> CostEstimate:
         hydra_config.cfg = before  # as hydra.core.utils.run_job leaves it
 
 
-def grid_estimate(config: DictConfig, config_name: str | None) -> tuple[list[dict], Totals]:
+def grid_estimate(config: DictConfig, config_name: str | None) -> tuple[list[dict], Totals, Totals]:
     """Every job's estimate (or the one line saying why it has none), and the grid's total: the work of
     every cell, a stage that several cells share (one collection for rft and tfb, base's outputs and
     probes, the judge controls) counted once, as the stage cache will run it once."""
@@ -95,7 +96,8 @@ def grid_estimate(config: DictConfig, config_name: str | None) -> tuple[list[dic
                          "error": f"{type(err).__name__}: {' '.join(str(err).split())}"})
             continue
         rows.append({"num": num, "cell": name, "overrides": overrides, "estimate": est, "totals": est.total})
-    return rows, grid_total(r["estimate"] for r in rows if "estimate" in r)
+    estimates = [r["estimate"] for r in rows if "estimate" in r]
+    return rows, grid_total(estimates), grid_total(estimates, remaining=True)
 
 
 def _swept(config: DictConfig) -> list[str]:
@@ -104,7 +106,7 @@ def _swept(config: DictConfig) -> list[str]:
             if o.is_sweep_override()]
 
 
-def print_grid(rows: list[dict], total: Totals, title: str) -> None:
+def print_grid(rows: list[dict], total: Totals, remaining: Totals, title: str) -> None:
     from moloch_exp.report.tables import print_table
 
     table = [[str(r["num"]), r["cell"], *(r["totals"].cells() if "totals" in r else ["-"] * 4 + ["no estimate"])]
@@ -112,9 +114,11 @@ def print_grid(rows: list[dict], total: Totals, title: str) -> None:
     missing = sum("totals" not in r for r in rows)
     cells = sum((r["totals"] for r in rows if "totals" in r), Totals())
     table.append(["", "sum of the cells", *cells.cells()])
-    print_table(title, COLUMNS, table + [["", "grid (stages shared by cells once)"
-                                          + (f"; {missing} cells without an estimate" if missing else ""),
-                                          *total.cells()]])
+    table.append(["", "grid (stages shared by cells once)" + (f"; {missing} cells without an estimate" if missing
+                                                               else ""), *total.cells()])
+    if remaining != total:
+        table.append(["", "to run (stages already in the stage cache skipped)", *remaining.cells()])
+    print_table(title, COLUMNS, table)
 
 
 class SweepPreflightCallback(Callback):
@@ -128,17 +132,17 @@ class SweepPreflightCallback(Callback):
             log.warning("sweep pre-flight skipped: it enumerates the basic sweeper's jobs, not %s's", target)
             return
         try:
-            rows, total = grid_estimate(config, kwargs.get("config_name"))
+            rows, total, remaining = grid_estimate(config, kwargs.get("config_name"))
         except UserError as err:
             raise SystemExit(f"error: {type(err).__name__}: {err}") from None
         failed = [r for r in rows if "error" in r]
-        print_grid(rows, total, f"Sweep pre-flight estimate: {len(rows)} cells (before cache hits)")
+        print_grid(rows, total, remaining, f"Sweep pre-flight estimate: {len(rows)} cells")
         out = Path(config.hydra.sweep.dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "sweep_estimate.json", {
             "cells": [{k: (v.to_json() if k == "estimate" else v) for k, v in r.items() if k != "totals"}
                       for r in rows],
-            "total": total.to_json()})
+            "total": total.to_json(), "remaining": remaining.to_json()})
         for r in failed:
             print(f"cell {r['num']} ({r['cell']}): no estimate: {r['error']}")
         max_usd = OmegaConf.select(config, "budget.max_usd")
@@ -146,7 +150,7 @@ class SweepPreflightCallback(Callback):
             if max_usd is not None and failed:
                 raise UserError(f"budget.max_usd={max_usd:g} is set but {len(failed)} cell(s) of the sweep have no "
                                 f"estimate (first: cell {failed[0]['num']}: {failed[0]['error']})")
-            check_budget(total, max_usd, "sweep")
+            check_budget(remaining, max_usd, "sweep")
         except UserError as err:
             raise SystemExit(f"error: {type(err).__name__}: {err}") from None
         if OmegaConf.select(config, "preflight_only"):

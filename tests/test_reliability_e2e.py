@@ -61,6 +61,11 @@ def test_cell_reports_reliability_win_test_probe_family_and_control_accuracy(cac
     assert "| judge2 accuracy on populism controls |" in summary and "| test-retest (collect) |" in summary
     terms = r["estimate"]["terms"]
     assert terms["retest_votes"]["calls"] == 3 * (2 + 2) and terms["judge2_judgments"]["calls"] == 2 * 2 * 2
+    # the estimate names each unit of work by the key of the stage that does it: the stages this cell ran
+    ran = {f"{e['stage']}/{e['key']}" for e in r["stages"]}
+    named = {s for t in terms.values() for s in t["stages"]}
+    assert named <= ran and {s.split("/")[0] for s in named} == {"collect", "evaluate", "reliability", "probe",
+                                                                 "controls"}
 
 
 @pytest.mark.slow

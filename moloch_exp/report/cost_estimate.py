@@ -57,7 +57,8 @@ class EstimateTerm:
 
     def to_json(self) -> dict:
         return {"role": self.role, "model": self.model, **dataclasses.asdict(self.tally), "usd": self.usd,
-                "price": self.price, "batch": self.batch, **({"note": self.note} if self.note else {})}
+                "price": self.price, "batch": self.batch, **({"note": self.note} if self.note else {}),
+                "stages": [p.key.split(":", 1)[1] for p in self.parts]}  # <stage>/<key> in the stage cache
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ class _Estimator:
                                                               s.seed, polling=o.get("polling")))
         adapters: dict = {"base": None}
         for name, builder in builders.items():
-            built = _artifact("build", build.material(builder, collected if builder.needs_collection else None))
+            built = _artifact("build", build.material(builder, collected))  # as Cell.run passes it
             adapters[name] = Adapter("", _artifact("train", train.material(built, model, trainer)).key)
 
         def generated(adapter) -> Artifact:

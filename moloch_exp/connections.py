@@ -11,7 +11,7 @@ OpenAI Batch API (``moloch_exp.llm.batch``; ``batch_settings``: its ``BatchSetti
 """
 from __future__ import annotations
 
-from moloch_exp.errors import ServiceError
+from moloch_exp.errors import ConfigError, ServiceError
 
 import contextlib
 import importlib.util
@@ -24,6 +24,7 @@ import httpx
 
 from moloch_exp.llm.batch import BatchSettings
 from moloch_exp.llm.client import LLMClient
+from moloch_exp.llm.prices import unpriced_message
 from moloch_exp.llm.server import ManagedServer, smollm2_gguf_path
 
 
@@ -71,7 +72,7 @@ class LLMService:
         return (self.managed, self.model, tuple(sorted((k, str(v)) for k, v in self.server.items())))
 
     def identity(self) -> str:
-        """What names this model in caches and ledgers (never a key or a port)."""
+        """What names this model in caches, ledgers and prices (never a key or a port)."""
         if self.managed == "llamacpp":
             return f"llamacpp:{Path(self.model_path).name}"
         return self.model
@@ -132,6 +133,7 @@ class ServiceHub(contextlib.AbstractContextManager):
         if service.batch and self.cache is None:
             raise ServiceConfigError(f"model {service.model}: batch=true stores every answer in the response "
                                      "cache: set llm.cache=true")
+        self._bind_price(service, model)
         client = LLMClient(base_url=base_url, model=model, api_key_env=service.api_key_env,
                            structured_output=service.structured_output, cache=self.cache, ledger=self.ledger,
                            budget=self.budget, model_identity=service.identity(), liveness=liveness,
@@ -140,6 +142,15 @@ class ServiceHub(contextlib.AbstractContextManager):
                            **{"pace_by_headers": service.managed is None, **service.client})
         self._clients[id(service)] = client
         return client
+
+    def _bind_price(self, service: LLMService, model: str) -> None:
+        """The ledger prices ``model`` (the name the client sends) as this service; a budget cap needs a price."""
+        if self.ledger is None:
+            return
+        price = self.ledger.prices.for_service(service)
+        if price is None and self.budget is not None and self.budget.max_usd is not None:
+            raise ConfigError(f"budget.max_usd is set but {unpriced_message(service.identity())}")
+        self.ledger.bind(model, price)
 
     def __exit__(self, *exc) -> bool | None:
         return self._stack.__exit__(*exc)

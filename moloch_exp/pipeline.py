@@ -5,6 +5,7 @@
     python run.py -m task=sales,elections,social_media method=rft,tfb model=tiny
     python run.py -m method=rft,tfb,dpo competition.rounds=3 model=tiny
     python run.py -m hydra/launcher=submitit_local task=sales method=rft,tfb,dpo,base model=tiny   # again: only what is missing
+    python run.py audience=gpt4o_mini judge=gpt4o preflight_only=true   # the cost estimate, then stop
     accelerate launch --multi_gpu --num_processes 2 run.py model=tiny
 
 Nothing below this module sees a DictConfig: it gets typed objects.
@@ -33,11 +34,13 @@ from moloch_exp.connections import ServiceHub
 from moloch_exp.distributed import Dist
 from moloch_exp.errors import ConfigError, UserError
 from moloch_exp.llm.cache import ResponseCache
+from moloch_exp.llm.dry_run import AnswerSizes
 from moloch_exp.llm.ledger import Budget, Ledger
+from moloch_exp.llm.prices import PriceBook
 from moloch_exp.io import write_json
 from moloch_exp.label.report import attach_labels
 from moloch_exp.report.cell import write_cell_report
-from moloch_exp.report.preflight import estimate_calls
+from moloch_exp.report.preflight import CostEstimate, check_budget, estimate_cell, finished_stages, print_estimate
 from moloch_exp.stage_cache import StageCache
 from moloch_exp.stages.base import FailureTolerance, StageEnv
 from moloch_exp.audience.polling import FullPolling
@@ -100,6 +103,26 @@ def preflight(objs: dict, settings: Settings) -> None:
         objs["judge"].service.preflight()
     if objs["judge2"] is not None:
         objs["judge2"].service.preflight()
+
+
+def settings_of(cfg: DictConfig) -> Settings:
+    for key, least in (("anchors.n_train", 0), ("anchors.n_test", 0), ("collect.candidates_per_anchor", 1)):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ConfigError(f"{key} must be an integer >= {least}, not {value!r}")
+    return Settings(seed=cfg.seed, n_train=cfg.anchors.n_train, n_test=cfg.anchors.n_test,
+                    candidates_per_anchor=cfg.collect.candidates_per_anchor)
+
+
+def cell_estimate(cfg: DictConfig, objs: dict, memo: dict | None = None) -> CostEstimate:
+    """The cell's calls, tokens and dollars (report/preflight.py); ``memo``: shared by a sweep's cells."""
+    answers = instantiate(cfg.cost_estimate) if cfg.get("cost_estimate") is not None else AnswerSizes()
+    finished = finished_stages(cfg.paths.cache_dir) if cfg.stage_cache else None
+    return estimate_cell(objs, settings_of(cfg), price_book(cfg), answers, memo, finished)
+
+
+def price_book(cfg: DictConfig) -> PriceBook:
+    return PriceBook(OmegaConf.to_container(cfg.llm.prices, resolve=True))
 
 
 def fit_anchors_to_context(cfg: DictConfig, objs: dict, cache_dir: Path) -> None:
@@ -256,29 +279,34 @@ def _run_cell(cfg: DictConfig, dist: Dist, record: CellRecord) -> dict:
     out = Path(cfg.paths.output_dir)
     cache_dir = Path(cfg.paths.cache_dir)
     objs = build(cfg)
-    settings = Settings(seed=cfg.seed, n_train=cfg.anchors.n_train, n_test=cfg.anchors.n_test,
-                        candidates_per_anchor=cfg.collect.candidates_per_anchor)
+    settings = settings_of(cfg)
     preflight(objs, settings)
     trend_probes = trend_settings(cfg, objs)
+    estimate = cell_estimate(cfg, objs)
+    cell = {"task": objs["task"].name, "model": objs["model"].name, "method": objs["method"].name, "seed": cfg.seed}
+    if dist.is_main:
+        print_estimate(estimate, f"Pre-flight estimate: {cell['task']} · {cell['model']} · "
+                                 f"{cell['method']} · seed {cell['seed']}")
+    check_budget(estimate.remaining, cfg.budget.max_usd, "cell")  # a budget it cannot meet stops the cell here
+    if cfg.get("preflight_only"):
+        if dist.is_main:
+            write_json(out / "estimate.json", {"cell": cell, "estimate": estimate.to_json()})
+        return {"cell": cell, "estimate": estimate.to_json()}
     if dist.is_main:  # convert/build the agent once; transformers writes weights on rank 0 only
         objs["model"].materialize(cache_dir)
     dist.barrier()
     fit_anchors_to_context(cfg, objs, cache_dir)
-    ledger = Ledger(prices=OmegaConf.to_container(cfg.llm.prices))
+    ledger = Ledger(prices=price_book(cfg))
     budget = Budget(cfg.budget.max_usd) if cfg.budget.max_usd is not None else None
     cache = None
     if cfg.llm.cache:
         store = instantiate(cfg.llm.cache_backend)  # sqlite | files | redis (conf/llm/cache_backend/)
         store.check()
         cache = ResponseCache(store)
-    estimate = estimate_calls(objs, settings, ledger)
-    if dist.is_main:
-        log.info("pre-flight estimate (before cache hits): %s", estimate)
     stages = StageCache(cache_dir, out, dist, enabled=cfg.stage_cache, lock_timing=instantiate(cfg.stage_lock),
                         on_event=record.on_event)
     tolerance = FailureTolerance(collect=cfg.collect.max_failed_fraction, evaluate=cfg.evaluate.max_failed_fraction,
                                  probe=cfg.probe.max_failed_fraction)
-    cell = {"task": objs["task"].name, "model": objs["model"].name, "method": objs["method"].name, "seed": cfg.seed}
     with ServiceHub(cache, ledger, budget, out / "logs") as hub:
         cell_run = Cell(task=objs["task"], model=objs["model"], generator=objs["generator"], method=objs["method"],
                         trainer=objs["trainer"], audience=objs["audience"], judge=objs["judge"], probes=objs["probes"],
@@ -298,8 +326,9 @@ def _run_cell(cfg: DictConfig, dist: Dist, record: CellRecord) -> dict:
         metrics[key] = metrics[key].to_json()
     if "rounds" in metrics:
         metrics.update(metrics.pop("rounds").to_json())  # competition + rounds
-    results = {"cell": cell, **metrics, "counts": cell_run.counts(), "ledger": ledger.to_dict(), "estimate": estimate,
-               "stages": stages.events, "stage_keys": cell_run.keys, "cell_run": record.run_info(), "world_size": dist.world,
+    results = {"cell": cell, **metrics, "counts": cell_run.counts(), "ledger": ledger.to_dict(),
+               "estimate": estimate.to_json(), "stages": stages.events, "stage_keys": cell_run.keys,
+               "cell_run": record.run_info(), "world_size": dist.world,
                "seconds": round(time.time() - started, 1)}
     attach_labels(out, results)  # people's labels of this output directory's judged outputs, when there are any
     write_json(out / "results.json", results)

@@ -156,7 +156,7 @@ def test_three_round_race_reuses_the_two_round_race(cache_dir, tmp_path):
     assert three["counts"]["train_rft_r3"]["init_adapter"] == three["stage_keys"]["train_rft_r2"]
     assert (tmp_path / "three" / "plots" / "rounds.png").is_file()
     assert "round 3 (rft_r3) win rate vs previous" in (tmp_path / "three" / "summary.md").read_text()
-    assert three["estimate"]["collect_votes"] == 2 * 3 * 3
+    assert three["estimate"]["terms"]["collect_votes"]["calls"] == 2 * 3 * 3
 
 
 @pytest.mark.slow

@@ -63,7 +63,13 @@ def test_cell_reports_reliability_win_test_probe_family_and_control_accuracy(cac
     summary = (tmp_path / "summary.md").read_text()
     assert "## In words" in summary and f"base_vs_rft: {w['in_words']}" in summary
     assert "| judge2 accuracy on populism controls |" in summary and "| test-retest (collect) |" in summary
-    assert r["estimate"]["retest_votes"] == 3 * (2 + 2) and r["estimate"]["judge2_judgments"] == 2 * 2 * 2
+    terms = r["estimate"]["terms"]
+    assert terms["retest_votes"]["calls"] == 3 * (2 + 2) and terms["judge2_judgments"]["calls"] == 2 * 2 * 2
+    # the estimate names each unit of work by the key of the stage that does it: the stages this cell ran
+    ran = {f"{e['stage']}/{e['key']}" for e in r["stages"]}
+    named = {s for t in terms.values() for s in t["stages"]}
+    assert named <= ran and {s.split("/")[0] for s in named} == {"collect", "evaluate", "reliability", "probe",
+                                                                 "controls"}
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@
 - :class:`ResponseCache` (``cache.py``): content-addressed cache shared by all jobs, on a store of
   ``stores/`` (SQLite, one file per key, Redis).
 - :class:`Ledger`, :class:`Budget`, :class:`BudgetExceeded` (``ledger.py``): calls, tokens, USD, cap.
+- :class:`PriceBook`, :class:`Price` (``prices.py``): USD per token from genai-prices or ``llm.prices``.
 - :class:`Limits` (``limits.py``): concurrency, requests/min, tokens/min; :class:`ServerPacer`
   (``pacer.py``, reading ``ratelimit_headers.py``): pacing by the server's ``x-ratelimit-*`` headers.
 - :class:`BatchSettings` (``batch.py``, ``batch_files.py``, ``batch_journal.py``): the OpenAI Batch API
@@ -16,9 +17,10 @@
 from .batch import BatchSettings
 from .cache import ResponseCache, cache_key
 from .client import EndpointUnreachable, LLMClient, MissingAPIKey
-from .ledger import Budget, BudgetExceeded, Ledger, estimate
+from .ledger import Budget, BudgetExceeded, Ledger
 from .limits import Limits, TokenBucket
 from .pacer import ServerPacer
+from .prices import Price, PriceBook
 from .server import ManagedServer, ServerDied, ServerStartError, smollm2_gguf_path
 from .structured import STRUCTURED_MODES, json_parser, parse_json_answer, response_format_for, validate
 from .types import ChatRequest, ChatResult, Parsed
@@ -36,6 +38,8 @@ __all__ = [
     "ManagedServer",
     "MissingAPIKey",
     "Parsed",
+    "Price",
+    "PriceBook",
     "ResponseCache",
     "STRUCTURED_MODES",
     "ServerDied",
@@ -43,7 +47,6 @@ __all__ = [
     "ServerStartError",
     "TokenBucket",
     "cache_key",
-    "estimate",
     "json_parser",
     "parse_json_answer",
     "response_format_for",

@@ -1,10 +1,13 @@
-"""Call ledger (calls, cache hits, tokens, failures, estimated USD per model) and budget cap.
+"""Call ledger (calls, cache hits, tokens, failures, USD per model) and budget cap.
 
-Prices are a plain table ``{model: {"prompt_per_1m": usd, "completion_per_1m": usd}}``;
-a model missing from it costs 0 USD. :class:`Budget` refuses a call *before* it could
-push the spend past the cap, using a conservative estimate of that call's cost
-(prompt characters / 4 tokens, plus the full ``max_tokens``), and keeps that estimate
-reserved while the call is in flight so concurrent calls cannot overshoot together.
+Prices come from a :class:`~moloch_exp.llm.prices.PriceBook` (genai-prices, ``llm.prices``, local
+servers free). A model without a known price is *unpriced*: its ``usd`` is ``None`` in
+``to_dict()``, and so is the total, never $0. A call is priced with its cached prompt tokens
+(``cached_prompt_tokens``, part of ``prompt_tokens``) and whether it went through the Batch API.
+
+:class:`Budget` refuses a call *before* it could push the spend past the cap, using a conservative
+estimate of that call's cost (prompt characters / 4 tokens, plus the full ``max_tokens``), and keeps
+that estimate reserved while the call is in flight so concurrent calls cannot overshoot together.
 """
 
 from __future__ import annotations
@@ -16,16 +19,18 @@ import threading
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from .prices import Price, PriceBook
+
 CHARS_PER_TOKEN = 4.0
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers / template tokens per message, counted conservatively
 REQUEST_OVERHEAD_TOKENS = 32  # chat templates may add a default system prompt (SmolLM2 does: ~20 tokens)
 
 # calls: requests sent to the network (a retried request counts once; its extra attempts
 # are in "retries"); failures: requests that failed after all retries; invalid: parsed
-# calls whose answer never parsed; cached_prompt_tokens: prompt tokens the provider served from its prefix
-# cache (usage.prompt_tokens_details.cached_tokens); batch_calls: calls answered through the Batch API.
-_COUNTERS = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "failures", "invalid", "retries",
-             "cached_prompt_tokens", "batch_calls")
+# calls whose answer never parsed; cached_prompt_tokens: the part of prompt_tokens the API
+# served from its prompt cache; batch_calls: calls answered through the Batch API.
+_COUNTERS = ("calls", "cache_hits", "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "failures",
+             "invalid", "retries", "batch_calls")
 
 
 class BudgetExceeded(BudgetError):
@@ -33,7 +38,7 @@ class BudgetExceeded(BudgetError):
 
 
 def estimate_prompt_tokens(prompt_chars: int, n_messages: int = 1) -> int:
-    """Conservative token estimate for a prompt of ``prompt_chars`` characters."""
+    """Conservative token estimate for a prompt of ``prompt_chars`` characters (the budget's guard)."""
     return (
         int(math.ceil(prompt_chars / CHARS_PER_TOKEN))
         + MESSAGE_OVERHEAD_TOKENS * max(1, n_messages)
@@ -41,86 +46,89 @@ def estimate_prompt_tokens(prompt_chars: int, n_messages: int = 1) -> int:
     )
 
 
-def call_cost(
-    prices: Mapping[str, Mapping[str, float]], model: str, prompt_tokens: float, completion_tokens: float
-) -> float:
-    """USD for one call; 0 when ``model`` has no price entry."""
-    p = prices.get(model)
-    if not p:
-        return 0.0
-    return (
-        prompt_tokens * float(p.get("prompt_per_1m", 0.0)) + completion_tokens * float(p.get("completion_per_1m", 0.0))
-    ) / 1e6
-
-
-def estimate(
-    n_calls: int,
-    prompt_tokens_each: float,
-    completion_tokens_each: float,
-    model: str,
-    prices: Mapping[str, Mapping[str, float]] | None = None,
-) -> float:
-    """Pre-flight USD estimate for ``n_calls`` calls of the given sizes to ``model``."""
-    return n_calls * call_cost(prices or {}, model, prompt_tokens_each, completion_tokens_each)
-
-
 @dataclass
 class _ModelStats:
     calls: int = 0
     cache_hits: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     failures: int = 0
     invalid: int = 0
     retries: int = 0
-    cached_prompt_tokens: int = 0
     batch_calls: int = 0
-    usd: float = 0.0
+    usd: float | None = 0.0  # None: unpriced
+    price: str | None = None  # where the price comes from (Price.source)
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in (*_COUNTERS, "usd")}
+        return {k: getattr(self, k) for k in (*_COUNTERS, "usd", "price")}
 
 
 @dataclass
 class Ledger:
     """Per-model counters. ``calls`` counts network calls made (retries of one request
-    count once; cache hits do not count as calls)."""
+    count once; cache hits do not count as calls).
 
-    prices: dict[str, dict[str, float]] = field(default_factory=dict)
+    ``prices``: a :class:`PriceBook` or a ``llm.prices`` mapping. ``bind(name, price)`` prices the
+    name a client sends (a managed server's alias) as the service it belongs to.
+    """
+
+    prices: PriceBook | Mapping | None = None
+    _bound: dict[str, Price | None] = field(default_factory=dict, init=False, repr=False)
     _per_model: dict[str, _ModelStats] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.prices, PriceBook):
+            self.prices = PriceBook(dict(self.prices or {}))
+
     def __getstate__(self) -> dict:  # picklable for worker processes
-        return {"prices": self.prices, "counts": self.to_dict()}
+        return {"prices": self.prices, "bound": dict(self._bound), "counts": self.to_dict()}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(prices=state["prices"])  # type: ignore[misc]
+        self._bound.update(state.get("bound") or {})
         self.merge(state["counts"])
+
+    def bind(self, model: str, price: Price | None) -> None:
+        """Calls recorded under ``model`` cost ``price`` (None: unpriced)."""
+        with self._lock:
+            self._bound[model] = price
+
+    def price_of(self, model: str) -> Price | None:
+        if model in self._bound:
+            return self._bound[model]
+        return self.prices.lookup(model)
 
     def _stats(self, model: str) -> _ModelStats:
         s = self._per_model.get(model)
         if s is None:
-            s = self._per_model[model] = _ModelStats()
+            price = self.price_of(model)
+            s = self._per_model[model] = _ModelStats(usd=None if price is None else 0.0,
+                                                     price=None if price is None else price.source)
         return s
 
-    def cost(self, model: str, prompt_tokens: float, completion_tokens: float) -> float:
-        return call_cost(self.prices, model, prompt_tokens, completion_tokens)
-
-    def estimate(self, n_calls: int, prompt_tokens_each: float, completion_tokens_each: float, model: str) -> float:
-        return estimate(n_calls, prompt_tokens_each, completion_tokens_each, model, self.prices)
+    def cost(self, model: str, prompt_tokens: float, completion_tokens: float, cached_prompt_tokens: float = 0,
+             batch: bool = False) -> float:
+        """USD for one call; 0 for an unpriced model (the budget guard: a cap with an unpriced model is
+        refused at pre-flight and when a service is opened)."""
+        price = self.price_of(model)
+        return 0.0 if price is None else price.usd(prompt_tokens, completion_tokens, cached_prompt_tokens, batch)
 
     # -- recording -----------------------------------------------------------
-    def record_call(self, model: str, prompt_tokens: int, completion_tokens: int,
-                    cached_prompt_tokens: int = 0, batch: bool = False) -> float:
-        usd = self.cost(model, prompt_tokens, completion_tokens)
+    def record_call(self, model: str, prompt_tokens: int, completion_tokens: int, cached_prompt_tokens: int = 0,
+                    batch: bool = False) -> float:
+        """Book one call; returns its USD (0 when unpriced, and then the model's ``usd`` stays None)."""
+        usd = self.cost(model, prompt_tokens, completion_tokens, cached_prompt_tokens, batch)
         with self._lock:
             s = self._stats(model)
             s.calls += 1
             s.prompt_tokens += int(prompt_tokens)
-            s.completion_tokens += int(completion_tokens)
             s.cached_prompt_tokens += int(cached_prompt_tokens)
+            s.completion_tokens += int(completion_tokens)
             s.batch_calls += int(bool(batch))
-            s.usd += usd
+            if s.usd is not None:
+                s.usd += usd
         return usd
 
     def record_cache_hit(self, model: str) -> None:
@@ -141,15 +149,17 @@ class Ledger:
 
     # -- views ---------------------------------------------------------------
     @property
-    def usd(self) -> float:
-        with self._lock:
-            return sum(s.usd for s in self._per_model.values())
+    def usd(self) -> float | None:
+        """Total USD; None when any model in the ledger is unpriced."""
+        return self.to_dict()["usd"]
 
     def to_dict(self) -> dict:
         with self._lock:
             per_model = {m: s.to_dict() for m, s in sorted(self._per_model.items())}
         out: dict = {k: sum(pm[k] for pm in per_model.values()) for k in _COUNTERS}
-        out["usd"] = sum(pm["usd"] for pm in per_model.values())
+        unpriced = [m for m, pm in per_model.items() if pm["usd"] is None]
+        out["usd"] = None if unpriced else sum(pm["usd"] for pm in per_model.values())
+        out["unpriced"] = unpriced
         out["per_model"] = per_model
         return out
 
@@ -161,12 +171,22 @@ class Ledger:
                 s = self._stats(model)
                 for k in _COUNTERS:
                     setattr(s, k, getattr(s, k) + int(d.get(k, 0)))
-                s.usd += float(d.get("usd", 0.0))
+                if d.get("usd", 0.0) is None or s.usd is None:
+                    s.usd, s.price = None, None
+                else:
+                    s.usd += float(d.get("usd", 0.0))
         return self
 
     @classmethod
-    def from_dict(cls, d: Mapping, prices: dict | None = None) -> "Ledger":
-        return cls(prices=dict(prices or {})).merge(d)
+    def from_dict(cls, d: Mapping, prices: PriceBook | Mapping | None = None) -> "Ledger":
+        return cls(prices=prices).merge(d)
+
+
+def usd_text(usd: float | None, unpriced: list[str] | tuple[str, ...] = ()) -> str:
+    """Dollars for people: "$0.0123", or "unpriced (model, ...)" when a model has no price."""
+    if usd is None or unpriced:
+        return f"unpriced ({', '.join(unpriced)})" if unpriced else "unpriced"
+    return f"${usd:,.4f}" if usd < 100 else f"${usd:,.2f}"
 
 
 class Budget:

@@ -32,6 +32,10 @@ class PromptSet(Protocol):
     def check(self, task: Any = None) -> None:
         """Raise a UserError before any work when this set cannot serve ``task`` (e.g. a missing reference pack)."""
 
+    def without_weights(self) -> "PromptSet":
+        """A set rendering the same texts without loading model weights or tokenizers (the pre-flight
+        cost estimate renders every prompt before any model is built); lengths may differ slightly."""
+
     # agent
     def agent_messages(self, task: Any, anchor: Anchor) -> list[dict]: ...
 

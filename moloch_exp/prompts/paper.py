@@ -19,6 +19,7 @@ target refers to those labels (the reference listed them in player order under r
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import yaml
 
 from moloch_exp.errors import ConfigError, DataError
 from moloch_exp.prompts.project import ProjectPrompts
+from moloch_exp.prompts.renderers import PlainChatRenderer
 from moloch_exp.records import Anchor
 from moloch_exp.io import resolve_user_path
 
@@ -109,6 +111,12 @@ class PaperPrompts:
         if task is not None and task.name not in pack["agent"]["tasks"]:
             raise ConfigError(f"prompts=paper: the reference has no task {task.name!r} "
                               f"(has {sorted(pack['agent']['tasks'])})")
+
+    def without_weights(self) -> "PaperPrompts":
+        """The judges' {prompt} slot rendered by a plain chat layout instead of the agent's tokenizer."""
+        if self.judge_prompt_renderer is None:
+            return self
+        return dataclasses.replace(self, judge_prompt_renderer=PlainChatRenderer())
 
     def identity(self) -> dict:
         renderer = self.judge_prompt_renderer

@@ -31,6 +31,9 @@ class ProjectPrompts:
     def check(self, task: Any = None) -> None:
         """The project's prompts ship with the package: nothing to check."""
 
+    def without_weights(self) -> "ProjectPrompts":
+        return self  # no text here needs a tokenizer
+
     def agent_messages(self, task: Any, anchor: Anchor) -> list[dict]:
         fields = task._fields(anchor)
         return [{"role": "system", "content": task.agent_system.format(tag=task.message_tag).strip()},

@@ -4,7 +4,8 @@
 (``tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
 enable_thinking=True)``). ``ReferenceChatTemplate`` is the reference pack's hand-written rendering
 for Qwen3-8B / Llama-3.1-8B-Instruct (``prompts.yaml: agent.chat_templates``; it reproduces the
-10,240 stored prompts), for checks without the tokenizers. ``LiteralPrompt`` puts a fixed text in
+10,240 stored prompts), for checks without the tokenizers. ``PlainChatRenderer`` is a generic layout
+for the cost estimate. ``LiteralPrompt`` puts a fixed text in
 the slot (``scripts/render_prompts.py`` writes ``PROMPT_TEXT``).
 """
 from __future__ import annotations
@@ -28,6 +29,19 @@ class LiteralPrompt:
 
     def identity(self) -> dict:
         return {"type": "literal", "text": self.text}
+
+
+@dataclass
+class PlainChatRenderer:
+    """A generic chat layout (role markers around each message): the pre-flight estimate's stand-in for
+    a tokenizer's template, about as long, and needing no weights (``PromptSet.without_weights``)."""
+
+    def render(self, messages: list[dict]) -> str:
+        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + \
+            "<|im_start|>assistant\n"
+
+    def identity(self) -> dict:
+        return {"type": "plain"}
 
 
 @dataclass

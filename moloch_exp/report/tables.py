@@ -5,6 +5,8 @@ from rich.console import Console
 from rich.table import Table
 
 from moloch_exp.evaluation.stats import format_p
+from moloch_exp.llm.ledger import usd_text
+from moloch_exp.llm.prices import LOCAL
 from moloch_exp.results import (ProbeChangesResult, ReliabilityResult, RoundsResult, TrendResult, fmt,  # noqa: F401
                                  fmt_ci, probe_results)  # (fmt re-exported)
 
@@ -34,9 +36,32 @@ def cell_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     if rounds is not None and rounds.n_rounds > 1:
         rows += rounds.table_rows()
     rows += label_rows(results)
-    led = results.get("ledger", {})
-    rows.append(["LLM calls", str(led.get("calls")), "", f"cache hits {led.get('cache_hits')}, usd {led.get('usd')}"])
+    rows += ledger_rows(results.get("ledger", {}), results.get("estimate"))
     return ["metric", "value", "95% CI", "counts"], rows
+
+
+def ledger_rows(led: dict, estimate: dict | None) -> list[list[str]]:
+    """Calls and dollars spent (USD; "unpriced" naming the models without a price; "free (local)" for
+    managed local servers), beside the pre-flight estimate."""
+    per_model = led.get("per_model") or {}
+
+    def spent(usd: float | None, models: list[dict], unpriced=()) -> str:
+        if models and all(pm.get("price") == LOCAL.source for pm in models):
+            return "free (local)"
+        return usd_text(usd, unpriced)
+
+    est = ""
+    if estimate and "usd" in estimate:
+        est_usd = "free (local)" if estimate.get("local_only") else usd_text(estimate["usd"], estimate.get("unpriced", ()))
+        est = f"estimated {est_usd} before cache hits"
+    rows = [["LLM calls", str(led.get("calls")), "", f"cache hits {led.get('cache_hits')}, "
+             f"tokens in {led.get('prompt_tokens')} (cached {led.get('cached_prompt_tokens', 0)}), "
+             f"out {led.get('completion_tokens')}"],
+            ["LLM spend", spent(led.get("usd"), list(per_model.values()), led.get("unpriced") or ()), "", est]]
+    for model, pm in per_model.items():
+        rows.append([f"LLM spend {model}", spent(pm.get("usd"), [pm]) if pm.get("usd") is not None else "unpriced",
+                     "", f"calls {pm.get('calls')}, price: {pm.get('price') or 'none known'}"])
+    return rows
 
 
 def sentences(results: dict) -> list[str]:

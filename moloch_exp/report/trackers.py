@@ -48,7 +48,9 @@ def flat_metrics(results: dict) -> dict[str, float]:
 
         out.update(LabelsResult.from_json(results["labels"]).metrics())
     for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "usd"):
-        out[f"ledger/{k}"] = results.get("ledger", {}).get(k, 0)
+        value = results.get("ledger", {}).get(k, 0)
+        if value is not None:  # usd is None when a model is unpriced: no number, rather than a false $0
+            out[f"ledger/{k}"] = value
     return out
 
 

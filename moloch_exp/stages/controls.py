@@ -68,6 +68,17 @@ def _no_generation(*args, **kwargs):
     raise RuntimeError("judge controls judge fixed answers; nothing is generated")
 
 
+def judge_controls(client, name: str, probe, judge, seed: int, work_dir: Path, per_probe: int | None = None) -> list:
+    """The judge's answers on the probe's chosen controls (:func:`selected`): the EM probe's scored rows
+    (em_first_plot) or Judgments (yes/no probes). Also what the pre-flight estimate dry-runs (report/preflight.py)."""
+    chosen = selected(name, per_probe)
+    if name == EM_PROBE:
+        ctx = ModelProbeContext(METHOD, seed, _no_generation, _no_generation, client, judge, work_dir)
+        return probe._judge(ctx, ctl.em_items(chosen), probe.coherence_prompt or _coherence_prompt())
+    task, anchors, outputs = ctl.yes_no_inputs(chosen)
+    return probe.run(client, judge, task, anchors, outputs, METHOD, seed)
+
+
 def run(env: StageEnv, *, name: str, probe, judge, label: str | None = None,
         per_probe: int | None = None) -> Controlled:
     label = label or f"controls_{name}"
@@ -75,19 +86,10 @@ def run(env: StageEnv, *, name: str, probe, judge, label: str | None = None,
     def compute(work: Path) -> None:
         if not env.dist.is_main:
             return
-        client = env.hub.open(judge.service)
-        chosen = selected(name, per_probe)
-        if name == EM_PROBE:
-            ctx = ModelProbeContext(METHOD, env.seed, _no_generation, _no_generation, client, judge, work)
-            rows = probe._judge(ctx, ctl.em_items(chosen), probe.coherence_prompt or _coherence_prompt())
-            check_failures("probe", label, *probe.failures(rows), env.tolerance.probe)
-            write_jsonl(work / "judgments.jsonl", rows)
-        else:
-            task, anchors, outputs = ctl.yes_no_inputs(chosen)
-            js = probe.run(client, judge, task, anchors, outputs, METHOD, env.seed)
-            check_failures("probe", label, *probe.failures(js), env.tolerance.probe)
-            write_jsonl(work / "judgments.jsonl", js)
-        write_json(work / "items.json", [c.id for c in chosen])
+        rows = judge_controls(env.hub.open(judge.service), name, probe, judge, env.seed, work, per_probe)
+        check_failures("probe", label, *probe.failures(rows), env.tolerance.probe)
+        write_jsonl(work / "judgments.jsonl", rows)
+        write_json(work / "items.json", [c.id for c in selected(name, per_probe)])
 
     d = env.stages.run("controls", label, material(name, probe, judge, env.seed, per_probe), compute)
     return Controlled("controls", label, d)

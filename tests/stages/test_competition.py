@@ -14,13 +14,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from compose_helper import compose
 from moloch_exp.errors import ConfigError
 from moloch_exp.io import write_json, write_jsonl
-from moloch_exp.llm.ledger import Ledger
+from moloch_exp.llm.prices import PriceBook
 from moloch_exp.pipeline import build as build_objects
 from moloch_exp.pipeline import preflight
 from moloch_exp.probes.task_probes import TaskProbeResult
 from moloch_exp.records import Candidate
 from moloch_exp.report.cell import write_cell_report
-from moloch_exp.report.preflight import estimate_calls
+from moloch_exp.report.preflight import estimate_cell
 from moloch_exp.report.sweep import summarize_sweep
 from moloch_exp.results import RoundsResult
 from moloch_exp.stages import collect, train
@@ -120,13 +120,13 @@ def test_preflight_estimate_counts_rounds(tmp_path):
     def estimate(*extra):
         cfg = compose(["model=tiny", "task=elections", "method=dpo", "audience.n_voters=5", "anchors.n_train=4",
                        "anchors.n_test=3", *extra], tmp_path)
-        return estimate_calls(build_objects(cfg), Settings(0, 4, 3, 2), Ledger())
+        return estimate_cell(build_objects(cfg), Settings(0, 4, 3, 2), PriceBook())
 
     one, three = estimate(), estimate("competition.rounds=3")
-    assert one["collect_votes"] == 4 * 5 and three["collect_votes"] == 4 * 5 * 3
-    assert one["evaluate_votes"] == 3 * 5 and three["evaluate_votes"] == 3 * 5 * (1 + 2 * 2)
+    assert one.calls_of("collect_votes") == 4 * 5 and three.calls_of("collect_votes") == 4 * 5 * 3
+    assert one.calls_of("evaluate_votes") == 3 * 5 and three.calls_of("evaluate_votes") == 3 * 5 * (1 + 2 * 2)
     # elections has two task probes; base and dpo, then one more agent per later round
-    assert one["judgments"] == 3 * 2 * 2 and three["judgments"] == 3 * 2 * 4
+    assert one.calls_of("task_probe_judgments") == 3 * 2 * 2 and three.calls_of("task_probe_judgments") == 3 * 2 * 4
 
 
 def w(mean):

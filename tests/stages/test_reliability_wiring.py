@@ -17,13 +17,13 @@ from moloch_exp.errors import ConfigError
 from moloch_exp.evaluation.head_to_head import summarize
 from moloch_exp.evaluation.reliability import audience_reliability, judge_agreement
 from moloch_exp.io import write_json
-from moloch_exp.llm.ledger import Ledger
+from moloch_exp.llm.prices import PriceBook
 from moloch_exp.pipeline import build as build_objects, preflight, user_error_in
 from moloch_exp.probes import controls as ctl
 from moloch_exp.probes.task_probes import TaskProbeResult
 from moloch_exp.records import Judgment, Vote
 from moloch_exp.report.cell import write_cell_report
-from moloch_exp.report.preflight import estimate_calls
+from moloch_exp.report.preflight import estimate_cell
 from moloch_exp.report.sweep import summarize_sweep
 from moloch_exp.report.trackers import flat_metrics
 from moloch_exp.results import ProbeChangesResult, ReliabilityResult
@@ -74,28 +74,30 @@ def test_tfb_refuses_adaptive_polling_before_any_work(tmp_path):
 
 def test_preflight_counts_retest_votes_control_and_judge2_judgments(tmp_path):
     settings = Settings(seed=0, n_train=4, n_test=3, candidates_per_anchor=2)
-    base = estimate_calls(build_objects(compose(["model=tiny", "task=elections"], tmp_path)), settings, Ledger({}))
+    base = estimate_cell(build_objects(compose(["model=tiny", "task=elections"], tmp_path)), settings, PriceBook())
     # rft cell: one collection and one pair; 5 voters; retest 5% of each vote set's matches, at least 2
-    assert base["retest_votes"] == 5 * (2 + 2)
+    assert base.calls_of("retest_votes") == 5 * (2 + 2)
     # the default cell judges 12 controls of each probe (a stratified subset)
-    assert base["control_judgments"] == 12 + 12
-    assert base["judge2_judgments"] == 0
-    more = estimate_calls(build_objects(compose(
+    assert base.calls_of("control_judgments") == 12 + 12
+    assert base.calls_of("judge2_judgments") == 0
+    more = estimate_cell(build_objects(compose(
         ["model=tiny", "task=elections", "judge@judge2=local", "audience_reliability.retest_min_matches=10",
-         "probe=[em_first_plot]", "judge_controls.per_probe=null"], tmp_path)), settings, Ledger({}))
-    assert more["retest_votes"] == 5 * (4 + 3)  # at most every match
+         "probe=[em_first_plot]", "judge_controls.per_probe=null"], tmp_path)), settings, PriceBook())
+    assert more.calls_of("retest_votes") == 5 * (4 + 3)  # at most every match
     every = len(ctl.load_yes_no_controls("disinformation")) + len(ctl.load_yes_no_controls("populism"))
-    assert more["control_judgments"] == 2 * (every + 2 * len(ctl.load_em_controls()))  # two judges; EM: two calls
-    assert more["judge2_judgments"] == 3 * 2 * 2  # test anchors x task probes x methods
+    # two judges; EM: two calls each
+    assert more.calls_of("control_judgments") == more.calls_of("judge2_control_judgments") == \
+        every + 2 * len(ctl.load_em_controls())
+    assert more.calls_of("judge2_judgments") == 3 * 2 * 2  # test anchors x task probes x methods
     # the share grows with the cell: at 1,024 + 1,024 anchors 5% is 52 matches of each vote set
     paper = Settings(seed=0, n_train=1024, n_test=1024, candidates_per_anchor=2)
-    big = estimate_calls(build_objects(compose(["model=tiny", "task=elections"], tmp_path)), paper, Ledger({}))
-    assert big["retest_votes"] == 5 * (52 + 52)
-    off = estimate_calls(build_objects(compose(["model=tiny", "task=elections", "audience_reliability.retest_share=0",
-                                                "audience_reliability.retest_min_matches=0",
-                                                "judge_controls.enabled=false"], tmp_path)), settings, Ledger({}))
-    assert off["retest_votes"] == 0 and off["control_judgments"] == 0
-    assert off["calls"] == base["calls"] - base["retest_votes"] - base["control_judgments"]
+    big = estimate_cell(build_objects(compose(["model=tiny", "task=elections"], tmp_path)), paper, PriceBook())
+    assert big.calls_of("retest_votes") == 5 * (52 + 52)
+    off = estimate_cell(build_objects(compose(["model=tiny", "task=elections", "audience_reliability.retest_share=0",
+                                               "audience_reliability.retest_min_matches=0",
+                                               "judge_controls.enabled=false"], tmp_path)), settings, PriceBook())
+    assert off.calls_of("retest_votes") == 0 and off.calls_of("control_judgments") == 0
+    assert off.calls == base.calls - base.calls_of("retest_votes") - base.calls_of("control_judgments")
 
 
 def test_paper_experiment_judges_every_control_and_retests_a_share_with_a_floor(tmp_path):

@@ -41,7 +41,7 @@ def library_usd(model: str, t: dict, batch: bool = False) -> float:
 
 def test_counts_follow_every_stage_of_the_cell(tmp_path):
     e = estimate(tmp_path, "method=tfb", "judge@judge2=local", "probe=[em_first_plot]",
-                 "audience_reliability.retest_matches=2")
+                 "audience_reliability.retest_min_matches=2", "judge_controls.per_probe=null")
     em_samples = len(build(compose([*SMALL, "probe=[em_first_plot]"], tmp_path))["probes"]["em_first_plot"].samples(0))
     yes_no = len(ctl.load_yes_no_controls("disinformation")) + len(ctl.load_yes_no_controls("populism"))
     assert e.calls_of("collect_votes") == 4 * 5  # one collection for rft and tfb

@@ -69,7 +69,7 @@ def test_kto_cell_trains_on_the_rft_cells_collection_and_reports_base_vs_kto(cac
     is reused (0 collect votes), KTO trains on its winners and losers, base_vs_kto is reported."""
     # debug=fast turns the stage cache off; the retest and the judge controls are not KTO's concern (fewer calls);
     # long client timeouts: on a loaded machine a queued local-server request outlasts the default 120 s
-    args = ["debug=fast", "model=tiny", "stage_cache=true", "task=sales", "audience_reliability.retest_matches=0",
+    args = ["debug=fast", "model=tiny", "stage_cache=true", "task=sales", "audience_reliability.retest_share=0", "audience_reliability.retest_min_matches=0",
             "judge_controls.enabled=false", "audience.service.client.timeout_s=1800",
             "judge.service.client.timeout_s=1800"] + NO_REASKS
     p = run_app(args + ["method=rft"], cache_dir, tmp_path / "rft", timeout=1800)

@@ -24,7 +24,7 @@ SMALL = ["model=tiny", "anchors.n_train=2", "anchors.n_test=2", "audience.n_vote
          "audience.thought_max_chars=60", "judge.max_tokens=80", "judge.reasoning_max_chars=60",
          "generator.max_new_tokens=16", "generator.batch_size=4", "trainer.args.max_steps=1",
          "trainer.args.warmup_ratio=0", "trainer.args.per_device_train_batch_size=4",
-         "judge_controls.enabled=false", "audience_reliability.retest_matches=0", "stage_cache=true",
+         "judge_controls.enabled=false", "audience_reliability.retest_share=0", "audience_reliability.retest_min_matches=0", "stage_cache=true",
          "llm/cache_backend=files"]
 CELLS = ["task=sales", "method=rft,tfb,dpo,base"]
 

@@ -72,7 +72,7 @@ def test_tfb_refuses_adaptive_polling_before_any_work(tmp_path):
     preflight(ok, Settings(seed=0, n_train=2, n_test=2, candidates_per_anchor=2))
 
 
-def test_preflight_counts_retest_votes_control_and_judge2_judgments(tmp_path):
+def test_preflight_counts_retest_votes_control_and_judge2_judgments(tmp_path, paper_dir):
     settings = Settings(seed=0, n_train=4, n_test=3, candidates_per_anchor=2)
     base = estimate_cell(build_objects(compose(["model=tiny", "task=elections"], tmp_path)), settings, PriceBook())
     # rft cell: one collection and one pair; 5 voters; retest 5% of each vote set's matches, at least 2
@@ -91,7 +91,8 @@ def test_preflight_counts_retest_votes_control_and_judge2_judgments(tmp_path):
     assert more.calls_of("judge2_judgments") == 3 * 2 * 2  # test anchors x task probes x methods
     # the share grows with the cell: at 1,024 + 1,024 anchors 5% is 52 matches of each vote set
     paper = Settings(seed=0, n_train=1024, n_test=1024, candidates_per_anchor=2)
-    big = estimate_cell(build_objects(compose(["model=tiny", "task=elections"], tmp_path)), paper, PriceBook())
+    big = estimate_cell(build_objects(compose(["model=tiny", "task=elections", "task.source=paper",
+                                               f"data_dir={paper_dir}"], tmp_path)), paper, PriceBook())
     assert big.calls_of("retest_votes") == 5 * (52 + 52)
     off = estimate_cell(build_objects(compose(["model=tiny", "task=elections", "audience_reliability.retest_share=0",
                                                "audience_reliability.retest_min_matches=0",

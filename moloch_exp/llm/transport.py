@@ -53,8 +53,9 @@ class Outcome:
 
 
 class HttpTransport:
-    """``base_url``: e.g. ``https://api.openai.com/v1``. ``timeout_s``: for connecting and between bytes of
-    the answer. ``scrub``: removes the key from error text. ``structured_output``: for one server's hint."""
+    """``base_url``: e.g. ``https://api.openai.com/v1``. ``api_key``: read when a session opens, scrubbed from
+    error text. ``timeout_s``: for connecting and between bytes of the answer. ``pool_size``: keep-alive
+    connections per loop (the client's concurrency). ``structured_output``: for one server's hint."""
 
     def __init__(self, base_url: str, api_key: ApiKey, timeout_s: float, pool_size: int,
                  structured_output: str = "json_schema") -> None:
@@ -93,11 +94,9 @@ class HttpTransport:
         return session
 
     def _open(self) -> aiohttp.ClientSession:
-        https = self._url.scheme == "https"
         connector = aiohttp.TCPConnector(
             limit=self.pool_size, limit_per_host=0, keepalive_timeout=5.0,
-            # the system's trust store, as the openai SDK's client uses
-            ssl=truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if https else False)
+            ssl=truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT))  # the system's trust store, as the SDK's httpx2
         return aiohttp.ClientSession(
             connector=connector,
             headers={"Authorization": f"Bearer {self.api_key.read()}", "Content-Type": "application/json",

@@ -25,10 +25,10 @@ of the same procedure.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import openai
@@ -36,21 +36,17 @@ from tqdm.auto import tqdm
 
 from moloch_exp.errors import ServiceError
 
-from .batch_files import ENDPOINT, MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE, read_output, request_body, request_line, split_lines
+from .batch_files import ENDPOINT, MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE, read_output, request_line, split_lines
 from .batch_journal import TERMINAL, BatchJournal, JournalEntry
-from .ledger import BudgetExceeded, estimate_prompt_tokens
+from .ledger import BudgetExceeded
+from .metering import result_from_record
+from .reasking import PARSE_ERRORS, reask, unparseable
 from .types import PARSED_FAILED, PARSED_INVALID, PARSED_OK, ChatRequest, ChatResult, Parsed
 
 if TYPE_CHECKING:
     from .client import LLMClient
 
 log = logging.getLogger(__name__)
-UNLIMITED_COMPLETION_ESTIMATE = 1024  # as the synchronous client: a request without max_tokens
-
-
-def _short(s: str, n: int = 300) -> str:  # the synchronous path's wording of an unparseable answer
-    s = " ".join(str(s).split())
-    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 class BatchStillPending(ServiceError):
@@ -72,6 +68,7 @@ class BatchSettings:
     max_resubmits: int = 2            # times an expired/failed line is sent again in a batch of its own
     max_wait_s: float | None = None   # stop polling after this long (BatchStillPending); None: until done
     keep_jsonl: bool = False          # keep the request files after collection (for `vllm run-batch`)
+    journal_dir: str | None = None    # None: `batches/` beside the response cache (sqlite and files stores)
 
     def __post_init__(self) -> None:
         if self.poll_interval_s <= 0:
@@ -80,12 +77,25 @@ class BatchSettings:
             raise ValueError(f"batch max_resubmits must be >= 0, got {self.max_resubmits}")
 
 
+def journal_root(settings: BatchSettings, store_spec: str) -> Path:
+    """Where the batch journal lives: ``settings.journal_dir``, else ``batches/`` beside the response cache
+    (``sqlite:PATH`` or ``files:DIR``, from the store's ``describe()``). A store without a local path
+    (Redis) needs ``journal_dir``: the journal must outlive the run that wrote it."""
+    if settings.journal_dir:
+        return Path(settings.journal_dir).expanduser()
+    kind, _, where = store_spec.partition(":")
+    if kind in ("sqlite", "files") and where:
+        return Path(where).expanduser().parent / "batches"
+    raise BatchAPIError(f"batch mode keeps a journal of its batches on disk, and the response cache "
+                        f"{store_spec} has no local directory: set <service>.batch_settings.journal_dir")
+
+
 class BatchRunner:
     def __init__(self, client: "LLMClient") -> None:
         self.client = client
         self.settings: BatchSettings = client.batch
-        self.journal = BatchJournal(client.cache.path.parent / "batches")
-        self.api = openai.OpenAI(base_url=client.base_url, api_key=client._read_api_key(),
+        self.journal = BatchJournal(journal_root(self.settings, client.cache.store.describe()))
+        self.api = openai.OpenAI(base_url=client.base_url, api_key=client.api_key.read(),
                                  timeout=max(client.timeout_s, 600.0), max_retries=client.max_retries)
         self.model = client.model_identity
         self._reserved: dict[str, float] = {}  # budget this run reserved per journal entry
@@ -102,18 +112,16 @@ class BatchRunner:
             status = getattr(err, "status_code", None)
             raise BatchAPIError(
                 f"Batch API at {self.client.base_url}: {what} failed ({f'HTTP {status}: ' if status else ''}"
-                f"{self.client._scrub(' '.join(str(err).split()))[:300]}); what was submitted is in "
+                f"{self.client.api_key.scrub(' '.join(str(err).split()))[:300]}); what was submitted is in "
                 f"{self.journal.root} and a re-run resumes it") from None
 
     # -- submitting ----------------------------------------------------------------
     def _estimate_usd(self, req: ChatRequest) -> float:
-        est_prompt = estimate_prompt_tokens(req.prompt_chars(), len(req.messages))
-        est_completion = req.max_tokens if req.max_tokens is not None else UNLIMITED_COMPLETION_ESTIMATE
-        return self.client.ledger.cost(self.client.model, est_prompt, est_completion)
+        return self.client.meter.estimate(req).usd
 
     def _submit(self, keys: list[str], reqs: dict[str, ChatRequest], round_: int) -> list[JournalEntry]:
         s = self.settings
-        lines = [(k, request_line(k, request_body(self.client._request_kwargs(reqs[k])))) for k in keys]
+        lines = [(k, request_line(k, self.client.request_body(reqs[k]))) for k in keys]
         entries = []
         for chunk in split_lines(lines, s.max_requests_per_file, s.max_bytes_per_file):
             chunk_keys = [k for k, _ in chunk]
@@ -211,7 +219,7 @@ class BatchRunner:
                 data = self.api.files.content(file_id).read()
             for line in read_output(data):
                 if line.record is None:
-                    failures[line.custom_id] = (client._scrub(line.error or "no answer"), line.retryable)
+                    failures[line.custom_id] = (client.api_key.scrub(line.error or "no answer"), line.retryable)
                     continue
                 rec = line.record
                 if rec["prompt_tokens"] is None:
@@ -253,7 +261,7 @@ class BatchRunner:
             rec = cache.get(key)
             if rec is not None:
                 client.ledger.record_cache_hit(client.model)
-                results[key] = client._result_from_record(rec, cached=True, attempts=0)
+                results[key] = result_from_record(rec, cached=True, attempts=0)
         missing = [k for k in by_key if k not in results]
         if not missing:
             return results
@@ -280,7 +288,7 @@ class BatchRunner:
             if n > 1:
                 client.ledger.record_retries(client.model, n - 1)
             if rec is not None:
-                results[key] = client._result_from_record(rec, cached=False, attempts=n)
+                results[key] = result_from_record(rec, cached=False, attempts=n)
                 continue
             error, _ = failures.get(key, ("no answer from the Batch API", True))
             client.ledger.record_failure(client.model)
@@ -317,8 +325,7 @@ def batch_parse_many(client: "LLMClient", reqs: Sequence[ChatRequest], parse: Ca
         for k in range(int(invalid_retries) + 1):
             if not open_:
                 break
-            round_reqs = {i: reqs[i] if k == 0 else dataclasses.replace(reqs[i], seed=(reqs[i].seed or 0) + k)
-                          for i in open_}
+            round_reqs = {i: reask(reqs[i], k) for i in open_}
             round_desc = desc if k == 0 else f"{desc} (re-ask {k} of {len(open_)} unparseable)"
             try:
                 got = runner.fetch(list(round_reqs.values()), round_desc)
@@ -335,8 +342,8 @@ def batch_parse_many(client: "LLMClient", reqs: Sequence[ChatRequest], parse: Ca
                     continue
                 try:
                     value = parse(res.text if res.text is not None else "")
-                except (ValueError, LookupError, TypeError) as e:
-                    last_error[i] = f"unparseable answer ({type(e).__name__}: {_short(str(e), 200)})"
+                except PARSE_ERRORS as e:
+                    last_error[i] = unparseable(e)
                     still.append(i)
                     continue
                 out[i] = Parsed(value, PARSED_OK, res.text, None, len(asked[i]), cached, asked[i])

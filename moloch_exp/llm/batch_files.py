@@ -28,13 +28,6 @@ MAX_BYTES_PER_FILE = 200 * 1000 * 1000  # and at most 200 MB
 RETRYABLE_CODES = {"batch_expired", "batch_cancelled", "server_error", "rate_limit_exceeded", "timeout"}
 
 
-def request_body(kwargs: dict) -> dict:
-    """The JSON body the SDK would send for ``client._request_kwargs(req)`` (``extra_body`` merged in)."""
-    body = {k: v for k, v in kwargs.items() if k != "extra_body"}
-    body.update(kwargs.get("extra_body") or {})
-    return body
-
-
 def request_line(custom_id: str, body: dict) -> bytes:
     line = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
     return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"

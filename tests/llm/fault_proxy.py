@@ -163,10 +163,10 @@ class FaultProxy:
                 with self.lock:
                     self.forwarded += 1
                 status, ctype, data = self._forward(h, body)
-                self._send(h, status, data, ctype)
-                if status == 200:
+                if status == 200:  # noted before it is sent: a fast client may check the count as soon as it has it
                     with self.lock:
                         self.delivered.append((json.loads(body or b"{}"), data.decode("utf-8", "replace")))
+                self._send(h, status, data, ctype)
             else:
                 raise ValueError(f"unknown fault action {action!r}")
         except OSError:  # upstream refused or dropped the connection (a dead server): drop ours too

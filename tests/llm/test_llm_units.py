@@ -174,3 +174,42 @@ def test_response_format_mapping():
     assert response_format_for("json_schema", None) is None
     with pytest.raises(ValueError):
         response_format_for("grammar", s)
+
+
+# Cache keys computed on main before the client was split into layers (commit 76b9bf8): every answer
+# already in a response cache must be found again, so these literals may never change.
+PINNED_KEYS = {
+    ("gpt-4o-mini/json_schema", "vote"): "9172f683b38ea273141b0152d6fbeb7d3898b68f5736924f47ae084092952f95",
+    ("gpt-4o-mini/json_schema", "free"): "d0494c629c3b93195dbb2f934edf9255cd6284b61a1e854d4befd743fdff89a0",
+    ("gpt-4o-mini/json_schema", "logprobs"): "32b86f73a2fdd1c6b7c3cae42929a2a7df74e1c634f3700dda22106ca597809f",
+    ("llamacpp", "vote"): "18357b465b418998b9285c6bc3db14d19507a33972f82e2b4d36d5759214b54c",
+    ("llamacpp", "free"): "e027dff6cabc4ade45119efa77b6d7bf9d86f873b2fcb4afeceee39710220890",
+    ("llamacpp", "logprobs"): "aabbea10d497b854b62a7340160568beec0d7a153c9d417e16ddea3abf52360f",
+    ("extra_body", "vote"): "73f4258679b3a82c11cc40079740828337a9d875fb469a800a0b1f8532a49cab",
+    ("extra_body", "free"): "62361361a0008329be56758322dc3816f97202e7c861fcda8babcd09b4a49fb3",
+    ("extra_body", "logprobs"): "fd889dcf16c02cdf900b2a009f5c2828e08c0b08cdd3d12bd621dd3fc775160b",
+}
+
+
+def test_cache_keys_are_pinned():
+    from moloch_exp.llm import LLMClient
+
+    schema = {"type": "object", "properties": {"thought": {"type": "string", "maxLength": 40},
+                                               "vote": {"type": "string", "enum": ["A", "B"]}},
+              "required": ["thought", "vote"], "additionalProperties": False}
+    msgs = [{"role": "system", "content": "You are a shopper. Answer in JSON."},
+            {"role": "user", "content": "Product A: a red mug. Product B: a blue lamp. Which do you buy, A or B? ünïcode ✓"}]
+    reqs = {
+        "vote": ChatRequest(messages=msgs, max_tokens=64, temperature=0.7, seed=3, json_schema=schema, purpose="vote"),
+        "free": ChatRequest(messages=msgs[1:], max_tokens=None),
+        "logprobs": ChatRequest(messages=msgs[1:], max_tokens=1, top_p=0.9, seed=0, top_logprobs=5),
+    }
+    url = "http://127.0.0.1:9/v1"  # never called: a key does not depend on where the server is
+    clients = {
+        "gpt-4o-mini/json_schema": LLMClient(url, "gpt-4o-mini", progress=False),
+        "llamacpp": LLMClient(url, "smollm2", structured_output="llamacpp",
+                              model_identity="llamacpp:SmolLM2-135M-Instruct-Q8_0.gguf", progress=False),
+        "extra_body": LLMClient(url, "gpt-4o", extra_body={"reasoning_effort": "low", "top_k": 5}, progress=False),
+    }
+    got = {(c, r): clients[c].key_for(reqs[r]) for c, r in PINNED_KEYS}
+    assert got == PINNED_KEYS

@@ -81,11 +81,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """A headless Debian chromium driven by Playwright (no browser download: executable_path), one per session.
+    """A headless Debian chromium driven by Playwright (no browser download: executable_path), one per test module.
 
-    Tests open pages with ``page = chromium.new_page()`` and close them; mark them ``@pytest.mark.browser``."""
+    Per module, not per session: while Playwright's sync API is open it holds an asyncio loop marked running on the
+    main thread, so any later test calling ``asyncio.run`` would fail. Tests open pages with
+    ``page = chromium.new_page()`` and close them; mark them ``@pytest.mark.browser``."""
     exe = require_system("chromium")
     from playwright.sync_api import sync_playwright
 

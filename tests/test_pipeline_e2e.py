@@ -52,7 +52,8 @@ def test_rft_cell_end_to_end_and_rerun_reuses_everything(cache_dir, tmp_path):
         assert set(p_) >= {"base", "rft", "relative_increase", "n", "invalid"}
         for m in ("base", "rft"):
             assert p_["n"][m] + p_["invalid"][m] + p_["failed"][m] + p_["skipped"][m] == 2
-    assert r["ledger"]["calls"] > 0 and r["counts"]["train_rft"]["steps"] == 1
+    # the response cache is shared by the session's tests, so another test may have asked these already
+    assert r["ledger"]["calls"] + r["ledger"]["cache_hits"] > 0 and r["counts"]["train_rft"]["steps"] == 1
     for f in ("summary.md", "report.html", "plots/probe_rates.png", "stages/collect/votes.jsonl",
               "stages/train_rft/adapter/adapter_config.json", ".hydra/config.yaml"):
         assert (out / f).exists(), f

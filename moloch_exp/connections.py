@@ -12,16 +12,17 @@ from __future__ import annotations
 from moloch_exp.errors import ServiceError
 
 import contextlib
-import importlib.util
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from moloch_exp.llm import llama_server
 from moloch_exp.llm.client import LLMClient
-from moloch_exp.llm.server import ManagedServer, smollm2_gguf_path
+from moloch_exp.llm.server import BASELINE_KIND, ManagedServer, smollm2_gguf_path
 
 
 class ServiceConfigError(ServiceError, ValueError):
@@ -41,7 +42,7 @@ class LLMService:
     client: dict = field(default_factory=dict)  # LLMClient options (timeout_s, concurrency, rpm, ...)
 
     def __post_init__(self) -> None:
-        if self.managed not in (None, "llamacpp", "vllm"):
+        if self.managed not in (None, "llamacpp", "vllm", BASELINE_KIND):
             raise ServiceConfigError(f"managed must be null, 'llamacpp' or 'vllm', not {self.managed!r}")
         if self.managed is None and not self.base_url:
             raise ServiceConfigError(f"service for model {self.model!r}: set base_url or managed")
@@ -56,9 +57,15 @@ class LLMService:
         return (self.managed, self.model, tuple(sorted((k, str(v)) for k, v in self.server.items())))
 
     def identity(self) -> str:
-        """What names this model in caches and ledgers (never a key or a port)."""
+        """What names this model in caches and ledgers (never a key or a port). A managed llama.cpp model is
+        named by the server kind, its build (``llama_server.build_id``: source commit and binary digest) and
+        the GGUF file."""
         if self.managed == "llamacpp":
-            return f"llamacpp:{Path(self.model_path).name}"
+            try:
+                build = llama_server.build_id()
+            except (FileNotFoundError, OSError, subprocess.SubprocessError) as err:
+                raise ServiceConfigError(str(err)) from None
+            return f"llama-server:{build}:{Path(self.model_path).name}"
         return self.model
 
     def preflight(self) -> None:
@@ -67,8 +74,10 @@ class LLMService:
             raise ServiceConfigError(f"model {self.model}: environment variable {self.api_key_env} "
                                      "(the API key) is not set")
         if self.managed == "llamacpp":
-            if importlib.util.find_spec("llama_cpp") is None:
-                raise ServiceConfigError("managed llama.cpp server needs `pip install 'llama-cpp-python[server]'`")
+            try:
+                llama_server.binary()
+            except FileNotFoundError as err:
+                raise ServiceConfigError(str(err)) from None
             if not Path(self.model_path).is_file():
                 raise ServiceConfigError(f"GGUF model file not found: {self.model_path}")
         elif self.managed == "vllm" and shutil.which("vllm") is None:

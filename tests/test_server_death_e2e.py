@@ -17,6 +17,8 @@ import pytest
 
 from compose_helper import REPO
 
+pytestmark = [pytest.mark.e2e, pytest.mark.server]
+
 # Tiny agent, 4 anchors x 5 voters = 20 collection votes: enough to kill the server between two of them.
 ARGS = ["model=tiny", "task=elections", "method=rft", "anchors.n_train=4", "anchors.n_test=2",
         "audience.n_voters=5", "audience.max_tokens=60", "audience.thought_max_chars=40",

@@ -87,6 +87,30 @@ class AudiencePanel:
             return list(idx)
         return sorted(idx, key=lambda i: (meta[i]["match_pos"], meta[i]["order"]))
 
+    def send_waves(self, idx: list[int], meta: list[dict], concurrency: int) -> list[list[int]]:
+        """The send order cut into batches that are sent one after another. shared_prefix_first with several
+        requests in flight: per window of ``concurrency`` prompt groups (a match's voters who see one option
+        order), first each group's first voter, alone in its group, so that each shared ballot is evaluated
+        once, in one slot; then the other voters, one per group in turn, so that the requests in flight
+        belong to different groups and each finds its ballot in a slot of its own (llama-server's slot choice
+        by prompt similarity) or in its host-memory prompt cache. Otherwise the send order, in one batch."""
+        idx = self.send_order(idx, meta)
+        if self.layout != "shared_prefix_first" or concurrency < 2:
+            return [idx]
+        groups: list[list[int]] = []
+        for i in idx:
+            key = (meta[i]["match_pos"], meta[i]["order"])
+            if not groups or key != (meta[groups[-1][0]]["match_pos"], meta[groups[-1][0]]["order"]):
+                groups.append([])
+            groups[-1].append(i)
+        waves = []
+        for w in range(0, len(groups), concurrency):
+            window = groups[w:w + concurrency]
+            waves.append([g[0] for g in window])
+            longest = max(len(g) for g in window)
+            waves.append([g[k] for k in range(1, longest) for g in window if k < len(g)])
+        return [wave for wave in waves if wave]
+
     def vote(self, client, task: Task, matches: list[Match], seed: int, desc: str = "votes",
              polling: PollingRule | None = None) -> list[Vote]:
         """Every voter's vote on every match; with ``polling`` (:mod:`moloch_exp.audience.polling`)
@@ -114,11 +138,11 @@ class AudiencePanel:
         # One parse per ballot size: matches may offer fewer options when an extraction failed.
         for labels in sorted({tuple(m["labels"]) for m in meta}):
             idx = [i for i, m in enumerate(meta) if tuple(m["labels"]) == labels]
-            idx = self.send_order(idx, meta)
-            parsed = client.parse_many([reqs[i] for i in idx], parse=lambda text, lb=list(labels): task.prompts.parse_vote(text, lb),
-                                       desc=desc, invalid_retries=self.invalid_retries)
-            for i, res in zip(idx, parsed):
-                results[i] = res
+            for wave in self.send_waves(idx, meta, getattr(getattr(client, "limits", None), "concurrency", 1) or 1):
+                parsed = client.parse_many([reqs[i] for i in wave], desc=desc, invalid_retries=self.invalid_retries,
+                                           parse=lambda text, lb=list(labels): task.prompts.parse_vote(text, lb))
+                for i, res in zip(wave, parsed):
+                    results[i] = res
         votes = []
         for res, m in zip(results, meta):
             thought = choice = None

@@ -44,6 +44,7 @@ def test_session_server_is_healthy(llama_server):
     assert "--n_threads" in llama_server.command(1234)
 
 
+@pytest.mark.server
 def test_torn_down_on_exception(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         with ManagedServer(n_ctx=512, threads=1, log_path=str(tmp_path / "s.log")) as srv:
@@ -54,6 +55,7 @@ def test_torn_down_on_exception(tmp_path):
     assert srv.proc is None
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_torn_down_when_holder_process_is_signalled(sig, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(HERE.parents[1])}
@@ -86,6 +88,7 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
+@pytest.mark.server
 def test_startup_failure_reports_log_tail(tmp_path):
     bad = tmp_path / "not_a_model.gguf"
     bad.write_bytes(b"definitely not gguf")

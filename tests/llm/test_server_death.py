@@ -18,6 +18,8 @@ from llm_test_helpers import small_request
 from moloch_exp.errors import ServiceError
 from moloch_exp.llm import LLMClient, ManagedServer, ResponseCache, ServerDied
 
+pytestmark = pytest.mark.server
+
 
 def _kill_after(proxy: FaultProxy, pid: int, sig: int, n_delivered: int, box: dict) -> threading.Thread:
     """Kill ``pid`` with ``sig`` once ``n_delivered`` answers came back; note the time and the proxy's count."""

@@ -53,6 +53,8 @@ BATCHED = re.compile(r"batched request: (\d+) prompt tokens evaluated")  # llama
 def build(args, task_name: str, server: str, slots: int):
     extra = [*SERVERS[server], f"audience.service.server.n_parallel={slots}",
              f"audience.service.client.concurrency={args.concurrency or max(slots, 2)}"]
+    if args.threads:
+        extra.append(f"+audience.service.server.threads={args.threads}")
     cfg = compose_config(task_name, args.voters, args.max_tokens, args.thought_max_chars, args.data_dir,
                          args.personas_file, extra)
     task = instantiate(cfg.task)
@@ -139,7 +141,7 @@ def agreement(a: list, b: list, per_round: int, rounds: int) -> tuple[int, int, 
 def report(args, task_name: str, results: dict[int, dict], servers: list[str]) -> None:
     print(f"\n== task {task_name}: {args.matches} matches x {args.voters} voters x {args.rounds} rounds, "
           f"{'paper' if args.data_dir else 'bundled'} anchors, personas {args.personas_file or 'bundled'}, "
-          f"max_tokens {args.max_tokens}")
+          f"max_tokens {args.max_tokens}, server threads {args.threads or 'all cores'}")
     print(f"{'slots':>5}  {'server':<18}{'layout':<21}{'votes':>6}{'seconds':>9}{'votes/s':>9}{'invalid':>8}"
           f"{'failed':>7}{'prompt tokens/request':>23}")
     for slots, rows in results.items():
@@ -180,6 +182,9 @@ def main() -> None:
                          "exp2 when --data-dir is there, else the bundled personas")
     ap.add_argument("--concurrency", type=int, default=None,
                     help="requests in flight (default: the slot count, at least 2)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="server threads (default: all cores; 1 on a machine busy with other work, where two "
+                         "threads wait for each other at every step)")
     ap.add_argument("--log-dir", default=None, help="where the server logs' temporary folder goes (default: the system's)")
     ap.add_argument("--matches", type=int, default=1)
     ap.add_argument("--voters", type=int, default=None,

@@ -3,8 +3,8 @@
 #   bash scripts/setup.sh
 # `llama-server` (the local audience and judge) is built once from the llama.cpp that the pinned
 # llama-cpp-python sdist vendors (vendor/llama.cpp, tools/server; about 6 minutes on 2 cores, while pip
-# installs the rest) with flags that do not depend on this host's CPU (x86-64-v3: AVX2/FMA/F16C/BMI2; no
-# -march=native, no AVX-512, no AMX), so the binary runs on every x86-64-v3 host. A native build crashed with
+# installs the rest) with flags that do not depend on this host's CPU (x86-64-v3: AVX2/FMA/F16C/BMI2;
+# no -march=native, no AVX-512, no AMX), so the binary runs on every x86-64-v3 host. A native build crashed with
 # a general-protection fault in libggml-cpu on virtualised hosts that advertise AMX. The binary is static
 # (no libllama/libggml beside it) and kept in a cache keyed by version and flags, then copied to .venv/bin.
 set -euo pipefail

@@ -87,15 +87,18 @@ class AudiencePanel:
             return list(idx)
         return sorted(idx, key=lambda i: (meta[i]["match_pos"], meta[i]["order"]))
 
-    def send_waves(self, idx: list[int], meta: list[dict], concurrency: int) -> list[list[int]]:
-        """The send order cut into batches that are sent one after another. shared_prefix_first with several
-        requests in flight: per window of ``concurrency`` prompt groups (a match's voters who see one option
-        order), first each group's first voter, alone in its group, so that each shared ballot is evaluated
-        once, in one slot; then the other voters, one per group in turn, so that the requests in flight
-        belong to different groups and each finds its ballot in a slot of its own (llama-server's slot choice
-        by prompt similarity) or in its host-memory prompt cache. Otherwise the send order, in one batch."""
+    def send_waves(self, idx: list[int], meta: list[dict]) -> list[list[int]]:
+        """The send order cut into batches that are sent one after another. shared_prefix_first on a managed
+        server with N > 1 slots (``service.server.n_parallel``): per window of N prompt groups (a match's
+        voters who see one option order), first each group's first voter, so that each shared ballot is
+        evaluated once, in one slot; then the other voters, one per group in turn, so that the N requests in
+        flight belong to different groups and each finds its ballot in a slot of its own (llama-server's
+        slot choice by prompt similarity) or in its host-memory prompt cache (bench/ballot_layout.py: 27-37
+        prompt tokens evaluated per request instead of 95-263 in plain send order, 8 slots). Otherwise the
+        send order, in one batch: one slot already reuses the previous request's prefix."""
         idx = self.send_order(idx, meta)
-        if self.layout != "shared_prefix_first" or concurrency < 2:
+        slots = int(self.service.server.get("n_parallel") or 1) if self.service.managed else 1
+        if self.layout != "shared_prefix_first" or slots < 2:
             return [idx]
         groups: list[list[int]] = []
         for i in idx:
@@ -104,8 +107,8 @@ class AudiencePanel:
                 groups.append([])
             groups[-1].append(i)
         waves = []
-        for w in range(0, len(groups), concurrency):
-            window = groups[w:w + concurrency]
+        for w in range(0, len(groups), slots):
+            window = groups[w:w + slots]
             waves.append([g[0] for g in window])
             longest = max(len(g) for g in window)
             waves.append([g[k] for k in range(1, longest) for g in window if k < len(g)])
@@ -138,7 +141,7 @@ class AudiencePanel:
         # One parse per ballot size: matches may offer fewer options when an extraction failed.
         for labels in sorted({tuple(m["labels"]) for m in meta}):
             idx = [i for i, m in enumerate(meta) if tuple(m["labels"]) == labels]
-            for wave in self.send_waves(idx, meta, getattr(getattr(client, "limits", None), "concurrency", 1) or 1):
+            for wave in self.send_waves(idx, meta):
                 parsed = client.parse_many([reqs[i] for i in wave], desc=desc, invalid_retries=self.invalid_retries,
                                            parse=lambda text, lb=list(labels): task.prompts.parse_vote(text, lb))
                 for i, res in zip(wave, parsed):

@@ -4,29 +4,31 @@
                                                            # (personas/exp2.json) if ../shared is there; 1 and 8 slots
     python bench/ballot_layout.py --slots 8 --matches 2    # several slots only, more votes
     python bench/ballot_layout.py --tasks sales,elections,social_media
-    python bench/ballot_layout.py --servers llama-server,llama-cpp-python   # and the previous server (needs
-                                                           # llama-cpp-python[server]==0.3.36 and its modules)
+    python bench/ballot_layout.py --threads 1              # on a machine busy with other work
+
+The previous server (llama-cpp-python 0.3.36 with the project's grammar pass and batched decoding) was compared
+with llama-server here, on the same ballots in one run, before it was removed: its figures are in
+``bench/ballot_layout_table.txt``, and the comparison runs again at commit ba06f5c
+(``git worktree add /tmp/cmp ba06f5c``, ``pip install 'llama-cpp-python[server]==0.3.36'``, then
+``python bench/ballot_layout.py --servers llama-server,llama-cpp-python``).
 
 ``persona_first`` (the paper's order: the persona in the system message, then the ballot) against
 ``shared_prefix_first`` (``audience.layout=shared_prefix_first``: the ballot all voters of a match share comes
-first, the persona last; requests are sent grouped by the option order the voter sees and, with several
-requests in flight, each group's first ballot ahead of the rest, see ``AudiencePanel.send_waves``). Both
+first, the persona last; requests are sent grouped by the option order the voter sees and, on a server with several slots, each group's
+first ballot ahead of the rest, see ``AudiencePanel.send_waves``). Both
 layouts go through the real ``AudiencePanel`` and ``LLMClient`` with the response cache off, on the same matches
 and voters, interleaved in ``--rounds`` rounds (new seeds each round) so that load changes on a shared machine
-hit both alike. With several servers (``--servers``) each round runs every server too, in alternating order,
-on the same ballots. The option texts are the anchors' own long fields (product descriptions, candidate
+hit both alike. The option texts are the anchors' own long fields (product descriptions, candidate
 biographies, articles), which stand in for the agents' messages.
 
-Prints one row per slot count, server and layout: votes/s, invalid and failed votes, and the prompt tokens the
-server evaluated per request (read from its own timing lines: what prefix reuse saved); then, per slot count,
-the shared/persona ratio per server and each server's votes/s over the first one's; and how far the faster
-layout changes the outcome (agreement of each match's winner and of individual votes between layouts).
+Prints one row per slot count and layout: votes/s, invalid and failed votes, and the prompt tokens the server
+evaluated per request (read from its own timing lines: what prefix reuse saved); then, per slot count, the
+shared/persona ratio, the several-slot/one-slot ratio per layout, and how far the faster layout changes the
+outcome (agreement of each match's winner and of individual votes between layouts).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
 import re
 import tempfile
 import time
@@ -40,18 +42,12 @@ from moloch_exp.connections import ServiceHub
 from moloch_exp.llm.ledger import Ledger
 
 LAYOUTS = ("persona_first", "shared_prefix_first")
-SERVERS = {  # --servers name -> the audience service overrides that select it
-    "llama-server": [],
-    "llama-cpp-python": ["audience.service.managed=llama-cpp-python",
-                         "audience.service.structured_output=llama-cpp-python"],
-}
-# llama.cpp's per-request timing line (llama-server's print_timings; llama-cpp-python's llama_perf_context_print)
+# llama-server's per-request timing line (print_timings)
 PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
-BATCHED = re.compile(r"batched request: (\d+) prompt tokens evaluated")  # llama-cpp-python's batched route
 
 
-def build(args, task_name: str, server: str, slots: int):
-    extra = [*SERVERS[server], f"audience.service.server.n_parallel={slots}",
+def build(args, task_name: str, slots: int):
+    extra = [f"audience.service.server.n_parallel={slots}",
              f"audience.service.client.concurrency={args.concurrency or max(slots, 2)}"]
     if args.threads:
         extra.append(f"+audience.service.server.threads={args.threads}")
@@ -76,52 +72,40 @@ def winners(votes) -> dict[str, int | None]:
 
 
 def server_timings(log: Path, start: int, end: int) -> dict:
-    """Sum llama.cpp's timing lines written to ``log`` between byte offsets ``start`` and ``end``."""
+    """Sum llama-server's timing lines written to ``log`` between byte offsets ``start`` and ``end``."""
     with open(log, "rb") as fh:
         fh.seek(start)
         text = fh.read(end - start).decode("utf-8", "replace")
-    pe = [int(n) for _, n in PROMPT_EVAL.findall(text)] + [int(n) for n in BATCHED.findall(text)]
+    pe = [int(n) for _, n in PROMPT_EVAL.findall(text)]
     return {"requests": len(pe), "prompt_tokens": sum(pe)}
 
 
-def run_slots(args, task_name: str, slots: int, servers: list[str], log_root: Path) -> dict:
-    """Every server at ``slots`` slots, both layouts, ``args.rounds`` rounds; returns the measured rows."""
-    clients, panels, logs = {}, {}, {}
+def run_slots(args, task_name: str, slots: int, log_root: Path) -> dict:
+    """A server with ``slots`` slots, both layouts interleaved, ``args.rounds`` rounds; returns the measured rows."""
     seconds, votes, timing = defaultdict(float), defaultdict(list), defaultdict(Counter)
-    with contextlib.ExitStack() as stack:
-        for server in servers:
-            log_dir = log_root / f"{task_name}-{server}-{slots}"
-            hub = stack.enter_context(ServiceHub(None, Ledger(prices={}), None, log_dir))
-            task, panels[server] = build(args, task_name, server, slots)
-            clients[server] = hub.open(panels[server][LAYOUTS[0]].service)
-            matches = anchor_matches(task, task_name, args.matches)
-            clients[server].chat_many([panels[server][LAYOUTS[0]].requests(task, matches[:1], 999)[0][0]],
-                                      desc="warm-up")
-            logs[server] = next(log_dir.glob("server_*.log"))
+    log_dir = log_root / f"{task_name}-{slots}"
+    with ServiceHub(None, Ledger(prices={}), None, log_dir) as hub:
+        task, panels = build(args, task_name, slots)
+        client = hub.open(panels[LAYOUTS[0]].service)  # one server: both layouts share it
+        matches = anchor_matches(task, task_name, args.matches)
+        client.chat_many([panels[LAYOUTS[0]].requests(task, matches[:1], 999)[0][0]], desc="warm-up")
+        log = next(log_dir.glob("server_*.log"))
         for r in range(args.rounds):
-            for server in (servers if r % 2 == 0 else servers[::-1]):
-                for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
-                    log = logs[server]
-                    time.sleep(0.5)  # let the previous block's last timing lines reach the log
-                    start = log.stat().st_size
-                    t0 = time.perf_counter()
-                    vs = panels[server][layout].vote(clients[server], task, matches, seed=r,
-                                                     desc=f"{task_name} {server} x{slots} {layout} round {r}")
-                    seconds[server, layout] += time.perf_counter() - t0
-                    time.sleep(0.5)
-                    timing[server, layout].update(server_timings(log, start, log.stat().st_size))
-                    votes[server, layout] += vs
-    rows = {}
-    for server in servers:
-        for layout in LAYOUTS:
-            vs, t = votes[server, layout], timing[server, layout]
-            rows[server, layout] = {"votes": len(vs), "seconds": seconds[server, layout],
-                                    "rate": len(vs) / seconds[server, layout],
-                                    "invalid": sum(v.status == "invalid" for v in vs),
-                                    "failed": sum(v.status == "failed" for v in vs),
-                                    "prompt_per_request": t["prompt_tokens"] / max(t["requests"], 1),
-                                    "list": vs}
-    return rows
+            for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
+                time.sleep(0.5)  # let the previous block's last timing lines reach the log
+                start = log.stat().st_size
+                t0 = time.perf_counter()
+                vs = panels[layout].vote(client, task, matches, seed=r, desc=f"{task_name} x{slots} {layout} round {r}")
+                seconds[layout] += time.perf_counter() - t0
+                time.sleep(0.5)
+                timing[layout].update(server_timings(log, start, log.stat().st_size))
+                votes[layout] += vs
+    return {layout: {"votes": len(votes[layout]), "seconds": seconds[layout],
+                     "rate": len(votes[layout]) / seconds[layout],
+                     "invalid": sum(v.status == "invalid" for v in votes[layout]),
+                     "failed": sum(v.status == "failed" for v in votes[layout]),
+                     "prompt_per_request": timing[layout]["prompt_tokens"] / max(timing[layout]["requests"], 1),
+                     "list": votes[layout]} for layout in LAYOUTS}
 
 
 def agreement(a: list, b: list, per_round: int, rounds: int) -> tuple[int, int, int, int]:
@@ -138,41 +122,36 @@ def agreement(a: list, b: list, per_round: int, rounds: int) -> tuple[int, int, 
     return agree_w, total_w, agree_v, total_v
 
 
-def report(args, task_name: str, results: dict[int, dict], servers: list[str]) -> None:
+def report(args, task_name: str, results: dict[int, dict]) -> None:
     print(f"\n== task {task_name}: {args.matches} matches x {args.voters} voters x {args.rounds} rounds, "
           f"{'paper' if args.data_dir else 'bundled'} anchors, personas {args.personas_file or 'bundled'}, "
           f"max_tokens {args.max_tokens}, server threads {args.threads or 'all cores'}")
-    print(f"{'slots':>5}  {'server':<18}{'layout':<21}{'votes':>6}{'seconds':>9}{'votes/s':>9}{'invalid':>8}"
-          f"{'failed':>7}{'prompt tokens/request':>23}")
+    print(f"{'slots':>5}  {'layout':<21}{'votes':>6}{'seconds':>9}{'votes/s':>9}{'invalid':>8}{'failed':>7}"
+          f"{'prompt tokens/request':>23}")
     for slots, rows in results.items():
-        for server in servers:
-            for layout in LAYOUTS:
-                row = rows[server, layout]
-                print(f"{slots:>5}  {server:<18}{layout:<21}{row['votes']:>6}{row['seconds']:>9.1f}"
-                      f"{row['rate']:>9.3f}{row['invalid']:>8}{row['failed']:>7}{row['prompt_per_request']:>23.0f}")
+        for layout in LAYOUTS:
+            row = rows[layout]
+            print(f"{slots:>5}  {layout:<21}{row['votes']:>6}{row['seconds']:>9.1f}{row['rate']:>9.3f}"
+                  f"{row['invalid']:>8}{row['failed']:>7}{row['prompt_per_request']:>23.0f}")
     print()
+    first = next(iter(results))
     for slots, rows in results.items():
-        for server in servers:
-            ratio = rows[server, "shared_prefix_first"]["rate"] / rows[server, "persona_first"]["rate"]
-            print(f"{slots} slot(s), {server}: shared_prefix_first / persona_first votes/s {ratio:.2f}x")
-        for server in servers[1:]:
-            print(f"{slots} slot(s), {servers[0]} / {server} votes/s: " + ", ".join(
-                f"{layout} {rows[servers[0], layout]['rate'] / rows[server, layout]['rate']:.2f}x"
-                for layout in LAYOUTS))
+        ratio = rows["shared_prefix_first"]["rate"] / rows["persona_first"]["rate"]
+        print(f"{slots} slot(s): shared_prefix_first / persona_first votes/s {ratio:.2f}x")
+        if slots != first:
+            print(f"{slots} slot(s) / {first} slot(s) votes/s: " + ", ".join(
+                f"{layout} {rows[layout]['rate'] / results[first][layout]['rate']:.2f}x" for layout in LAYOUTS))
     per_round = args.matches * args.voters
     for slots, rows in results.items():
-        for server in servers:
-            w, tw, v, tv = agreement(rows[server, "persona_first"]["list"], rows[server, "shared_prefix_first"]["list"],
-                                     per_round, args.rounds)
-            print(f"{slots} slot(s), {server}: winner agreement between layouts {w}/{tw} matches; "
-                  f"vote agreement {v}/{tv} voter-matches")
+        w, tw, v, tv = agreement(rows["persona_first"]["list"], rows["shared_prefix_first"]["list"], per_round,
+                                 args.rounds)
+        print(f"{slots} slot(s): winner agreement between layouts {w}/{tw} matches; vote agreement {v}/{tv} "
+              "voter-matches")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default="sales", help="comma-separated: sales, elections, social_media")
-    ap.add_argument("--servers", default="llama-server",
-                    help=f"comma-separated, the first is the reference: {', '.join(SERVERS)}")
     ap.add_argument("--slots", default="1,8", help="comma-separated slot counts (server.n_parallel)")
     ap.add_argument("--data-dir", default=default_data_dir(),
                     help="the paper's splits (longer options, ~500-token ballots); default: ../shared if present")
@@ -198,17 +177,14 @@ def main() -> None:
     if args.voters is None:
         args.voters = 20 if args.personas_file else 8
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    bad = [t for t in tasks if t not in OPTION_FIELD] + [s for s in servers if s not in SERVERS]
+    bad = [t for t in tasks if t not in OPTION_FIELD]
     if bad:
-        ap.error(f"unknown task(s) or server(s): {', '.join(bad)}")
-    if "llama-cpp-python" in servers and importlib.util.find_spec("llama_cpp") is None:
-        ap.error("--servers llama-cpp-python needs `pip install 'llama-cpp-python[server]==0.3.36'`")
+        ap.error(f"unknown task(s) {', '.join(bad)} (choose from {', '.join(OPTION_FIELD)})")
     slot_counts = [int(s) for s in args.slots.split(",")]
     with tempfile.TemporaryDirectory(dir=args.log_dir) as logs:
         for task_name in tasks:
-            results = {slots: run_slots(args, task_name, slots, servers, Path(logs)) for slots in slot_counts}
-            report(args, task_name, results, servers)
+            results = {slots: run_slots(args, task_name, slots, Path(logs)) for slots in slot_counts}
+            report(args, task_name, results)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Audience ballots for the benches: the project's own config and ``AudiencePanel``, on the paper's anchors.
 
-Used by ``bench/ballot_layout.py``, ``bench/grammar_sampler.py`` and ``bench/model_thread.py``; not a bench itself.
+Used by ``bench/ballot_layout.py``; not a bench itself.
 The option texts are the anchors' own long fields (product descriptions, candidate biographies, articles),
 which stand in for the agents' messages.
 """

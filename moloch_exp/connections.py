@@ -22,7 +22,7 @@ import httpx
 
 from moloch_exp.llm import llama_server
 from moloch_exp.llm.client import LLMClient
-from moloch_exp.llm.server import BASELINE_KIND, ManagedServer, smollm2_gguf_path
+from moloch_exp.llm.server import ManagedServer, smollm2_gguf_path
 
 
 class ServiceConfigError(ServiceError, ValueError):
@@ -42,7 +42,7 @@ class LLMService:
     client: dict = field(default_factory=dict)  # LLMClient options (timeout_s, concurrency, rpm, ...)
 
     def __post_init__(self) -> None:
-        if self.managed not in (None, "llamacpp", "vllm", BASELINE_KIND):
+        if self.managed not in (None, "llamacpp", "vllm"):
             raise ServiceConfigError(f"managed must be null, 'llamacpp' or 'vllm', not {self.managed!r}")
         if self.managed is None and not self.base_url:
             raise ServiceConfigError(f"service for model {self.model!r}: set base_url or managed")

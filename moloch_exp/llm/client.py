@@ -109,8 +109,8 @@ class LLMClient:
         base_url: e.g. ``https://api.openai.com/v1`` or a ``ManagedServer.base_url``.
         model: model name sent with each request.
         api_key_env: name of the env var holding the key (``None``: local server, no key).
-        structured_output: ``"json_schema"`` (OpenAI/vLLM), ``"llamacpp"`` (llama-cpp-python
-            server) or ``"none"``; how ``ChatRequest.json_schema`` is sent.
+        structured_output: ``"json_schema"`` (OpenAI/vLLM), ``"llamacpp"`` (llama.cpp's
+            ``llama-server``) or ``"none"``; how ``ChatRequest.json_schema`` is sent.
         timeout_s: per-request timeout. max_retries: retries after the first attempt.
         backoff_initial_s / backoff_max_s: exponential backoff with jitter between retries.
         max_retry_after_s: longest ``Retry-After`` honoured (longer ones are capped).
@@ -331,12 +331,6 @@ class LLMClient:
             except Exception:
                 pass
             msg = f"HTTP {status}: {_short(self._scrub(body or str(e)))}"
-            if status == 500 and "validation error" in body and "response_format" in body:
-                # llama-cpp-python answers a request it cannot validate with 500: not transient
-                raise _Fatal(
-                    msg + f" (the server rejected the request; structured_output={self.structured_output!r} "
-                    "may not fit this backend: use 'llamacpp' for llama-cpp-python's server)"
-                ) from None
             if status in (408, 409, 429) or status >= 500:
                 raise _Retryable(msg, retry_after=_parse_retry_after(e.response.headers)) from None
             raise _Fatal(msg) from None

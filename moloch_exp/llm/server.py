@@ -52,8 +52,7 @@ log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 _LIVE: set["ManagedServer"] = set()
 _LIVE_LOCK = threading.Lock()
-BASELINE_KIND = "llama-cpp-python"  # the previous server, kept only for bench/ballot_layout.py's comparison
-KINDS = ("llamacpp", "vllm", BASELINE_KIND)
+KINDS = ("llamacpp", "vllm")
 
 
 class ServerStartError(ServiceError):
@@ -141,7 +140,7 @@ class ManagedServer:
         if n_parallel is not None and int(n_parallel) < 1:
             raise ValueError(f"n_parallel must be at least 1, not {n_parallel}")
         self.kind = kind
-        local = kind != "vllm"
+        local = kind == "llamacpp"
         self.model = model if model is not None else (smollm2_gguf_path() if local else None)
         if self.model is None:
             raise ValueError("ManagedServer(kind='vllm') needs model= (a model id or local path)")
@@ -193,13 +192,6 @@ class ManagedServer:
             cmd = llama_server.command(self.binary, self.model, self.model_name, HOST, port, self.n_ctx,
                                        int(self.n_parallel or 1), threads, self.chat_format, self.cache_ram_mib,
                                        self.slot_similarity, self.cache_reuse, self.log_verbosity)
-        elif self.kind == BASELINE_KIND:  # llama-cpp-python + llamacpp_serve.py: bench/ballot_layout.py's baseline
-            cmd = [
-                sys.executable, "-m", "moloch_exp.llm.llamacpp_serve", "--parallel", str(int(self.n_parallel or 1)),
-                "--model", str(self.model), "--model_alias", self.model_name,
-                "--host", HOST, "--port", str(port), "--n_ctx", str(self.n_ctx),
-                "--n_threads", str(threads), "--n_threads_batch", str(threads),
-            ]  # fmt: skip
         else:
             cmd = [
                 "vllm", "serve", str(self.model),
@@ -319,8 +311,6 @@ class ManagedServer:
     def _wait_healthy(self) -> None:
         assert self.proc is not None
         url = f"http://{HOST}:{self.port}/health"  # 503 while the model loads, 200 once it serves
-        if self.kind == BASELINE_KIND:
-            url = f"{self.base_url}/models"
         deadline = time.monotonic() + self.startup_timeout_s
         with httpx.Client(timeout=2.0, trust_env=False) as http:
             while True:

@@ -25,8 +25,7 @@ import json
 import re
 from typing import Any, Callable
 
-# "llama-cpp-python": the previous server's form, only for bench/ballot_layout.py's comparison
-STRUCTURED_MODES = ("json_schema", "llamacpp", "none", "llama-cpp-python")
+STRUCTURED_MODES = ("json_schema", "llamacpp", "none")
 
 
 def response_format_for(mode: str, schema: dict | None) -> dict | None:
@@ -35,8 +34,6 @@ def response_format_for(mode: str, schema: dict | None) -> dict | None:
         raise ValueError(f"structured_output must be one of {STRUCTURED_MODES}, got {mode!r}")
     if schema is None or mode == "none":
         return None
-    if mode == "llama-cpp-python":
-        return {"type": "json_object", "schema": schema}
     if mode == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
     return {"type": "json_schema", "json_schema": {"schema": schema}}

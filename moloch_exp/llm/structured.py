@@ -10,8 +10,11 @@ Modes (``LLMClient(structured_output=...)``):
   {"schema": s}}``. The server compiles the schema to a grammar, so sampling is constrained to it; its
   converter handles everything the vote/judge schemas use (object properties, required,
   additionalProperties false, enum, string maxLength, integer minimum/maximum, also a bare integer
-  schema, which OpenAI's strict mode refuses; ``tests/llm/test_llm_structured.py``). A schema it cannot
-  compile is answered with HTTP 400, which the client does not retry.
+  schema, which OpenAI's strict mode refuses; ``tests/llm/test_llama_server.py``). Its chat endpoint's
+  grammar also admits whitespace and a ```json fence around the JSON, which it strips from the answer
+  (and :func:`parse_json_answer` strips from a cut-off one). A schema it cannot compile is answered with
+  HTTP 400, which the client does not retry. (llama.cpp's own ``json_schema`` request field is not used:
+  on the chat endpoint of this build it fails with "Failed to initialize samplers".)
 - ``"none"``: no ``response_format``; callers parse tags / free text themselves.
 
 :func:`parse_json_answer` is a strict parser for such answers (raises ``ValueError``), handling

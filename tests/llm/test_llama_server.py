@@ -90,12 +90,12 @@ def test_the_grammar_enforces_every_schema_feature_the_project_uses(llama_server
         value = json.loads(p.raw)
         validate(value, SCHEMA)  # maxLength, enum, integer bounds, required, no extra fields
         assert set(value) == {"thought", "vote", "score"}
-    # a bare integer schema (the EM judges' structured scores; OpenAI's strict mode refuses it)
+    # a bare integer schema (the EM judges' structured scores, judge_max_tokens 8; OpenAI's strict mode refuses it)
     number = {"type": "integer", "minimum": 0, "maximum": 100}
-    [score] = client.parse_many([ChatRequest(messages=[{"role": "user", "content": "Say hello."}], max_tokens=6,
-                                             temperature=1.0, seed=3, json_schema=number)],
-                                json_parser(number), desc="integer", invalid_retries=0)
-    assert score.status == "ok" and 0 <= score.value <= 100, (score.raw, score.error)
+    scores = client.parse_many([ChatRequest(messages=JUDGE_PROMPT, max_tokens=8, temperature=1.0, seed=s,
+                                            json_schema=number) for s in range(4)],
+                               json_parser(number), desc="integer", invalid_retries=0)
+    assert all(p.status == "ok" and 0 <= p.value <= 100 for p in scores), [(p.raw, p.error) for p in scores]
 
 
 def test_identity_names_the_server_kind_and_the_build(tmp_path, monkeypatch):
@@ -112,3 +112,24 @@ def test_identity_names_the_server_kind_and_the_build(tmp_path, monkeypatch):
     monkeypatch.setenv(server_build.BINARY_ENV, str(other))
     assert LLMService(model="smollm2", managed="llamacpp").identity() != ident
     assert LLMService(model="gpt-4o", base_url="https://api.openai.com/v1").identity() == "gpt-4o"
+
+
+@pytest.mark.server
+def test_answers_do_not_depend_on_the_slot_count(llama_server, tmp_path):
+    """Why the identity leaves the slot count out: the same requests (seeded samples under a schema, greedy with
+    logprobs) get the same tokens and the same logprobs from one slot, one at a time, and from four slots
+    decoding them together."""
+    from llm_test_helpers import vote_request
+
+    from moloch_exp.llm import ManagedServer
+
+    reqs = [vote_request(i, seed=40 + i, temperature=0.8, max_tokens=48) for i in range(6)]
+    reqs.append(ChatRequest(messages=JUDGE_PROMPT, max_tokens=3, temperature=0.0, top_logprobs=5))
+    one = LLMClient(llama_server.base_url, "smollm2", structured_output="llamacpp", concurrency=1, timeout_s=120,
+                    progress=False).chat_many(reqs, desc="one slot")
+    with ManagedServer(n_ctx=1024, n_parallel=4, threads=1, model_name="smollm2",
+                       log_path=str(tmp_path / "four.log")) as four_slots:
+        four = LLMClient(four_slots.base_url, "smollm2", structured_output="llamacpp", concurrency=4, timeout_s=120,
+                         progress=False).chat_many(reqs, desc="four slots")
+    assert [r.text for r in four] == [r.text for r in one]
+    assert four[-1].top_logprobs == one[-1].top_logprobs and one[-1].top_logprobs

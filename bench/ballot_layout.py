@@ -4,7 +4,7 @@
                                                            # (personas/exp2.json) if ../shared is there; 1 and 8 slots
     python bench/ballot_layout.py --slots 8 --matches 2    # several slots only, more votes
     python bench/ballot_layout.py --tasks sales,elections,social_media
-    python bench/ballot_layout.py --threads 1              # on a machine busy with other work
+    python bench/ballot_layout.py --threads 2              # two generating threads (default: the config's, 1)
 
 The previous server (llama-cpp-python 0.3.36 with the project's grammar pass and batched decoding) was compared
 with llama-server here, on the same ballots in one run, before it was removed: its figures are in
@@ -50,7 +50,7 @@ def build(args, task_name: str, slots: int):
     extra = [f"audience.service.server.n_parallel={slots}",
              f"audience.service.client.concurrency={args.concurrency or max(slots, 2)}"]
     if args.threads:
-        extra.append(f"+audience.service.server.threads={args.threads}")
+        extra.append(f"audience.service.server.threads={args.threads}")
     cfg = compose_config(task_name, args.voters, args.max_tokens, args.thought_max_chars, args.data_dir,
                          args.personas_file, extra)
     task = instantiate(cfg.task)
@@ -125,7 +125,7 @@ def agreement(a: list, b: list, per_round: int, rounds: int) -> tuple[int, int, 
 def report(args, task_name: str, results: dict[int, dict]) -> None:
     print(f"\n== task {task_name}: {args.matches} matches x {args.voters} voters x {args.rounds} rounds, "
           f"{'paper' if args.data_dir else 'bundled'} anchors, personas {args.personas_file or 'bundled'}, "
-          f"max_tokens {args.max_tokens}, server threads {args.threads or 'all cores'}")
+          f"max_tokens {args.max_tokens}, generating threads {args.threads or 'as configured'}")
     print(f"{'slots':>5}  {'layout':<21}{'votes':>6}{'seconds':>9}{'votes/s':>9}{'invalid':>8}{'failed':>7}"
           f"{'prompt tokens/request':>23}")
     for slots, rows in results.items():
@@ -162,8 +162,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=None,
                     help="requests in flight (default: the slot count, at least 2)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="server threads (default: all cores; 1 on a machine busy with other work, where two "
-                         "threads wait for each other at every step)")
+                    help="generating threads of the server (default: the audience config's, 1; two wait for "
+                         "each other at every step, which costs on a busy machine)")
     ap.add_argument("--log-dir", default=None, help="where the server logs' temporary folder goes (default: the system's)")
     ap.add_argument("--matches", type=int, default=1)
     ap.add_argument("--voters", type=int, default=None,

@@ -75,14 +75,14 @@ def build_id(path: str | None = None) -> str:
 
 
 def command(binary_path: str, model: str, alias: str, host: str, port: int, n_ctx: int, n_parallel: int,
-            threads: int, chat_template: str | None = None, cache_ram_mib: int = 256,
+            threads: int, threads_batch: int, chat_template: str | None = None, cache_ram_mib: int = 256,
             slot_similarity: float = 0.1, cache_reuse: int = 0, log_verbosity: int = 3) -> list[str]:
     """The ``llama-server`` command line (see the module docstring for what each option buys)."""
     cmd = [
         binary_path, "--model", str(model), "--alias", alias,
         "--host", host, "--port", str(port),
         "--ctx-size", str(n_ctx * n_parallel), "--parallel", str(n_parallel),
-        "--threads", str(threads), "--threads-batch", str(threads),
+        "--threads", str(threads), "--threads-batch", str(threads_batch),
         "--cache-ram", str(cache_ram_mib), "--slot-prompt-similarity", str(slot_similarity),
         "--cache-reuse", str(cache_reuse),
         "--log-verbosity", str(log_verbosity), "--no-webui", "--metrics",

@@ -97,7 +97,10 @@ class ManagedServer:
         model_name: name the server answers to (``--alias`` / ``--served-model-name``);
             default: the GGUF file stem, or ``model`` for vllm.
         n_ctx: context length of one sequence (llamacpp: cells per slot; vllm: ``--max-model-len``).
-        threads: CPU threads for llama.cpp (default: all cores).
+        threads: llama.cpp threads that generate (default: all cores; 1 is the robust choice on a machine
+            that runs other work: there, threads that wait for each other at every step of a token made
+            generation 5x slower, bench figures in the README).
+        threads_batch: llama.cpp threads that evaluate prompts (default: all cores).
         n_parallel: concurrent sequences: llama.cpp's slots (``--parallel``, decoded together; needs a
             client concurrency as large), vLLM's ``--max-num-seqs``; None: 1 for llamacpp.
         chat_format: llama.cpp ``--chat-template`` (default: the GGUF's own template).
@@ -122,6 +125,7 @@ class ManagedServer:
         model_name: str | None = None,
         n_ctx: int = 4096,
         threads: int | None = None,
+        threads_batch: int | None = None,
         n_parallel: int | None = None,
         chat_format: str | None = None,
         cache_ram_mib: int = 256,
@@ -149,6 +153,7 @@ class ManagedServer:
         self.model_name = model_name or (Path(self.model).stem if local else str(self.model))
         self.n_ctx = int(n_ctx)
         self.threads = threads
+        self.threads_batch = threads_batch
         self.n_parallel = n_parallel
         self.chat_format = chat_format
         self.cache_ram_mib = int(cache_ram_mib)
@@ -187,11 +192,12 @@ class ManagedServer:
 
     def command(self, port: int) -> list[str]:
         """The command line that starts the server on ``port``."""
-        threads = self.threads or os.cpu_count() or 1
         if self.kind == "llamacpp":
+            cores = os.cpu_count() or 1
             cmd = llama_server.command(self.binary, self.model, self.model_name, HOST, port, self.n_ctx,
-                                       int(self.n_parallel or 1), threads, self.chat_format, self.cache_ram_mib,
-                                       self.slot_similarity, self.cache_reuse, self.log_verbosity)
+                                       int(self.n_parallel or 1), self.threads or cores, self.threads_batch or cores,
+                                       self.chat_format, self.cache_ram_mib, self.slot_similarity, self.cache_reuse,
+                                       self.log_verbosity)
         else:
             cmd = [
                 "vllm", "serve", str(self.model),
@@ -293,8 +299,12 @@ class ManagedServer:
         self._log_fh = open(self.log_path, "ab", buffering=0)
         self._log_fh.write(f"$ {' '.join(cmd)}\n".encode())
         in_main = threading.current_thread() is threading.main_thread()
+        # ggml's OpenMP threads wait for each other at every step; spinning there (libgomp's default) made
+        # two threads 5x slower than one on a busy 2-core machine, sleeping at once did not (README)
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
         self.proc = subprocess.Popen(
             cmd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log_fh,
             stderr=subprocess.STDOUT,

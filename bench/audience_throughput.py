@@ -16,9 +16,9 @@ load changes on a shared machine hit every mode alike:
 - ``client``: ``LLMClient.parse_many`` (fresh cache, limits, retries, ledger, schema validation);
 - ``cached``: the same ``parse_many`` again, answered from the SQLite cache.
 
-and prints ``client/server`` and ``client/naive`` ratios. llama-cpp-python's server serves one
-request at a time, so ``server`` is the ceiling and ``client/server`` close to 1 means the client
-adds no overhead worth having.
+and prints ``client/server`` and ``client/naive`` ratios. The managed llama-server has one slot here,
+so ``server`` is the ceiling and ``client/server`` close to 1 means the client adds no overhead worth
+having.
 """
 
 from __future__ import annotations

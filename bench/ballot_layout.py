@@ -1,28 +1,30 @@
-"""Votes per second of the two ballot layouts against one managed llama.cpp server, side by side.
+"""Votes per second of the two ballot layouts on the managed llama.cpp server, one slot and several, side by side.
 
-    python bench/ballot_layout.py                   # sales: paper anchors and the paper's 20 demographic voters
-                                                    # (personas/exp2.json) if ../shared is there, else bundled
-    python bench/ballot_layout.py --tasks sales,elections,social_media              # all three tasks
-    python bench/ballot_layout.py --tasks sales --matches 2                         # more votes per layout
-    python bench/ballot_layout.py --tasks elections --personas-file personas/split1.json  # PRODIGY bios
-    python bench/ballot_layout.py --max-tokens 160 --thought-max-chars 300   # the default audience's answer size
+    python bench/ballot_layout.py                          # sales: paper anchors, the paper's 20 demographic voters
+                                                           # (personas/exp2.json) if ../shared is there; 1 and 8 slots
+    python bench/ballot_layout.py --slots 8 --matches 2    # several slots only, more votes
+    python bench/ballot_layout.py --tasks sales,elections,social_media
+    python bench/ballot_layout.py --threads 2              # two generating threads (default: the config's, 1)
+
+The previous server (llama-cpp-python 0.3.36 with the project's grammar pass and batched decoding) was compared
+with llama-server here, on the same ballots in one run, before it was removed: its figures are in
+``bench/ballot_layout_table.txt``, and the comparison runs again at commit ba06f5c
+(``git worktree add /tmp/cmp ba06f5c``, ``pip install 'llama-cpp-python[server]==0.3.36'``, then
+``python bench/ballot_layout.py --servers llama-server,llama-cpp-python``).
 
 ``persona_first`` (the paper's order: the persona in the system message, then the ballot) against
-``shared_prefix_first`` (``audience.layout=shared_prefix_first``: the ballot all voters of a match
-share comes first, the persona last, and each match's requests are sent grouped by the option
-order the voter sees). llama.cpp keeps the previous request's KV cache and reuses its longest
-common prefix, so the second layout pays prompt processing for the shared ballot once per option
-order instead of once per voter. Both layouts go through the real ``AudiencePanel`` and
-``LLMClient`` with the response cache off, on the same matches and voters, interleaved in
-``--rounds`` rounds (new seeds each round) so that load changes on a shared machine hit both alike.
-The option texts are the anchors' own long fields (product descriptions, candidate biographies,
-articles), which stand in for the agents' messages.
+``shared_prefix_first`` (``audience.layout=shared_prefix_first``: the ballot all voters of a match share comes
+first, the persona last; requests are sent grouped by the option order the voter sees and, on a server with several slots, each group's
+first ballot ahead of the rest, see ``AudiencePanel.send_waves``). Both
+layouts go through the real ``AudiencePanel`` and ``LLMClient`` with the response cache off, on the same matches
+and voters, interleaved in ``--rounds`` rounds (new seeds each round) so that load changes on a shared machine
+hit both alike. The option texts are the anchors' own long fields (product descriptions, candidate
+biographies, articles), which stand in for the agents' messages.
 
-Prints, per task: votes/s per layout and their ratio; the prompt tokens the server had to evaluate
-per request, read from its own timing lines (what prefix reuse saved); and how far the faster layout changes the outcome:
-agreement of each match's winner (majority of valid votes) and of individual votes between layouts.
-The layout can only remove prompt processing of the shared part: the persona (evaluated per voter),
-the first voter of each option order, and the answer itself are paid in both layouts.
+Prints one row per slot count and layout: votes/s, invalid and failed votes, and the prompt tokens the server
+evaluated per request (read from its own timing lines: what prefix reuse saved); then, per slot count, the
+shared/persona ratio, the several-slot/one-slot ratio per layout, and how far the faster layout changes the
+outcome (agreement of each match's winner and of individual votes between layouts).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import argparse
 import re
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -40,21 +42,20 @@ from moloch_exp.connections import ServiceHub
 from moloch_exp.llm.ledger import Ledger
 
 LAYOUTS = ("persona_first", "shared_prefix_first")
-# llama.cpp's per-request timing lines (llama_perf_context_print), as llama-cpp-python's server logs them
+# llama-server's per-request timing line (print_timings)
 PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
-BATCHED = re.compile(r"batched request: (\d+) prompt tokens evaluated")  # llamacpp_batch.py's line per request
 
 
-def build(args, task_name: str):
-    extra = [f"audience.service.client.concurrency={args.concurrency or args.parallel}"] if (
-        args.concurrency or args.parallel > 1) else []
-    if args.parallel > 1:
-        extra.append(f"audience.service.server.n_parallel={args.parallel}")
+def build(args, task_name: str, slots: int):
+    extra = [f"audience.service.server.n_parallel={slots}",
+             f"audience.service.client.concurrency={args.concurrency or max(slots, 2)}"]
+    if args.threads:
+        extra.append(f"audience.service.server.threads={args.threads}")
     cfg = compose_config(task_name, args.voters, args.max_tokens, args.thought_max_chars, args.data_dir,
                          args.personas_file, extra)
     task = instantiate(cfg.task)
     panels = {layout: instantiate(cfg.audience, layout=layout) for layout in LAYOUTS}
-    return task, panels, anchor_matches(task, task_name, args.matches)
+    return task, panels
 
 
 def winners(votes) -> dict[str, int | None]:
@@ -71,81 +72,99 @@ def winners(votes) -> dict[str, int | None]:
 
 
 def server_timings(log: Path, start: int, end: int) -> dict:
-    """Sum llama.cpp's timing lines written to ``log`` between byte offsets ``start`` and ``end``."""
+    """Sum llama-server's timing lines written to ``log`` between byte offsets ``start`` and ``end``."""
     with open(log, "rb") as fh:
         fh.seek(start)
         text = fh.read(end - start).decode("utf-8", "replace")
-    pe = [int(n) for _, n in PROMPT_EVAL.findall(text)] + [int(n) for n in BATCHED.findall(text)]
-    # token counts only: llama-cpp-python's per-request millisecond figures are unreliable (a request
-    # whose prompt was evaluated can report ~0 ms), so time comes from the wall clock
+    pe = [int(n) for _, n in PROMPT_EVAL.findall(text)]
     return {"requests": len(pe), "prompt_tokens": sum(pe)}
 
 
-def run_task(args, task_name: str, hub: ServiceHub, log_dir: Path) -> float:
-    task, panels, matches = build(args, task_name)
-    client = hub.open(panels[LAYOUTS[0]].service)  # one server: both layouts share it
-    client.chat_many([panels[LAYOUTS[0]].requests(task, matches[:1], 999)[0][0]], desc="warm-up")
-    log = next(log_dir.glob("server_*.log"))
-    seconds = {layout: 0.0 for layout in LAYOUTS}
-    votes = {layout: [] for layout in LAYOUTS}
-    timing = {layout: Counter() for layout in LAYOUTS}
-    for r in range(args.rounds):
-        for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
-            time.sleep(0.5)  # let the previous block's last timing lines reach the log
-            start = log.stat().st_size
-            t0 = time.perf_counter()
-            vs = panels[layout].vote(client, task, matches, seed=r, desc=f"{task_name} {layout} round {r}")
-            seconds[layout] += time.perf_counter() - t0
-            time.sleep(0.5)
-            timing[layout].update(server_timings(log, start, log.stat().st_size))
-            votes[layout] += vs
-    n = {layout: len(votes[layout]) for layout in LAYOUTS}
-    rate = {layout: n[layout] / seconds[layout] for layout in LAYOUTS}
-    print(f"\n== task {task_name}: {args.matches} matches x {args.voters} voters x {args.rounds} rounds, "
-          f"{'paper' if args.data_dir else 'bundled'} anchors, personas {args.personas_file or 'bundled'}, "
-          f"max_tokens {args.max_tokens}, server parallel {args.parallel}")
-    print(f"{'layout':<22}{'votes':>6}{'seconds':>9}{'votes/s':>9}{'invalid':>8}{'failed':>7}"
-          f"{'requests':>9}{'prompt tokens evaluated/request':>33}")
-    for layout in LAYOUTS:
-        vs, t = votes[layout], timing[layout]
-        req = max(t["requests"], 1)
-        print(f"{layout:<22}{n[layout]:>6}{seconds[layout]:>9.1f}{rate[layout]:>9.3f}"
-              f"{sum(v.status == 'invalid' for v in vs):>8}{sum(v.status == 'failed' for v in vs):>7}"
-              f"{t['requests']:>9}{t['prompt_tokens'] / req:>33.0f}")
-    ratio = rate["shared_prefix_first"] / rate["persona_first"]
-    print(f"shared_prefix_first / persona_first votes/s: {ratio:.2f}x (target >= 3x: {'MET' if ratio >= 3 else 'NOT MET'})")
-    # What the faster layout changes: per round (same seed, same voters, same option order) compare outcomes.
+def run_slots(args, task_name: str, slots: int, log_root: Path) -> dict:
+    """A server with ``slots`` slots, both layouts interleaved, ``args.rounds`` rounds; returns the measured rows."""
+    seconds, votes, timing = defaultdict(float), defaultdict(list), defaultdict(Counter)
+    log_dir = log_root / f"{task_name}-{slots}"
+    with ServiceHub(None, Ledger(prices={}), None, log_dir) as hub:
+        task, panels = build(args, task_name, slots)
+        client = hub.open(panels[LAYOUTS[0]].service)  # one server: both layouts share it
+        matches = anchor_matches(task, task_name, args.matches)
+        client.chat_many([panels[LAYOUTS[0]].requests(task, matches[:1], 999)[0][0]], desc="warm-up")
+        log = next(log_dir.glob("server_*.log"))
+        for r in range(args.rounds):
+            for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
+                time.sleep(0.5)  # let the previous block's last timing lines reach the log
+                start = log.stat().st_size
+                t0 = time.perf_counter()
+                vs = panels[layout].vote(client, task, matches, seed=r, desc=f"{task_name} x{slots} {layout} round {r}")
+                seconds[layout] += time.perf_counter() - t0
+                time.sleep(0.5)
+                timing[layout].update(server_timings(log, start, log.stat().st_size))
+                votes[layout] += vs
+    return {layout: {"votes": len(votes[layout]), "seconds": seconds[layout],
+                     "rate": len(votes[layout]) / seconds[layout],
+                     "invalid": sum(v.status == "invalid" for v in votes[layout]),
+                     "failed": sum(v.status == "failed" for v in votes[layout]),
+                     "prompt_per_request": timing[layout]["prompt_tokens"] / max(timing[layout]["requests"], 1),
+                     "list": votes[layout]} for layout in LAYOUTS}
+
+
+def agreement(a: list, b: list, per_round: int, rounds: int) -> tuple[int, int, int, int]:
+    """(winner agreements, matches, vote agreements, voter-matches) between two vote lists of equal rounds."""
     agree_w = total_w = agree_v = total_v = 0
-    per_round = len(matches) * args.voters
-    for r in range(args.rounds):
-        a = votes["persona_first"][r * per_round:(r + 1) * per_round]
-        b = votes["shared_prefix_first"][r * per_round:(r + 1) * per_round]
-        wa, wb = winners(a), winners(b)
+    for r in range(rounds):
+        x, y = a[r * per_round:(r + 1) * per_round], b[r * per_round:(r + 1) * per_round]
+        wa, wb = winners(x), winners(y)
         agree_w += sum(wa[m] == wb[m] for m in wa)
         total_w += len(wa)
-        both = [(x.choice, y.choice) for x, y in zip(a, b) if x.status == y.status == "ok"]
-        agree_v += sum(x == y for x, y in both)
+        both = [(p.choice, q.choice) for p, q in zip(x, y) if p.status == q.status == "ok"]
+        agree_v += sum(p == q for p, q in both)
         total_v += len(both)
-    print(f"winner agreement between layouts: {agree_w}/{total_w} matches"
-          f" ({agree_w / total_w:.0%}); vote agreement: {agree_v}/{total_v} voter-matches"
-          + (f" ({agree_v / total_v:.0%})" if total_v else ""))
-    return ratio
+    return agree_w, total_w, agree_v, total_v
+
+
+def report(args, task_name: str, results: dict[int, dict]) -> None:
+    print(f"\n== task {task_name}: {args.matches} matches x {args.voters} voters x {args.rounds} rounds, "
+          f"{'paper' if args.data_dir else 'bundled'} anchors, personas {args.personas_file or 'bundled'}, "
+          f"max_tokens {args.max_tokens}, generating threads {args.threads or 'as configured'}")
+    print(f"{'slots':>5}  {'layout':<21}{'votes':>6}{'seconds':>9}{'votes/s':>9}{'invalid':>8}{'failed':>7}"
+          f"{'prompt tokens/request':>23}")
+    for slots, rows in results.items():
+        for layout in LAYOUTS:
+            row = rows[layout]
+            print(f"{slots:>5}  {layout:<21}{row['votes']:>6}{row['seconds']:>9.1f}{row['rate']:>9.3f}"
+                  f"{row['invalid']:>8}{row['failed']:>7}{row['prompt_per_request']:>23.0f}")
+    print()
+    first = next(iter(results))
+    for slots, rows in results.items():
+        ratio = rows["shared_prefix_first"]["rate"] / rows["persona_first"]["rate"]
+        print(f"{slots} slot(s): shared_prefix_first / persona_first votes/s {ratio:.2f}x")
+        if slots != first:
+            print(f"{slots} slot(s) / {first} slot(s) votes/s: " + ", ".join(
+                f"{layout} {rows[layout]['rate'] / results[first][layout]['rate']:.2f}x" for layout in LAYOUTS))
+    per_round = args.matches * args.voters
+    for slots, rows in results.items():
+        w, tw, v, tv = agreement(rows["persona_first"]["list"], rows["shared_prefix_first"]["list"], per_round,
+                                 args.rounds)
+        print(f"{slots} slot(s): winner agreement between layouts {w}/{tw} matches; vote agreement {v}/{tv} "
+              "voter-matches")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default="sales", help="comma-separated: sales, elections, social_media")
+    ap.add_argument("--slots", default="1,8", help="comma-separated slot counts (server.n_parallel)")
     ap.add_argument("--data-dir", default=default_data_dir(),
                     help="the paper's splits (longer options, ~500-token ballots); default: ../shared if present")
     ap.add_argument("--personas-file", default=None,
                     help="persona file under --data-dir: personas/split1.json (the paper's 20 PRODIGY voters, "
                          "~160-token bios) or personas/exp2.json (20 demographic voters, ~25 tokens); default: "
                          "exp2 when --data-dir is there, else the bundled personas")
-    ap.add_argument("--concurrency", type=int, default=None, help="requests in flight (default: the audience config's)")
-    ap.add_argument("--parallel", type=int, default=1,
-                    help="N > 1: the server decodes up to N requests together (server.n_parallel; llamacpp_batch.py), "
-                         "with N requests in flight unless --concurrency says otherwise")
-    ap.add_argument("--log-dir", default=None, help="where the server log's temporary folder goes (default: the system's)")
+    ap.add_argument("--concurrency", type=int, default=None,
+                    help="requests in flight (default: the slot count, at least 2)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="generating threads of the server (default: the audience config's, 1; two wait for "
+                         "each other at every step, which costs on a busy machine)")
+    ap.add_argument("--log-dir", default=None, help="where the server logs' temporary folder goes (default: the system's)")
     ap.add_argument("--matches", type=int, default=1)
     ap.add_argument("--voters", type=int, default=None,
                     help="voters per match (default: 20, the paper's panel, with --data-dir; else 8, the bundled ones)")
@@ -161,13 +180,11 @@ def main() -> None:
     bad = [t for t in tasks if t not in OPTION_FIELD]
     if bad:
         ap.error(f"unknown task(s) {', '.join(bad)} (choose from {', '.join(OPTION_FIELD)})")
-
-    ratios = {}
-    with tempfile.TemporaryDirectory(dir=args.log_dir) as logs, ServiceHub(None, Ledger(prices={}), None, logs) as hub:
+    slot_counts = [int(s) for s in args.slots.split(",")]
+    with tempfile.TemporaryDirectory(dir=args.log_dir) as logs:
         for task_name in tasks:
-            ratios[task_name] = run_task(args, task_name, hub, Path(logs))
-    if len(ratios) > 1:
-        print("\nvotes/s ratio by task: " + ", ".join(f"{t} {r:.2f}x" for t, r in ratios.items()))
+            results = {slots: run_slots(args, task_name, slots, Path(logs)) for slots in slot_counts}
+            report(args, task_name, results)
 
 
 if __name__ == "__main__":

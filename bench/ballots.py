@@ -1,11 +1,12 @@
 """Audience ballots for the benches: the project's own config and ``AudiencePanel``, on the paper's anchors.
 
-Used by ``bench/ballot_layout.py``, ``bench/grammar_sampler.py`` and ``bench/model_thread.py``; not a bench itself.
+Used by ``bench/ballot_layout.py``; not a bench itself.
 The option texts are the anchors' own long fields (product descriptions, candidate biographies, articles),
 which stand in for the agents' messages.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,11 +20,12 @@ import moloch_exp.resolvers  # noqa: E402,F401
 from moloch_exp.records import Match  # noqa: E402
 
 OPTION_FIELD = {"sales": "description", "elections": "biography_text", "social_media": "article"}
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "molochs_bargain"
+DEFAULT_DATA = Path(os.environ.get("MOLOCH_SHARED_DATA", REPO.parent / "shared" / "data")) / "molochs_bargain"
 
 
 def default_data_dir() -> str | None:
-    """The paper's splits beside the checkout (``../shared``), if they are there."""
+    """The paper's splits beside the checkout (``../shared``, or under ``$MOLOCH_SHARED_DATA`` as for the tests),
+    if they are there."""
     return str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else None
 
 

@@ -14,14 +14,15 @@ from __future__ import annotations
 from moloch_exp.errors import ConfigError, ServiceError
 
 import contextlib
-import importlib.util
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from moloch_exp.llm import llama_server
 from moloch_exp.llm.batch import BatchSettings
 from moloch_exp.llm.client import LLMClient
 from moloch_exp.llm.prices import unpriced_message
@@ -72,9 +73,15 @@ class LLMService:
         return (self.managed, self.model, tuple(sorted((k, str(v)) for k, v in self.server.items())))
 
     def identity(self) -> str:
-        """What names this model in caches, ledgers and prices (never a key or a port)."""
+        """What names this model in caches, ledgers and prices (never a key or a port). A managed llama.cpp
+        model is named by the server kind, its build (``llama_server.build_id``: source commit and binary digest)
+        and the GGUF file."""
         if self.managed == "llamacpp":
-            return f"llamacpp:{Path(self.model_path).name}"
+            try:
+                build = llama_server.build_id()
+            except (FileNotFoundError, OSError, subprocess.SubprocessError) as err:
+                raise ServiceConfigError(str(err)) from None
+            return f"llama-server:{build}:{Path(self.model_path).name}"
         return self.model
 
     def preflight(self) -> None:
@@ -83,8 +90,10 @@ class LLMService:
             raise ServiceConfigError(f"model {self.model}: environment variable {self.api_key_env} "
                                      "(the API key) is not set")
         if self.managed == "llamacpp":
-            if importlib.util.find_spec("llama_cpp") is None:
-                raise ServiceConfigError("managed llama.cpp server needs `pip install 'llama-cpp-python[server]'`")
+            try:
+                llama_server.binary()
+            except FileNotFoundError as err:
+                raise ServiceConfigError(str(err)) from None
             if not Path(self.model_path).is_file():
                 raise ServiceConfigError(f"GGUF model file not found: {self.model_path}")
         elif self.managed == "vllm" and shutil.which("vllm") is None:

@@ -1,4 +1,14 @@
-"""Shared test fixtures: paths, Hydra composition, the shared paper data."""
+"""Shared test fixtures: paths, Hydra composition, the shared paper data, the session's llama.cpp server, and
+the test tiers' markers.
+
+Tiers (setup.cfg declares the markers; the README says which command runs which):
+    pytest -m "not slow and not e2e and not server and not browser"   # unit: minutes, no run.py, no server
+    pytest                                                             # everything but slow
+    pytest -m "slow or not slow"                                       # CI: everything
+A test that uses the ``llama_server`` fixture (directly or through another fixture) is marked ``server``, and
+one that uses ``chromium`` is marked ``browser``, here at collection; tests that start a server of their own,
+or ``run.py``/a whole cell in a subprocess (``e2e``), carry the marker themselves.
+"""
 from __future__ import annotations
 
 import os
@@ -49,6 +59,32 @@ def require_system(binary: str) -> str:
             pytest.fail(f"{why}; {REQUIRE_SYSTEM_ENV} is set, so it is required")
         pytest.skip(why)
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "llama_server" in names:
+            item.add_marker(pytest.mark.server)
+        if "chromium" in names:
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """The session's one llama.cpp server (SmolLM2, model name ``smollm2``), shared by every test that needs an
+    OpenAI-protocol endpoint; tests that kill or restart a server start a small one of their own."""
+    from moloch_exp.llm import ChatRequest, LLMClient, ManagedServer
+
+    log = tmp_path_factory.mktemp("llama_server") / "server.log"
+    # threads=1: the test process shares the 2 cores; llama.cpp threads stall badly when a core is busy
+    # log_verbosity 4: the log also holds the build's CPU features and every prompt-cache decision
+    with ManagedServer(kind="llamacpp", n_ctx=2048, threads=1, model_name="smollm2", log_path=str(log),
+                       log_verbosity=4) as srv:
+        # warm up (the first request pages the model in), so no test's timeout includes it
+        LLMClient(srv.base_url, "smollm2", timeout_s=120, progress=False).chat_many(
+            [ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=2)], desc="warm-up")
+        yield srv
 
 
 @pytest.fixture(scope="session")

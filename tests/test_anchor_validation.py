@@ -48,6 +48,7 @@ def _one_line_failure(p, started: float) -> str:
     ("social_media", "task_sm", {**SM, "id": None}, "record 2, field 'id' (the id): null, expected a non-empty string"),
     ("social_media", "task_sm", {**SM, "id": "a0"}, "record 2, field 'id': id 'a0' repeats record 0"),
 ], ids=["number-for-text", "null", "empty-string", "list-for-text", "number-for-list", "null-id", "repeated-id"])
+@pytest.mark.e2e
 def test_malformed_record_is_one_line_naming_file_record_field(task, subdir, bad, expected, cache_dir, tmp_path):
     good = [dict(SALES) if task == "sales" else {**SM, "id": f"a{i}"} for i in range(2)]
     data_dir = _paper_dir(tmp_path, subdir, [*good, bad, *good])
@@ -57,6 +58,7 @@ def test_malformed_record_is_one_line_naming_file_record_field(task, subdir, bad
     assert last.startswith("error: DataError: ") and f"{data_dir}/{subdir}/train.json: {expected}" in last, last
 
 
+@pytest.mark.e2e
 def test_too_long_anchor_is_rejected_up_front(cache_dir, tmp_path):
     """An anchor that cannot fit min(model context, trainer max_length) - max_new_tokens never reaches the
     generator or the trainer (it used to kill training with `num_samples=0` after minutes)."""
@@ -72,6 +74,7 @@ def test_too_long_anchor_is_rejected_up_front(cache_dir, tmp_path):
     assert not (tmp_path / "out" / "stages").exists()  # no stage started
 
 
+@pytest.mark.e2e
 def test_bogus_source_is_one_line(cache_dir, tmp_path):
     started = time.time()
     p = run_app(["model=tiny", "task.source=bogus"], cache_dir, tmp_path / "out")

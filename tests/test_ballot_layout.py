@@ -70,3 +70,29 @@ def test_unknown_layout_and_paper_prompts_fail_before_any_work(tmp_path):
                            f"data_dir={data or '/nonexistent'}")
     with pytest.raises(ConfigError, match="not available with prompts=paper"):
         panel.check(task)
+
+
+def test_shared_prefix_waves_send_each_groups_first_voter_ahead_then_one_per_group_in_turn(tmp_path):
+    task, panel = _objects(tmp_path, "audience.layout=shared_prefix_first", "audience.service.server.n_parallel=2")
+    reqs, meta = panel.requests(task, MATCHES, seed=0)
+    every = list(range(len(reqs)))
+    group = {i: (meta[i]["match_pos"], tuple(meta[i]["order"])) for i in every}
+    groups = list(dict.fromkeys(group[i] for i in panel.send_order(every, meta)))
+    assert len(groups) >= 3  # two matches, and both option orders occur among 5 voters of at least one
+    waves = panel.send_waves(every, meta)  # two slots: windows of two groups
+    assert sorted(i for w in waves for i in w) == every  # each request exactly once
+    leaders, followers = waves[0], waves[1]
+    assert [group[i] for i in leaders] == groups[:2]  # the first two groups' first voters, alone
+    # then those groups' other voters, one per group in turn: a group's k-th voter never goes before another
+    # group's (k-1)-th, so the requests in flight belong to different groups
+    assert all(group[i] in groups[:2] for i in followers)
+    rank = {i: [j for j in every if group[j] == group[i]].index(i) for i in followers}
+    assert [rank[i] for i in followers] == sorted(rank[i] for i in followers)
+    assert len({group[i] for i in followers}) == 2 or len(followers) <= 3
+    # the next window starts with its own first voters
+    assert [group[i] for i in waves[2]] == groups[2:4]
+    # one slot (the default), or the paper's layout: the send order in one batch
+    _, one_slot = _objects(tmp_path, "audience.layout=shared_prefix_first")
+    assert one_slot.send_waves(every, meta) == [one_slot.send_order(every, meta)]
+    _, paper = _objects(tmp_path, "audience.service.server.n_parallel=8")
+    assert paper.send_waves(every, meta) == [every]

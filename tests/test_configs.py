@@ -56,6 +56,7 @@ def test_task_selects_its_own_probes(task, probes, tmp_path):
     assert set(compose([f"task={task}"], tmp_path).probes) == probes
 
 
+@pytest.mark.e2e  # starts run.py (--cfg job: prints the config, no model, no server)
 def test_paper_values_in_llama_cell():
     out = subprocess.run([sys.executable, "run.py", "task=elections", "method=rft", "model=llama", "--cfg", "job"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -3,9 +3,13 @@ on a user file, masked LoRA with checkpoint trends and two judges, and a budget 
 EM-vs-n logistic fit."""
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from test_pipeline_e2e import EM_SMALL, TINY, results, run_app
+
+pytestmark = pytest.mark.e2e
 
 EM_ONLY = ["probe=[em_first_plot,em_predictive]"] + [a for a in EM_SMALL if "economic_stance" not in a and not a.startswith("probe=")]
 
@@ -16,6 +20,7 @@ def write_chat_file(path):
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
 
+@pytest.mark.server
 def test_narrow_sft_masked_lora_with_checkpoint_trends(cache_dir, tmp_path):
     data = tmp_path / "narrow.jsonl"
     write_chat_file(data)
@@ -47,6 +52,7 @@ def test_bad_narrow_sft_file_stops_early(cache_dir, tmp_path):
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.server
 def test_lora_budget_sweep_fits_em_against_n(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
     p = run_app(["-m", "trainer.n_trainable=10,1000,all", *TINY, *EM_ONLY, "method=narrow_sft", "trainer=masked_lora",

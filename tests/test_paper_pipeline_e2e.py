@@ -9,6 +9,8 @@ import pytest
 
 from test_pipeline_e2e import results, run_app
 
+pytestmark = [pytest.mark.e2e, pytest.mark.server]
+
 
 @pytest.mark.slow
 def test_paper_prompts_base_cell(cache_dir, tmp_path, paper_dir):

@@ -14,6 +14,8 @@ import pytest
 
 from compose_helper import REPO
 
+pytestmark = pytest.mark.e2e
+
 # Small but real: 2 anchors, 3 voters, short generations, one training step.
 TINY = ["model=tiny", "anchors.n_train=2", "anchors.n_test=2", "audience.n_voters=3", "audience.max_tokens=80",
         "audience.thought_max_chars=60", "judge.max_tokens=80", "judge.reasoning_max_chars=60",
@@ -35,6 +37,7 @@ def results(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.server
 def test_rft_cell_end_to_end_and_rerun_reuses_everything(cache_dir, tmp_path):
     out = tmp_path / "run1"
     p = run_app(TINY + ["task=elections", "method=rft"], cache_dir, out)
@@ -68,6 +71,7 @@ def test_rft_cell_end_to_end_and_rerun_reuses_everything(cache_dir, tmp_path):
     assert r2["win_rate"] == r["win_rate"] and r2["probes"] == r["probes"]
 
 
+@pytest.mark.server
 @pytest.mark.slow
 def test_sweep_six_cells_collects_once_per_task(cache_dir, tmp_path):
     sweep = tmp_path / "sweep"
@@ -88,6 +92,7 @@ def test_sweep_six_cells_collects_once_per_task(cache_dir, tmp_path):
         assert (sweep / f).is_file()
 
 
+@pytest.mark.server
 def test_paper_source_with_prodigy_personas(cache_dir, tmp_path, paper_dir):
     p = run_app(TINY + ["task=social_media", "task.source=paper", f"data_dir={paper_dir}",
                         "audience.personas.source=file", "audience.personas.file=personas/split1.json",
@@ -118,6 +123,7 @@ def test_bad_setup_stops_in_seconds_with_one_clear_message(args, env, pattern, c
     assert time.time() - started < 60
 
 
+@pytest.mark.server
 def test_secret_never_reaches_outputs(cache_dir, tmp_path):
     secret = "sk-test-PLANTED-0123456789abcdef"
     p = run_app(TINY + ["task=sales", "method=rft", "logger=wandb", "logger.mode=offline",
@@ -131,6 +137,7 @@ def test_secret_never_reaches_outputs(cache_dir, tmp_path):
             assert secret.encode() not in f.read_bytes(), f"secret leaked into {f}"
 
 
+@pytest.mark.server
 @pytest.mark.slow
 def test_accelerate_two_processes_match_single_process(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo): one output directory, work
@@ -162,6 +169,7 @@ EM_SMALL = ["probe=[em_first_plot,em_predictive,economic_stance]",
             "probes.economic_stance.max_new_tokens=12"]
 
 
+@pytest.mark.server
 def test_em_probes_compose_with_a_cell(cache_dir, tmp_path):
     """`probe=[em_first_plot,...]` adds the EM and stance probes to a task cell, base vs trained."""
     p = run_app(TINY + ["task=sales", "method=rft", *EM_SMALL], cache_dir, tmp_path)

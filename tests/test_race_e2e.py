@@ -10,6 +10,8 @@ import pytest
 
 from test_pipeline_e2e import TINY, results, run_app
 
+pytestmark = [pytest.mark.e2e, pytest.mark.server]
+
 NO_REASKS = ["audience.invalid_retries=0", "judge.invalid_retries=0"]  # one request per vote/judgment
 
 

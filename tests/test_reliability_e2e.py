@@ -12,6 +12,8 @@ from moloch_exp.audience.polling import outcome
 from moloch_exp.stages import controls
 from test_pipeline_e2e import TINY, results, run_app
 
+pytestmark = [pytest.mark.e2e, pytest.mark.server]
+
 @pytest.mark.slow
 def test_cell_reports_reliability_win_test_probe_family_and_control_accuracy(cache_dir, tmp_path):
     p = run_app(TINY + ["task=elections", "method=rft", "judge@judge2=local", "judge2.temperature=0.7"],

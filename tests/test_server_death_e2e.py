@@ -17,17 +17,19 @@ import pytest
 
 from compose_helper import REPO
 
+pytestmark = [pytest.mark.e2e, pytest.mark.server]
+
 # Tiny agent, 4 anchors x 5 voters = 20 collection votes: enough to kill the server between two of them.
 ARGS = ["model=tiny", "task=elections", "method=rft", "anchors.n_train=4", "anchors.n_test=2",
         "audience.n_voters=5", "audience.max_tokens=60", "audience.thought_max_chars=40",
         "generator.max_new_tokens=16", "generator.batch_size=8", "trainer.args.max_steps=1"]
-VOTE_DONE = '"POST /v1/chat/completions HTTP/1.1" 200'
+VOTE_DONE = "stop processing"  # llama-server's line when a slot finished a request
 
 
 def _server_of(run: psutil.Process) -> psutil.Process | None:
     for child in run.children(recursive=True):
         try:
-            if "moloch_exp.llm.llamacpp_serve" in " ".join(child.cmdline()):
+            if child.name() == "llama-server":
                 return child
         except psutil.NoSuchProcess:
             pass

@@ -11,6 +11,8 @@ from moloch_exp.report.embed import read_embedded
 
 from test_pipeline_e2e import run_app
 
+pytestmark = [pytest.mark.e2e, pytest.mark.server]
+
 
 @pytest.mark.slow
 def test_default_model_smoke_cell(cache_dir, tmp_path):

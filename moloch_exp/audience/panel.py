@@ -87,6 +87,33 @@ class AudiencePanel:
             return list(idx)
         return sorted(idx, key=lambda i: (meta[i]["match_pos"], meta[i]["order"]))
 
+    def send_waves(self, idx: list[int], meta: list[dict]) -> list[list[int]]:
+        """The send order cut into batches that are sent one after another. shared_prefix_first on a managed
+        server with N > 1 slots (``service.server.n_parallel``): per window of N prompt groups (a match's
+        voters who see one option order), first each group's first voter, so that each shared ballot is
+        evaluated once, in one slot; then the other voters, one per group in turn, so that the N requests in
+        flight belong to different groups and each finds its ballot in a slot of its own (llama-server's
+        slot choice by prompt similarity) or in its host-memory prompt cache (bench/ballot_layout.py: 27-37
+        prompt tokens evaluated per request instead of 95-263 in plain send order, 8 slots). Otherwise the
+        send order, in one batch: one slot already reuses the previous request's prefix."""
+        idx = self.send_order(idx, meta)
+        slots = int(self.service.server.get("n_parallel") or 1) if self.service.managed else 1
+        if self.layout != "shared_prefix_first" or slots < 2:
+            return [idx]
+        groups: list[list[int]] = []
+        for i in idx:
+            key = (meta[i]["match_pos"], meta[i]["order"])
+            if not groups or key != (meta[groups[-1][0]]["match_pos"], meta[groups[-1][0]]["order"]):
+                groups.append([])
+            groups[-1].append(i)
+        waves = []
+        for w in range(0, len(groups), slots):
+            window = groups[w:w + slots]
+            waves.append([g[0] for g in window])
+            longest = max(len(g) for g in window)
+            waves.append([g[k] for k in range(1, longest) for g in window if k < len(g)])
+        return [wave for wave in waves if wave]
+
     def vote(self, client, task: Task, matches: list[Match], seed: int, desc: str = "votes",
              polling: PollingRule | None = None) -> list[Vote]:
         """Every voter's vote on every match; with ``polling`` (:mod:`moloch_exp.audience.polling`)
@@ -114,11 +141,11 @@ class AudiencePanel:
         # One parse per ballot size: matches may offer fewer options when an extraction failed.
         for labels in sorted({tuple(m["labels"]) for m in meta}):
             idx = [i for i, m in enumerate(meta) if tuple(m["labels"]) == labels]
-            idx = self.send_order(idx, meta)
-            parsed = client.parse_many([reqs[i] for i in idx], parse=lambda text, lb=list(labels): task.prompts.parse_vote(text, lb),
-                                       desc=desc, invalid_retries=self.invalid_retries)
-            for i, res in zip(idx, parsed):
-                results[i] = res
+            for wave in self.send_waves(idx, meta):
+                parsed = client.parse_many([reqs[i] for i in wave], desc=desc, invalid_retries=self.invalid_retries,
+                                           parse=lambda text, lb=list(labels): task.prompts.parse_vote(text, lb))
+                for i, res in zip(wave, parsed):
+                    results[i] = res
         votes = []
         for res, m in zip(results, meta):
             thought = choice = None

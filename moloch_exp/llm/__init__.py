@@ -4,8 +4,7 @@
 
 - transport: ``transport.py`` (one ``POST /chat/completions`` on a keep-alive aiohttp pool per event loop:
   :class:`HttpTransport`, :class:`EndpointUnreachable` from ``ping``), ``request_body.py`` (a request → its JSON
-  body), ``http_errors.py`` (which failures are retried, and their wording; ``llamacpp_python_500.py``: one
-  server's quirk), ``api_key.py`` (the key, read from the environment, scrubbed from all text);
+  body), ``http_errors.py`` (which failures are retried, and their wording), ``api_key.py`` (the key, read from the environment, scrubbed from all text);
 - retry and rate limits: ``retrying.py`` (tenacity, ``Retry-After``, liveness of a managed server),
   :class:`Limits` (``limits.py``: concurrency, requests/min, tokens/min), :class:`ServerPacer` (``pacer.py``,
   reading ``ratelimit_headers.py``: pacing by the server's ``x-ratelimit-*`` headers);

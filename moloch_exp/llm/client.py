@@ -52,8 +52,8 @@ class LLMClient:
         base_url: e.g. ``https://api.openai.com/v1`` or a ``ManagedServer.base_url``.
         model: model name sent with each request.
         api_key_env: name of the env var holding the key (``None``: local server, no key).
-        structured_output: ``"json_schema"`` (OpenAI/vLLM), ``"llamacpp"`` (llama-cpp-python
-            server) or ``"none"``; how ``ChatRequest.json_schema`` is sent.
+        structured_output: ``"json_schema"`` (OpenAI/vLLM), ``"llamacpp"`` (llama.cpp's
+            ``llama-server``) or ``"none"``; how ``ChatRequest.json_schema`` is sent.
         timeout_s: per-request timeout. max_retries: retries after the first attempt.
         backoff_initial_s / backoff_max_s: exponential backoff with jitter between retries.
         max_retry_after_s: longest ``Retry-After`` honoured (longer ones are capped).

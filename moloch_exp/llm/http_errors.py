@@ -17,7 +17,6 @@ import json
 from typing import Callable
 
 from .completion import MalformedCompletion, record_from_completion
-from .llamacpp_python_500 import rejected_request_hint
 
 
 class Retryable(Exception):
@@ -40,9 +39,6 @@ def status_error(status: int, body: str, retry_after: float | None, scrub: Calla
                  structured_output: str) -> Retryable | Fatal:
     """The error for a non-2xx answer."""
     msg = f"HTTP {status}: {short(scrub(body or f'Error code: {status}'))}"
-    hint = rejected_request_hint(status, body, structured_output)
-    if hint is not None:
-        return Fatal(msg + hint)
     if status in (408, 409, 429) or status >= 500:
         return Retryable(msg, retry_after=retry_after)
     return Fatal(msg)

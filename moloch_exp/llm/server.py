@@ -1,8 +1,8 @@
-"""Managed local OpenAI-protocol server: llama.cpp (CPU) or vLLM (GPU) on a loopback port.
+"""Managed local OpenAI-protocol server: llama.cpp's ``llama-server`` (CPU) or vLLM (GPU) on a loopback port.
 
 ``with ManagedServer(kind="llamacpp", model=smollm2_gguf_path()) as srv:`` starts the
 server in its own process group on 127.0.0.1 and a free port, waits until
-``GET /v1/models`` answers 200, and yields ``srv.base_url`` / ``srv.model_name``.
+``GET /health`` answers 200 (the model is loaded), and yields ``srv.base_url`` / ``srv.model_name``.
 The server is always torn down (SIGTERM to its group, then SIGKILL): on normal exit,
 on exceptions, on Ctrl-C (KeyboardInterrupt), on SIGTERM to this process (a handler
 turning it into ``SystemExit`` is installed while a server runs, if none was set),
@@ -14,11 +14,10 @@ waits on the process and logs one line, and :meth:`ManagedServer.check_alive` (w
 ``LLMClient(liveness=...)`` calls before every attempt and after every connection error) raises
 :class:`ServerDied` naming the model, port, exit code or signal and the end of the server's log.
 
-The llama.cpp server is llama-cpp-python's (``python -m llama_cpp.server``, v0.3.x) started through
-``moloch_exp.llm.llamacpp_serve``, which only swaps in an exact, faster grammar pass. It has no
-parallel-slot option; requests are served one at a time behind a global lock, so
-client concurrency above ~2 only queues at the server. vLLM batches; ``n_parallel``
-maps to ``--max-num-seqs`` there.
+The llama.cpp server is ``llama-server`` as ``scripts/setup.sh`` builds it (``llama_server.py``: the binary,
+its build identity, the command line): ``n_parallel`` slots with ``n_ctx`` cells each, decoded together
+(continuous batching), prompt caching per slot and in host memory. vLLM batches too; ``n_parallel`` maps
+to ``--max-num-seqs`` there.
 """
 
 from __future__ import annotations
@@ -26,12 +25,10 @@ from __future__ import annotations
 from moloch_exp.errors import ServiceError
 
 import atexit
-import ctypes
 import importlib.util
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +39,11 @@ from typing import Sequence
 
 import httpx
 
+from moloch_exp.llm import llama_server
+from moloch_exp.llm.processes import (
+    die_with_parent, install_sigterm_handler, is_zombie, restore_sigterm_handler, signal_group, exit_status,
+    free_port, one_line,
+)
 
 __all__ = ["ManagedServer", "ServerDied", "ServerStartError", "smollm2_gguf_path"]
 
@@ -50,8 +52,7 @@ log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 _LIVE: set["ManagedServer"] = set()
 _LIVE_LOCK = threading.Lock()
-_PREV_SIGTERM = None
-_SIGTERM_INSTALLED = False
+KINDS = ("llamacpp", "vllm")
 
 
 class ServerStartError(ServiceError):
@@ -60,24 +61,6 @@ class ServerStartError(ServiceError):
 
 class ServerDied(ServiceError):
     """The managed server exited or was killed after it had started (one line: server, exit status, log tail)."""
-
-
-def exit_status(returncode: int) -> str:
-    """``-9`` -> ``"killed by signal SIGKILL"``, ``1`` -> ``"exited with code 1"``."""
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"killed by signal {name}"
-    return f"exited with code {returncode}"
-
-
-def one_line(text: str, n_chars: int = 400) -> str:
-    """The last ``n_chars`` of ``text`` with its lines joined by `` | `` (for one-line messages)."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    joined = " | ".join(lines)
-    return joined if len(joined) <= n_chars else "..." + joined[-(n_chars - 3):]
 
 
 def smollm2_gguf_path() -> str:
@@ -95,20 +78,6 @@ def smollm2_gguf_path() -> str:
     return str(ggufs[0])
 
 
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-    except Exception:
-        pass
-
-
 def _stop_all() -> None:
     with _LIVE_LOCK:
         servers = list(_LIVE)
@@ -119,35 +88,34 @@ def _stop_all() -> None:
 atexit.register(_stop_all)
 
 
-def _sigterm_to_exit(signum, frame):  # pragma: no cover - exercised via subprocess tests
-    raise SystemExit(128 + signum)
-
-
 class ManagedServer:
     """Start/stop a local OpenAI-compatible server. Use as a context manager.
 
     Args:
-        kind: ``"llamacpp"`` (``python -m llama_cpp.server``, CPU) or ``"vllm"`` (``vllm serve``).
+        kind: ``"llamacpp"`` (``llama-server``, CPU) or ``"vllm"`` (``vllm serve``).
         model: GGUF path (llamacpp) or model id/path (vllm); default: the SmolLM2 GGUF.
-        model_name: name the server answers to (``--model_alias`` / ``--served-model-name``);
+        model_name: name the server answers to (``--alias`` / ``--served-model-name``);
             default: the GGUF file stem, or ``model`` for vllm.
-        n_ctx: context length (``--n_ctx`` / ``--max-model-len``).
-        threads: CPU threads for llama.cpp (default: all cores).
-        n_parallel: concurrent sequences: vLLM's ``--max-num-seqs``; for llamacpp, > 1 decodes up to that
-            many plain chat completions together in one batch (``llamacpp_batch.py``: ~1.7x faster per
-            token at 8 on 2 cores; needs a client concurrency as large), and None/1 serves one at a time.
-        chat_format: llama.cpp ``--chat_format`` (default: the GGUF's own template).
-        grammar_pool: llamacpp only: structured answers run the grammar on this many top-logit candidates
-            first, the whole vocabulary only where that could change the result (same tokens, ~8 ms less
-            per token; see ``moloch_exp/llm/llamacpp_serve.py``); 0: llama-cpp-python's stock sampler;
-            default ``llamacpp_serve.DEFAULT_POOL`` (512).
-        model_thread: llamacpp only: every model call on one long-lived thread (same tokens; a short
-            request took about 1.4x as long on the stock server's changing pool threads, see
-            ``llamacpp_serve.pin_model_calls``); False: the stock thread pool.
+        n_ctx: context length of one sequence (llamacpp: cells per slot; vllm: ``--max-model-len``).
+        threads: llama.cpp threads that generate (default: all cores; 1 is the robust choice on a machine
+            that runs other work: there, threads that wait for each other at every step of a token made
+            generation 5x slower, bench figures in the README).
+        threads_batch: llama.cpp threads that evaluate prompts (default: all cores).
+        n_parallel: concurrent sequences: llama.cpp's slots (``--parallel``, decoded together; needs a
+            client concurrency as large), vLLM's ``--max-num-seqs``; None: 1 for llamacpp.
+        chat_format: llama.cpp ``--chat-template`` (default: the GGUF's own template).
+        cache_ram_mib: llamacpp: host-memory prompt cache (``--cache-ram``) from which any slot loads a
+            prefix another slot evaluated; 0 turns it off.
+        slot_similarity: llamacpp: a request goes to the idle slot whose cached prompt covers more than this
+            share of it (``--slot-prompt-similarity``); 0: least recently used slot.
+        cache_reuse: llamacpp ``--cache-reuse`` (0: off; see ``llama_server.py`` for why).
+        log_verbosity: llamacpp ``--log-verbosity``: 3 logs each request's timings, 4 also the build's
+            CPU features (``system_info``) and every prompt-cache decision.
         extra_args: appended verbatim to the command.
         log_path: server stdout+stderr go here (default: a temp file).
-        startup_timeout_s: how long to wait for ``GET /v1/models`` to answer 200.
+        startup_timeout_s: how long to wait for ``GET /health`` to answer 200.
         port: fixed port (default: a free one).
+        binary: the ``llama-server`` executable (default: ``llama_server.binary()``).
     """
 
     def __init__(
@@ -157,42 +125,45 @@ class ManagedServer:
         model_name: str | None = None,
         n_ctx: int = 4096,
         threads: int | None = None,
+        threads_batch: int | None = None,
         n_parallel: int | None = None,
         chat_format: str | None = None,
-        grammar_pool: int | None = None,
-        model_thread: bool = True,
+        cache_ram_mib: int = 256,
+        slot_similarity: float = 0.1,
+        cache_reuse: int = 0,
+        log_verbosity: int = 3,
         extra_args: Sequence[str] = (),
         log_path: str | None = None,
         startup_timeout_s: float = 120.0,
         stop_timeout_s: float = 10.0,
         port: int | None = None,
-        python: str | None = None,
+        binary: str | None = None,
     ) -> None:
-        if kind not in ("llamacpp", "vllm"):
-            raise ValueError(f"ManagedServer kind must be 'llamacpp' or 'vllm', got {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"ManagedServer kind must be one of {KINDS}, got {kind!r}")
         if n_parallel is not None and int(n_parallel) < 1:
             raise ValueError(f"n_parallel must be at least 1, not {n_parallel}")
         self.kind = kind
-        self.model = model if model is not None else (smollm2_gguf_path() if kind == "llamacpp" else None)
+        local = kind == "llamacpp"
+        self.model = model if model is not None else (smollm2_gguf_path() if local else None)
         if self.model is None:
             raise ValueError("ManagedServer(kind='vllm') needs model= (a model id or local path)")
-        if kind == "llamacpp" and not Path(self.model).is_file():
+        if local and not Path(self.model).is_file():
             raise FileNotFoundError(f"GGUF model file not found: {self.model}")
-        self.model_name = model_name or (Path(self.model).stem if kind == "llamacpp" else str(self.model))
+        self.model_name = model_name or (Path(self.model).stem if local else str(self.model))
         self.n_ctx = int(n_ctx)
         self.threads = threads
+        self.threads_batch = threads_batch
         self.n_parallel = n_parallel
         self.chat_format = chat_format
-        if grammar_pool is None:
-            # imported here: at module level, `python -m moloch_exp.llm.llamacpp_serve` would find its own
-            # module already imported through this package (runpy's warning, two copies of its state)
-            from moloch_exp.llm.llamacpp_serve import DEFAULT_POOL as grammar_pool
-        self.grammar_pool = int(grammar_pool)
-        self.model_thread = bool(model_thread)
+        self.cache_ram_mib = int(cache_ram_mib)
+        self.slot_similarity = float(slot_similarity)
+        self.cache_reuse = int(cache_reuse)
+        self.log_verbosity = int(log_verbosity)
+        self.binary = binary or (llama_server.binary() if kind == "llamacpp" else None)
         self.extra_args = [str(a) for a in extra_args]
         self.startup_timeout_s = float(startup_timeout_s)
         self.stop_timeout_s = float(stop_timeout_s)
-        self.python = python or sys.executable
         self._fixed_port = port
         self.port: int | None = None
         if log_path is None:
@@ -222,18 +193,11 @@ class ManagedServer:
     def command(self, port: int) -> list[str]:
         """The command line that starts the server on ``port``."""
         if self.kind == "llamacpp":
-            threads = self.threads or os.cpu_count() or 1
-            cmd = [
-                self.python, "-m", "moloch_exp.llm.llamacpp_serve", "--grammar_pool", str(self.grammar_pool),
-                "--model_thread", str(int(self.model_thread)), "--parallel", str(int(self.n_parallel or 1)),
-                "--model", str(self.model),
-                "--model_alias", self.model_name,
-                "--host", HOST, "--port", str(port),
-                "--n_ctx", str(self.n_ctx),
-                "--n_threads", str(threads), "--n_threads_batch", str(threads),
-            ]  # fmt: skip
-            if self.chat_format:
-                cmd += ["--chat_format", self.chat_format]
+            cores = os.cpu_count() or 1
+            cmd = llama_server.command(self.binary, self.model, self.model_name, HOST, port, self.n_ctx,
+                                       int(self.n_parallel or 1), self.threads or cores, self.threads_batch or cores,
+                                       self.chat_format, self.cache_ram_mib, self.slot_similarity, self.cache_reuse,
+                                       self.log_verbosity)
         else:
             cmd = [
                 "vllm", "serve", str(self.model),
@@ -276,7 +240,7 @@ class ManagedServer:
                     return self
                 except ServerStartError as e:
                     self.stop()
-                    port_clash = "address already in use" in str(e).lower()
+                    port_clash = any(m in str(e).lower() for m in ("address already in use", "couldn't bind"))
                     if not port_clash or self._fixed_port or attempt == 2:
                         raise
             raise AssertionError("unreachable")
@@ -286,10 +250,11 @@ class ManagedServer:
 
     def system_info(self) -> str | None:
         """llama.cpp's system-info line from the server log (the CPU features the build uses), e.g.
-        ``CPU : SSE3 = 1 | ... | AVX2 = 1 | F16C = 1 | FMA = 1 | ...``; None if not logged (yet)."""
+        ``system_info: n_threads = 1 ... | CPU : SSE3 = 1 | ... | AVX2 = 1 | F16C = 1 | FMA = 1 | ...``;
+        None if not logged (yet: llama-server logs it at ``log_verbosity`` 4)."""
         try:
             with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-                lines = [ln.strip() for ln in fh if ln.startswith(("CPU : ", "system_info: "))]
+                lines = [ln[ln.index("system_info: "):].strip() for ln in fh if "system_info: " in ln]
         except OSError:
             return None
         return lines[-1] if lines else None
@@ -321,7 +286,7 @@ class ManagedServer:
             if self.died:
                 raise ServerDied(self.died)
             return
-        if proc.poll() is None and self.died is None and not _is_zombie(proc.pid):
+        if proc.poll() is None and self.died is None and not is_zombie(proc.pid):
             return
         if self._watcher is not None:
             self._watcher.join(timeout=2.0)  # it builds the message (log tail) right after the exit
@@ -334,24 +299,28 @@ class ManagedServer:
         self._log_fh = open(self.log_path, "ab", buffering=0)
         self._log_fh.write(f"$ {' '.join(cmd)}\n".encode())
         in_main = threading.current_thread() is threading.main_thread()
+        # ggml's OpenMP threads wait for each other at every step; spinning there (libgomp's default) made
+        # two threads 5x slower than one on a busy 2-core machine, sleeping at once did not (README)
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
         self.proc = subprocess.Popen(
             cmd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log_fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: Ctrl-C in the terminal reaches only us
             # PDEATHSIG fires when the spawning *thread* exits, so only use it from the main thread
-            preexec_fn=_die_with_parent if (in_main and sys.platform.startswith("linux")) else None,
+            preexec_fn=die_with_parent if (in_main and sys.platform.startswith("linux")) else None,
             close_fds=True,
         )
         self.port = port
         with _LIVE_LOCK:
             _LIVE.add(self)
-        _install_sigterm_handler()
+        install_sigterm_handler()
 
     def _wait_healthy(self) -> None:
         assert self.proc is not None
-        url = f"{self.base_url}/models"
+        url = f"http://{HOST}:{self.port}/health"  # 503 while the model loads, 200 once it serves
         deadline = time.monotonic() + self.startup_timeout_s
         with httpx.Client(timeout=2.0, trust_env=False) as http:
             while True:
@@ -383,12 +352,12 @@ class ManagedServer:
                 pgid = os.getpgid(proc.pid)
             except ProcessLookupError:
                 pgid = proc.pid  # start_new_session => pgid == pid
-            _signal_group(pgid, signal.SIGTERM)
+            signal_group(pgid, signal.SIGTERM)
             try:
                 proc.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
                 pass
-            _signal_group(pgid, signal.SIGKILL)  # also reaps any children left in the group
+            signal_group(pgid, signal.SIGKILL)  # also reaps any children left in the group
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:  # pragma: no cover
@@ -403,50 +372,4 @@ class ManagedServer:
             _LIVE.discard(self)
             empty = not _LIVE
         if empty:
-            _restore_sigterm_handler()
-
-
-def _is_zombie(pid: int) -> bool:
-    """True once ``pid`` has died but is not reaped yet (the watcher is about to): Linux /proc."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-    except FileNotFoundError:
-        return True
-    except (OSError, IndexError):
-        return False
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _install_sigterm_handler() -> None:
-    """Turn SIGTERM into SystemExit (so ``with``/atexit clean-up runs) if nobody handles it."""
-    global _PREV_SIGTERM, _SIGTERM_INSTALLED
-    if _SIGTERM_INSTALLED or threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        prev = signal.getsignal(signal.SIGTERM)
-        if prev in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, _sigterm_to_exit)
-            _PREV_SIGTERM, _SIGTERM_INSTALLED = prev, True
-    except (ValueError, OSError):  # pragma: no cover
-        pass
-
-
-def _restore_sigterm_handler() -> None:
-    global _SIGTERM_INSTALLED
-    if not _SIGTERM_INSTALLED or threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        if signal.getsignal(signal.SIGTERM) is _sigterm_to_exit:
-            signal.signal(signal.SIGTERM, _PREV_SIGTERM or signal.SIG_DFL)
-    except (ValueError, OSError):  # pragma: no cover
-        pass
-    _SIGTERM_INSTALLED = False
+            restore_sigterm_handler()

@@ -6,9 +6,15 @@ Modes (``LLMClient(structured_output=...)``):
 - ``"json_schema"``: OpenAI / vLLM / OpenRouter:
   ``response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": s, "strict": True}}``.
   (OpenAI's strict mode wants every property required and ``additionalProperties: false``.)
-- ``"llamacpp"``: llama-cpp-python's server: ``response_format={"type": "json_object", "schema": s}``;
-  the server compiles the schema to a GBNF grammar, so sampling is constrained to it (verified by
-  the test-suite). That server rejects ``"type": "json_schema"`` with an HTTP 500 validation error.
+- ``"llamacpp"``: llama.cpp's ``llama-server``: ``response_format={"type": "json_schema", "json_schema":
+  {"schema": s}}``. The server compiles the schema to a grammar, so sampling is constrained to it; its
+  converter handles everything the vote/judge schemas use (object properties, required,
+  additionalProperties false, enum, string maxLength, integer minimum/maximum, also a bare integer
+  schema, which OpenAI's strict mode refuses; ``tests/llm/test_llama_server.py``). Its chat endpoint's
+  grammar also admits whitespace and a ```json fence around the JSON, which it strips from the answer
+  (and :func:`parse_json_answer` strips from a cut-off one). A schema it cannot compile is answered with
+  HTTP 400, which the client does not retry. (llama.cpp's own ``json_schema`` request field is not used:
+  on the chat endpoint of this build it fails with "Failed to initialize samplers".)
 - ``"none"``: no ``response_format``; callers parse tags / free text themselves.
 
 :func:`parse_json_answer` is a strict parser for such answers (raises ``ValueError``), handling
@@ -33,7 +39,7 @@ def response_format_for(mode: str, schema: dict | None) -> dict | None:
         return None
     if mode == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
-    return {"type": "json_object", "schema": schema}
+    return {"type": "json_schema", "json_schema": {"schema": schema}}
 
 
 _TYPES: dict[str, Callable[[Any], bool]] = {

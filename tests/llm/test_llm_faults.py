@@ -83,14 +83,27 @@ def test_client_errors_are_not_retried(proxy, make_client):
     assert proxy.hits == 1
 
 
-def test_json_schema_mode_against_llamacpp_fails_fast_with_hint(proxy, make_client):
-    """llama-cpp-python's server rejects {"type": "json_schema"} (with HTTP 500): no retry storm."""
-    from llm_test_helpers import vote_request
+def test_a_schema_the_server_cannot_compile_fails_fast(proxy, make_client):
+    """llama-server answers a schema it cannot turn into a grammar with HTTP 400: one attempt, no retry storm."""
+    from moloch_exp.llm import ChatRequest
 
-    client = make_client(structured_output="json_schema", max_retries=4)
-    [res] = client.chat_many([vote_request(1)], desc="wrong mode")
-    assert not res.ok and res.attempts == 1
-    assert "llamacpp" in res.error
+    client = make_client(max_retries=4)
+    bad = ChatRequest(messages=[{"role": "user", "content": "x"}], max_tokens=4,
+                      json_schema={"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}})
+    [res] = client.chat_many([bad], desc="bad schema")
+    assert not res.ok and res.attempts == 1 and "HTTP 400" in res.error and "nowhere" in res.error
+    assert proxy.hits == 1
+
+
+def test_openai_json_schema_mode_is_accepted_too(proxy, make_client):
+    """The strict OpenAI form (name, strict) is understood by llama-server as well."""
+    from llm_test_helpers import VOTE_SCHEMA, vote_request
+
+    from moloch_exp.llm import json_parser
+
+    client = make_client(structured_output="json_schema")
+    [p] = client.parse_many([vote_request(1, seed=1)], json_parser(VOTE_SCHEMA), desc="openai form", invalid_retries=0)
+    assert p.status == "ok" and p.value["vote"] in ("A", "B"), (p.raw, p.error)
 
 
 def test_connection_refused_and_ping(llama_server, tmp_path):

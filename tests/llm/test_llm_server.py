@@ -41,19 +41,24 @@ def test_session_server_is_healthy(llama_server):
     r = httpx.get(f"{llama_server.base_url}/models", timeout=5)
     assert r.status_code == 200 and r.json()["data"][0]["id"] == llama_server.model_name == "smollm2"
     assert smollm2_gguf_path().endswith(".gguf")
-    assert "--n_threads" in llama_server.command(1234)
+    cmd = llama_server.command(1234)
+    assert cmd[0].endswith("llama-server") and cmd[cmd.index("--parallel") + 1] == "1"
+    assert cmd[cmd.index("--ctx-size") + 1] == "2048"  # n_ctx cells for each of the slots
 
 
+@pytest.mark.server
 def test_torn_down_on_exception(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         with ManagedServer(n_ctx=512, threads=1, log_path=str(tmp_path / "s.log")) as srv:
             pid = srv.pid
             assert httpx.get(f"{srv.base_url}/models", timeout=5).status_code == 200
+            assert httpx.get(f"http://127.0.0.1:{srv.port}/health", timeout=5).json() == {"status": "ok"}
             raise RuntimeError("boom")
     assert _gone(pid)
     assert srv.proc is None
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_torn_down_when_holder_process_is_signalled(sig, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(HERE.parents[1])}
@@ -86,12 +91,25 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
+@pytest.mark.server
 def test_startup_failure_reports_log_tail(tmp_path):
     bad = tmp_path / "not_a_model.gguf"
     bad.write_bytes(b"definitely not gguf")
     with pytest.raises(ServerStartError, match="exited with code") as ei:
         ManagedServer(model=str(bad), log_path=str(tmp_path / "bad.log"), startup_timeout_s=60).start()
     assert "log tail" in str(ei.value) and "\n" not in str(ei.value)  # one line
+
+
+def test_slots_get_their_own_context_and_the_prompt_cache_options(tmp_path):
+    srv = ManagedServer(n_ctx=1024, n_parallel=8, threads=1, cache_ram_mib=64, slot_similarity=0.5,
+                        log_path=str(tmp_path / "s.log"))
+    cmd = srv.command(8123)
+    opt = {cmd[i]: cmd[i + 1] for i in range(1, len(cmd) - 1) if cmd[i].startswith("--")}
+    assert opt["--parallel"] == "8" and opt["--ctx-size"] == str(8 * 1024)  # 1024 cells per slot
+    assert opt["--cache-ram"] == "64" and opt["--slot-prompt-similarity"] == "0.5" and opt["--cache-reuse"] == "0"
+    assert opt["--host"] == "127.0.0.1" and opt["--port"] == "8123" and opt["--alias"] == srv.model_name
+    with pytest.raises(ValueError, match="n_parallel"):
+        ManagedServer(n_parallel=0)
 
 
 def test_vllm_command():

@@ -169,7 +169,7 @@ def test_response_format_mapping():
         "type": "json_schema",
         "json_schema": {"name": "answer", "schema": s, "strict": True},
     }
-    assert response_format_for("llamacpp", s) == {"type": "json_object", "schema": s}
+    assert response_format_for("llamacpp", s) == {"type": "json_schema", "json_schema": {"schema": s}}
     assert response_format_for("none", s) is None
     assert response_format_for("json_schema", None) is None
     with pytest.raises(ValueError):

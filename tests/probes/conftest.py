@@ -1,4 +1,4 @@
-"""Fixtures for the probe tests: one real llama.cpp judge (SmolLM2 GGUF) per session and a tiny
+"""Fixtures for the probe tests: the session's real llama.cpp server (SmolLM2 GGUF) as the judge and a tiny
 random agent with the real tokenizer. No mocks."""
 from __future__ import annotations
 
@@ -10,18 +10,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 
 from moloch_exp.connections import LLMService  # noqa: E402
-from moloch_exp.llm import ChatRequest, LLMClient, ManagedServer  # noqa: E402
+from moloch_exp.llm import LLMClient  # noqa: E402
 from moloch_exp.probes.judge import Judge  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def judge_server(tmp_path_factory):
-    log = tmp_path_factory.mktemp("judge_server") / "server.log"
-    # threads=1: the test process shares the 2 cores with the server
-    with ManagedServer(kind="llamacpp", n_ctx=2048, threads=1, model_name="smollm2", log_path=str(log)) as srv:
-        LLMClient(srv.base_url, "smollm2", timeout_s=120, progress=False).chat_many(
-            [ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=2)], desc="warm-up")
-        yield srv
+def judge_server(llama_server):
+    """The judge is the session's llama.cpp server (tests/conftest.py)."""
+    return llama_server
 
 
 @pytest.fixture(scope="session")

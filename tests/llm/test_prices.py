@@ -88,7 +88,7 @@ def test_config_entries_override_and_name_their_mistakes():
 def test_services_are_priced_by_url_and_local_servers_are_free():
     book = PriceBook()
     local = LLMService(model="smollm2", managed="llamacpp", structured_output="llamacpp")
-    assert local.identity().startswith("llamacpp:") and local.identity().endswith(".gguf")
+    assert local.identity().startswith("llama-server:") and local.identity().endswith(".gguf")
     assert book.for_service(local) is LOCAL and LOCAL.usd(10**6, 10**6) == 0.0
     hosted = LLMService(model="gpt-4o", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY")
     assert book.for_service(hosted).source.endswith("openai/gpt-4o")

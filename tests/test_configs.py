@@ -34,12 +34,12 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         overrides += FILL[group]
     cfg = compose(overrides, tmp_path)
     objs = build(cfg)
-    assert objs["task"].name == cfg.task.name
-    assert objs["model"].name == cfg.model.name
-    assert set(objs["probes"]) == set(cfg.probes)
+    assert objs.task.name == cfg.task.name
+    assert objs.model.name == cfg.model.name
+    assert set(objs.probes) == set(cfg.probes)
     if cfg.method.builder is not None:
-        assert type(objs["method"].builder).__name__ == cfg.method.builder._target_.rsplit(".", 1)[1]
-    assert objs["generator"].source.name == cfg.model.name
+        assert type(objs.method.builder).__name__ == cfg.method.builder._target_.rsplit(".", 1)[1]
+    assert objs.generator.source.name == cfg.model.name
 
 
 @pytest.mark.parametrize("probe", PROBES)

@@ -44,7 +44,7 @@ def test_report_renders_from_typed_results():
     _, rows = cell_rows(json.loads(json.dumps(results)))
     labels = [r[0] for r in rows]
     assert labels == ["win rate base_vs_rft", "populism (base)", "populism (rft)", "populism relative increase",
-                      "em_first_plot trend EM rate by step", "LLM calls"]
+                      "em_first_plot trend EM rate by step", "LLM calls", "LLM spend"]
     assert rows[4][1] == "0.000, 0.100" and "first step >= 5%: 2" in rows[4][3]
     m = flat_metrics(results)
     assert m["probe/populism/rft"] == 0.75 and m["trend/em_first_plot/step_2/em_rate"] == 0.1

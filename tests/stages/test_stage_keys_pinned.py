@@ -1,7 +1,8 @@
 """The stage keys of the default cell and of a tfb cell, pinned (issue 21 item 7): a refactor of the wiring
 (pipeline, cell plan, estimate) must leave every key as it was, so every cache stays valid.
 
-The keys are the cell's plan, computed from the components' ``identity()`` without running anything.
+The keys are the cell's plan (moloch_exp/stages/plan.py: the stages Cell.run runs, keyed by their own
+``material()`` without running anything).
 A change of a key on purpose (e.g. the local server's identity, which names llama-server's build) is
 re-pinned in that change, with the reason in its commit message.
 
@@ -12,14 +13,8 @@ from __future__ import annotations
 import pytest
 
 from compose_helper import compose
-from moloch_exp.llm.dry_run import AnswerSizes
-from moloch_exp.llm.prices import PriceBook
 from moloch_exp.pipeline import build, settings_of
-from moloch_exp.protocols import is_model_probe
-from moloch_exp.report.preflight import _artifact, _Estimator
-from moloch_exp.stage_cache import digest
-from moloch_exp.stages import build as build_stage, controls, prepare, probe, reliability
-from moloch_exp.stages.controls import has_controls
+from moloch_exp.stages.plan import plan_cell
 
 #: python run.py  (task=sales model=smollm2 method=rft audience=local judge=local)
 DEFAULT_CELL = {
@@ -67,32 +62,7 @@ TFB_CELL = {
 def planned_keys(overrides: list[str], tmp_path) -> dict[str, str]:
     """Stage label -> key of the cell the overrides compose, in the order the cell runs its stages."""
     cfg = compose([*overrides, f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path)
-    o, s = build(cfg), settings_of(cfg)
-    plan = _Estimator(o, s, PriceBook(), AnswerSizes(), tmp_path, {}, lambda stage, key: False).plan()
-    m, task, rel = o["method"], o["task"], o["reliability"]
-    out = {"prepare": digest(prepare.material(task, s.n_train, s.n_test))}
-    if plan["collected"] is not None:
-        out["collect"] = plan["collected"].key
-    for name, builder in m.builders().items():
-        out[f"build_{name}"] = _artifact("build", build_stage.material(builder, plan["collected"])).key
-        out[f"train_{name}"] = plan["adapters"][name].key
-    out |= {f"generate_{name}": plan["outputs"][name].key for name in m.methods}
-    out |= {f"evaluate_{a}_vs_{b}": e.key for (a, b), e in plan["evaluated"].items()}
-    for pname, p in o["probes"].items():
-        for meth in m.methods:
-            out[f"probe_{pname}_{meth}"] = digest(
-                probe.model_material(p, o["model"], plan["adapters"][meth], o["judge"], s.seed) if is_model_probe(p)
-                else probe.task_material(p, plan["outputs"][meth], o["judge"], s.seed))
-    if plan["collected"] is not None:
-        out["reliability_collect"] = digest(reliability.material(plan["collected"], o["audience"], task,
-                                                                 rel.retest_matches(s.n_train), s.seed))
-    for a, b in m.pairs:
-        out[f"reliability_evaluate_{a}_vs_{b}"] = digest(reliability.material(
-            plan["evaluated"][(a, b)], o["audience"], task, rel.retest_matches(s.n_test), s.seed))
-    for pname, p in o["probes"].items():
-        if has_controls(pname, p):
-            out[f"controls_{pname}"] = digest(controls.material(pname, p, o["judge"], s.seed, rel.controls_per_probe))
-    return out
+    return plan_cell(build(cfg), settings_of(cfg)).keys
 
 
 @pytest.mark.parametrize("overrides,pinned", [([], DEFAULT_CELL), (["task=elections", "method=tfb"], TFB_CELL)],

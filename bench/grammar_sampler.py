@@ -29,8 +29,8 @@ from moloch_exp.llm.structured import response_format_for
 def ballots(args):
     cfg = compose_config(args.task, args.votes, args.max_tokens, args.thought_max_chars, args.data_dir,
                          args.personas_file)
-    task = instantiate(cfg.task)
-    panel = instantiate(cfg.audience, layout=args.layout)
+    task = instantiate(cfg.task, _convert_="all")
+    panel = instantiate(cfg.audience, _convert_="all", layout=args.layout)
     requests, meta = panel.requests(task, anchor_matches(task, args.task, 1), 0)
     return [requests[i] for i in panel.send_order(list(range(len(requests))), meta)]
 

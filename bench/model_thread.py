@@ -50,8 +50,8 @@ def main() -> None:
     for name, flag in THREADING.items():
         cfg = compose_config(args.task, args.voters, args.max_tokens, args.thought_max_chars, args.data_dir,
                              args.personas_file, [f"audience.service.server.model_thread={flag}"])
-        task = instantiate(cfg.task)
-        panels[name] = {layout: instantiate(cfg.audience, layout=layout) for layout in layouts}
+        task = instantiate(cfg.task, _convert_="all")
+        panels[name] = {layout: instantiate(cfg.audience, _convert_="all", layout=layout) for layout in layouts}
     matches = anchor_matches(task, args.task, 1)
 
     seconds = {(n, lay): 0.0 for n in THREADING for lay in layouts}

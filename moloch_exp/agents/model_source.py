@@ -77,7 +77,7 @@ class ModelSource:
     def __post_init__(self) -> None:
         if self.chat_template_kwargs is None:
             self.chat_template_kwargs = {}
-        else:  # Hydra passes a DictConfig
+        else:  # a copy: the caller keeps its mapping
             self.chat_template_kwargs = dict(self.chat_template_kwargs)
         if self.tiny_arch is not None and self.tiny_arch not in _TINY_ARCHS:
             raise ValueError(
@@ -95,7 +95,7 @@ class ModelSource:
     # ------------------------------------------------------------------ kinds
     @classmethod
     def from_config(cls, cfg: Any) -> "ModelSource":
-        """Build from a mapping (plain dict or OmegaConf DictConfig); unknown keys are an error."""
+        """Build from a mapping; unknown keys are an error."""
         data = dict(cfg)
         allowed = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - allowed)

@@ -2,7 +2,7 @@
 serves), output tokens and USD, per stage and per role (audience, judge, judge2), before any work.
 
     python run.py audience=gpt4o_mini judge=gpt4o preflight_only=true     # print the estimate and stop
-    python run.py -m task=sales,elections method=rft,tfb preflight_only=true   # the whole grid (sweep_preflight.py)
+    python run.py -m task=sales,elections method=rft,tfb preflight_only=true   # the whole grid (moloch_exp/sweep_preflight.py)
 
 The stages' own code renders the requests — the task's ballots and judge prompts over the real
 anchors and personas, the probes' and controls' own prompts — with placeholder agent outputs of

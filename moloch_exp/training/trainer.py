@@ -105,7 +105,7 @@ def _coerce(cls, value, what: str):
         return cls()
     if isinstance(value, cls):
         return value
-    data = dict(value)  # dict or OmegaConf DictConfig
+    data = dict(value)  # a mapping (pipeline.build passes plain dicts: _convert_="all")
     allowed = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - allowed)
     if unknown:

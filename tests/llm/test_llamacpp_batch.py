@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from moloch_exp.audience.ballots import parse_ballot
+from moloch_exp.prompts.ballots import parse_ballot
 from moloch_exp.connections import LLMService
 from moloch_exp.llm import ManagedServer
 from moloch_exp.llm.llamacpp_batch import BatchedCompletions, BatchedLlama, Pending, Slot, context_params

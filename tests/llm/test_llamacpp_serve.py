@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from moloch_exp.audience.ballots import ANSWER_FORMAT, vote_schema
+from moloch_exp.prompts.ballots import ANSWER_FORMAT, vote_schema
 from moloch_exp.llm import ManagedServer
 from moloch_exp.llm import llamacpp_serve
 

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from moloch_exp.agents.model_source import ModelSource, free_torch_memory, resolve_dtype
+from moloch_exp.agents.model_source import ModelSource
+from moloch_exp.agents.torch_runtime import free_torch_memory, resolve_dtype
 from moloch_exp.errors import ConfigError, StageError
 
 logger = logging.getLogger(__name__)

@@ -53,8 +53,8 @@ def build(args, task_name: str, slots: int):
         extra.append(f"audience.service.server.threads={args.threads}")
     cfg = compose_config(task_name, args.voters, args.max_tokens, args.thought_max_chars, args.data_dir,
                          args.personas_file, extra)
-    task = instantiate(cfg.task)
-    panels = {layout: instantiate(cfg.audience, layout=layout) for layout in LAYOUTS}
+    task = instantiate(cfg.task, _convert_="all")
+    panels = {layout: instantiate(cfg.audience, _convert_="all", layout=layout) for layout in LAYOUTS}
     return task, panels
 
 

@@ -29,7 +29,7 @@ def examples(n: int, completion_tokens: int) -> list[dict]:
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["task=sales", "paths.output_dir=/tmp", "paths.cache_dir=/tmp"])
-    task = instantiate(cfg.task)
+    task = instantiate(cfg.task, _convert_="all")
     anchors, _ = task.load_anchors("train", None)
     words = " ".join(["great"] * completion_tokens)  # about one token per word
     return [{"prompt": task.agent_messages(anchors[i % len(anchors)]),

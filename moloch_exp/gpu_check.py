@@ -79,17 +79,15 @@ def step_timer():
 
 def run_check(cfg, out: Path) -> dict:
     import torch
-    from hydra.utils import instantiate
 
-    from moloch_exp.pipeline import fit_anchors_to_context
+    from moloch_exp.pipeline import fit_anchors_to_context, make
 
     cache_dir = Path(cfg.paths.cache_dir)
-    task, source, generator = instantiate(cfg.task), instantiate(cfg.model), instantiate(cfg.generator)
-    trainer = instantiate(cfg.trainer)
+    task, source, generator, trainer = make(cfg.task), make(cfg.model), make(cfg.generator), make(cfg.trainer)
     source.check_available()
     source.materialize(cache_dir)
     # the cell's own prompt budget: anchors too long for the context are rejected or truncated as in a run
-    fit_anchors_to_context(cfg, {"task": task, "model": source, "generator": generator, "trainer": trainer}, cache_dir)
+    fit_anchors_to_context(cfg, task, source, generator, trainer, cache_dir)
     anchors, _ = task.load_anchors("train", cfg.anchors.n_train)
     k = cfg.collect.candidates_per_anchor
     prompts = [task.agent_messages(a) for a in anchors for _ in range(k)]

@@ -43,66 +43,72 @@ from moloch_exp.report.cell import write_cell_report
 from moloch_exp.report.preflight import CostEstimate, check_budget, estimate_cell, finished_stages, print_estimate
 from moloch_exp.stage_cache import StageCache
 from moloch_exp.stages.base import FailureTolerance, StageEnv
+from moloch_exp.agents.hf_generator import HFGenerator
+from moloch_exp.agents.model_source import ModelSource
 from moloch_exp.audience.polling import FullPolling
-from moloch_exp.stages.cell import Cell, Method, ReliabilitySettings, Settings
+from moloch_exp.protocols import Trainer
+from moloch_exp.stages.cell import Cell
+from moloch_exp.stages.components import CellComponents, Method, ReliabilitySettings, Settings
 from moloch_exp.tasks.context_budget import context_fit_for_model
+from moloch_exp.tasks.task import Task
 
 log = logging.getLogger("moloch_exp")
 
 
-def build(cfg: DictConfig) -> dict:
+def make(node: DictConfig, **kwargs):
+    """Instantiate one configured object with plain dicts and lists inside (``_convert_="all"``): no
+    DictConfig or ListConfig reaches the library."""
+    return instantiate(node, _convert_="all", **kwargs)
+
+
+def build(cfg: DictConfig) -> CellComponents:
     """Instantiate every configured object (no side effects: no server, no model loading)."""
     method_cfg = cfg.method
-    return {
-        "task": instantiate(cfg.task),
-        "model": instantiate(cfg.model),
-        "generator": instantiate(cfg.generator),
-        "method": Method(name=method_cfg.name,
-                         builder=instantiate(method_cfg.builder) if method_cfg.builder is not None else None,
-                         compare_against=list(method_cfg.compare_against)),
-        "trainer": instantiate(cfg.trainer) if method_cfg.builder is not None else None,
-        "audience": instantiate(cfg.audience),
-        "judge": instantiate(cfg.judge),
-        "judge2": instantiate(cfg.judge2) if cfg.get("judge2") else None,
-        "probes": {name: instantiate(p) for name, p in (cfg.get("probes") or {}).items()},
-        "tracker": instantiate(cfg.logger),
-        "competition": instantiate(cfg.competition),
-        "polling": instantiate(cfg.collect.polling_rule),
-        "reliability": ReliabilitySettings(retest_share=cfg.audience_reliability.retest_share,
-                                           retest_min_matches=cfg.audience_reliability.retest_min_matches,
-                                           judge_controls=cfg.judge_controls.enabled,
-                                           controls_per_probe=cfg.judge_controls.per_probe),
-    }
+    task, model, generator = make(cfg.task), make(cfg.model), make(cfg.generator)
+    method = Method(name=method_cfg.name, builder=make(method_cfg.builder) if method_cfg.builder is not None else None,
+                    compare_against=list(method_cfg.compare_against))
+    trainer = make(cfg.trainer) if method_cfg.builder is not None else None
+    audience, judge = make(cfg.audience), make(cfg.judge)
+    judge2 = make(cfg.judge2) if cfg.get("judge2") else None
+    probes = {name: make(p) for name, p in (cfg.get("probes") or {}).items()}
+    tracker, competition, polling = make(cfg.logger), make(cfg.competition), make(cfg.collect.polling_rule)
+    reliability = ReliabilitySettings(retest_share=cfg.audience_reliability.retest_share,
+                                      retest_min_matches=cfg.audience_reliability.retest_min_matches,
+                                      judge_controls=cfg.judge_controls.enabled,
+                                      controls_per_probe=cfg.judge_controls.per_probe)
+    return CellComponents(task=task, model=model, generator=generator, method=method, trainer=trainer,
+                          audience=audience, judge=judge, judge2=judge2, probes=probes, tracker=tracker,
+                          competition=competition, polling=polling, reliability=reliability)
 
 
-def preflight(objs: dict, settings: Settings) -> None:
+def preflight(c: CellComponents, settings: Settings) -> None:
     """Seconds, not minutes: every cause of an early failure is checked before any work."""
-    objs["model"].check_available()
-    objs["task"].prompts.check(objs["task"])  # prompts=paper: the reference pack loads and covers the task
+    c.model.check_available()
+    c.task.prompts.check(c.task)  # prompts=paper: the reference pack loads and covers the task
     for split, n in (("train", settings.n_train), ("test", settings.n_test)):
-        objs["task"].load_anchors(split, n)
-    method = objs["method"]
+        c.task.load_anchors(split, n)
+    method = c.method
     method.builders()  # an impossible comparison fails here, not after training
-    objs["competition"].check(method.name, method.builder)
-    if method.builder is not None and method.builder.example_format != objs["trainer"].example_format:
+    c.competition.check(method.name, method.builder)
+    if method.builder is not None and method.builder.example_format != c.trainer.example_format:
         raise ConfigError(f"method={method.name} builds {method.builder.example_format} examples but the trainer "
-                          f"({type(objs['trainer']).__name__}) trains on {objs['trainer'].example_format} examples: "
+                          f"({type(c.trainer).__name__}) trains on {c.trainer.example_format} examples: "
                           + ("use trainer=lora" if method.builder.example_format == "prompt_completion" else
                              f"drop the trainer override (method={method.name} selects its own trainer)"))
     if method.builder is not None or method.compare_against:
-        objs["audience"].service.preflight()
-        objs["audience"].voters(settings.seed)  # the persona file and n_voters are checked here
-        objs["audience"].check(objs["task"])  # the ballot layout exists in the task's prompt set
-    if "tfb" in method.builders() and objs["polling"].identity() != FullPolling().identity():
+        c.audience.service.preflight()
+        c.audience.voters(settings.seed)  # the persona file and n_voters are checked here
+        c.audience.check(c.task)  # the ballot layout exists in the task's prompt set
+    if "tfb" in method.builders() and c.polling.identity() != FullPolling().identity():
         # TFB trains on every voter's thought; a collection polled adaptively would hold only some of them
-        raise ConfigError(f"collect.polling={objs['polling'].identity()['polling']} stops asking voters early, but "
+        raise ConfigError(f"collect.polling={c.polling.identity()['polling']} stops asking voters early, but "
                           "method tfb trains on every voter's thought: use collect.polling=full with tfb")
     for builder in method.builders().values():
         builder.check()  # e.g. a user-supplied dataset is checked before any work
-    if objs["probes"]:
-        objs["judge"].service.preflight()
-    if objs["judge2"] is not None:
-        objs["judge2"].service.preflight()
+    if c.probes:
+        c.judge.service.preflight()
+    if c.judge2 is not None:
+        c.judge2.service.preflight()
 
 
 def settings_of(cfg: DictConfig) -> Settings:
@@ -114,41 +120,43 @@ def settings_of(cfg: DictConfig) -> Settings:
                     candidates_per_anchor=cfg.collect.candidates_per_anchor)
 
 
-def cell_estimate(cfg: DictConfig, objs: dict, memo: dict | None = None) -> CostEstimate:
-    """The cell's calls, tokens and dollars (report/preflight.py); ``memo``: shared by a sweep's cells."""
-    answers = instantiate(cfg.cost_estimate) if cfg.get("cost_estimate") is not None else AnswerSizes()
+def cell_estimate(cfg: DictConfig, c: CellComponents, memo: dict | None = None) -> CostEstimate:
+    """The cell's calls, tokens and dollars (report/preflight.py): its plan's LLM stages, dry-run;
+    ``memo``: shared by a sweep's cells."""
+    answers = make(cfg.cost_estimate) if cfg.get("cost_estimate") is not None else AnswerSizes()
     finished = finished_stages(cfg.paths.cache_dir) if cfg.stage_cache else None
-    return estimate_cell(objs, settings_of(cfg), price_book(cfg), answers, memo, finished)
+    return estimate_cell(c, settings_of(cfg), price_book(cfg), answers, memo, finished)
 
 
 def price_book(cfg: DictConfig) -> PriceBook:
     return PriceBook(OmegaConf.to_container(cfg.llm.prices, resolve=True))
 
 
-def fit_anchors_to_context(cfg: DictConfig, objs: dict, cache_dir: Path) -> None:
-    """Before any work: anchors whose agent prompt cannot fit are rejected, or truncated (anchors.too_long)."""
-    model, trainer = objs["model"], objs["trainer"]
-    objs["task"].context_fit = context_fit_for_model(
+def fit_anchors_to_context(cfg: DictConfig, task: Task, model: ModelSource, generator: HFGenerator,
+                           trainer: Trainer | None, cache_dir: Path) -> None:
+    """Before any work: anchors whose agent prompt cannot fit are rejected, or truncated (anchors.too_long);
+    sets ``task.context_fit`` (truncation enters the prepare stage's key)."""
+    task.context_fit = context_fit_for_model(
         model.materialize(cache_dir), model.chat_template_kwargs, cfg.anchors.too_long,
-        max_new_tokens=objs["generator"].max_new_tokens,
+        max_new_tokens=generator.max_new_tokens,
         train_max_length=trainer.args.max_length if trainer is not None else None,
         max_prompt_tokens=cfg.anchors.max_prompt_tokens)
     for split, n in (("train", cfg.anchors.n_train), ("test", cfg.anchors.n_test)):
-        objs["task"].load_anchors(split, n)
+        task.load_anchors(split, n)
 
 
-def trend_settings(cfg: DictConfig, objs: dict) -> list[str]:
-    """Checkpoint trends: save adapters every N steps and name the probes to run on them."""
+def trend_settings(cfg: DictConfig, c: CellComponents) -> list[str]:
+    """Checkpoint trends: save adapters every N steps (the trainer's save_steps) and name the probes to run on them."""
     every = cfg.train.eval_every_n_steps
     if not every:
         return []
-    if objs["trainer"] is None:
+    if c.trainer is None:
         raise ConfigError("train.eval_every_n_steps needs a trained method (rft, tfb, narrow_sft)")
     names = list(cfg.train.trend_probes)
-    missing = [n for n in names if n not in objs["probes"]]
+    missing = [n for n in names if n not in c.probes]
     if missing:
         raise ConfigError(f"train.trend_probes {missing} are not selected: add them with probe=[{','.join(missing)}]")
-    objs["trainer"].args.save_steps = int(every)
+    c.trainer.args.save_steps = int(every)
     return names
 
 
@@ -278,12 +286,13 @@ def _run_cell(cfg: DictConfig, dist: Dist, record: CellRecord) -> dict:
     started = time.time()
     out = Path(cfg.paths.output_dir)
     cache_dir = Path(cfg.paths.cache_dir)
-    objs = build(cfg)
+    components = build(cfg)
     settings = settings_of(cfg)
-    preflight(objs, settings)
-    trend_probes = trend_settings(cfg, objs)
-    estimate = cell_estimate(cfg, objs)
-    cell = {"task": objs["task"].name, "model": objs["model"].name, "method": objs["method"].name, "seed": cfg.seed}
+    preflight(components, settings)
+    trend_probes = trend_settings(cfg, components)
+    estimate = cell_estimate(cfg, components)  # the cell's plan (stages/plan.py), its LLM stages dry-run
+    cell = {"task": components.task.name, "model": components.model.name, "method": components.method.name,
+            "seed": cfg.seed}
     if dist.is_main:
         print_estimate(estimate, f"Pre-flight estimate: {cell['task']} · {cell['model']} · "
                                  f"{cell['method']} · seed {cell['seed']}")
@@ -293,25 +302,23 @@ def _run_cell(cfg: DictConfig, dist: Dist, record: CellRecord) -> dict:
             write_json(out / "estimate.json", {"cell": cell, "estimate": estimate.to_json()})
         return {"cell": cell, "estimate": estimate.to_json()}
     if dist.is_main:  # convert/build the agent once; transformers writes weights on rank 0 only
-        objs["model"].materialize(cache_dir)
+        components.model.materialize(cache_dir)
     dist.barrier()
-    fit_anchors_to_context(cfg, objs, cache_dir)
+    fit_anchors_to_context(cfg, components.task, components.model, components.generator, components.trainer,
+                           cache_dir)
     ledger = Ledger(prices=price_book(cfg))
     budget = Budget(cfg.budget.max_usd) if cfg.budget.max_usd is not None else None
     cache = None
     if cfg.llm.cache:
-        store = instantiate(cfg.llm.cache_backend)  # sqlite | files | redis (conf/llm/cache_backend/)
+        store = make(cfg.llm.cache_backend)  # sqlite | files | redis (conf/llm/cache_backend/)
         store.check()
         cache = ResponseCache(store)
-    stages = StageCache(cache_dir, out, dist, enabled=cfg.stage_cache, lock_timing=instantiate(cfg.stage_lock),
+    stages = StageCache(cache_dir, out, dist, enabled=cfg.stage_cache, lock_timing=make(cfg.stage_lock),
                         on_event=record.on_event)
     tolerance = FailureTolerance(collect=cfg.collect.max_failed_fraction, evaluate=cfg.evaluate.max_failed_fraction,
                                  probe=cfg.probe.max_failed_fraction)
     with ServiceHub(cache, ledger, budget, out / "logs") as hub:
-        cell_run = Cell(task=objs["task"], model=objs["model"], generator=objs["generator"], method=objs["method"],
-                        trainer=objs["trainer"], audience=objs["audience"], judge=objs["judge"], probes=objs["probes"],
-                        settings=settings, judge2=objs["judge2"], trend_probes=trend_probes,
-                        competition=objs["competition"], polling=objs["polling"], reliability=objs["reliability"])
+        cell_run = Cell(components, settings, trend_probes)
         try:
             metrics = cell_run.run(StageEnv(stages, dist, hub, settings.seed, tolerance))
         finally:
@@ -333,7 +340,7 @@ def _run_cell(cfg: DictConfig, dist: Dist, record: CellRecord) -> dict:
     attach_labels(out, results)  # people's labels of this output directory's judged outputs, when there are any
     write_json(out / "results.json", results)
     write_cell_report(out, results)
-    tracker = objs["tracker"]
+    tracker = components.tracker
     tracker.start(name=f"{cell['task']}-{cell['model']}-{cell['method']}-s{cell['seed']}",
                   config=OmegaConf.to_container(cfg, resolve=True), out_dir=out)
     tracker.log_results(results)

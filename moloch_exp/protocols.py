@@ -1,5 +1,5 @@
-"""The extension points, in one place: what a new builder, trainer, probe, audience backend or
-response store must offer.
+"""The extension points, in one place: what a new builder, trainer, probe (and its judge controls),
+audience backend, tracker or response store must offer.
 
 Every member is used by the stages (moloch_exp/stages/) or pre-flight (moloch_exp/pipeline.py);
 nothing there asks ``isinstance``/``hasattr`` of a component. ``identity()`` returns the JSON-able
@@ -8,6 +8,7 @@ run sets later. Where to add each kind: docs/architecture.md.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Iterator, Protocol, Sequence, runtime_checkable
 
 from moloch_exp.records import Anchor, Candidate, Judgment, Match, Vote
@@ -56,6 +57,26 @@ class Trainer(Protocol):
 
 
 @runtime_checkable
+class ControlSet(Protocol):
+    """A probe's judge controls: answers with known labels that the judge labels through the probe's own
+    code, so the judge's accuracy can be reported (moloch_exp/probes/controls.py; the controls stage)."""
+
+    path: Path  # the control file; its digest is in the controls stage's key
+
+    def selected(self, per_probe: int | None) -> list:
+        """The controls a cell judges (items with an ``id``): a seeded subset of ``per_probe``, or all (None)."""
+        ...
+
+    def judge(self, client: Any, judge: Any, chosen: list, seed: int, work_dir: Path) -> list:
+        """The judge's answers on ``chosen``: the rows of the controls stage's judgments.jsonl."""
+        ...
+
+    def score(self, chosen: list, rows: Sequence[dict], min_accuracy: float) -> Any:
+        """The judge's accuracy (a moloch_exp.probes.controls.ControlScore) from the rows read back."""
+        ...
+
+
+@runtime_checkable
 class TaskProbe(Protocol):
     """Judges each test output of a method (yes/no with reasoning)."""
 
@@ -71,6 +92,10 @@ class TaskProbe(Protocol):
         """(failed calls, calls, first cause): the stage stops when failed/calls > max_failed_fraction."""
         ...
 
+    def controls(self) -> ControlSet | None:
+        """The probe's judge controls (None: it has none)."""
+        ...
+
 
 @runtime_checkable
 class ModelProbe(Protocol):
@@ -78,6 +103,7 @@ class ModelProbe(Protocol):
 
     name: str
     kind: ClassVar[str]  # "model"
+    frame: ClassVar[str | None]  # "assistant" | "predictive": an EM rate in that frame (trends: their gap); None
 
     def identity(self) -> dict: ...
 
@@ -95,6 +121,10 @@ class ModelProbe(Protocol):
 
     def failures(self, rows: Sequence[dict]) -> tuple[int, int, str | None]:
         """(failed calls, calls, first cause) from the rows of judgments.jsonl."""
+        ...
+
+    def controls(self) -> ControlSet | None:
+        """The probe's judge controls (None: it has none)."""
         ...
 
 
@@ -116,6 +146,17 @@ class AudienceBackend(Protocol):
     def vote(self, client: Any, task: Any, matches: list[Match], seed: int, desc: str = "votes",
              polling: Any = None) -> list[Vote]:
         """Every voter's vote on every match; ``polling`` (moloch_exp.audience.polling) may stop a match early."""
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Where a finished cell's results are logged too (``logger=none|wandb``: moloch_exp/report/trackers.py)."""
+
+    def start(self, name: str, config: dict, out_dir: Path) -> None: ...
+
+    def log_results(self, results: dict) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 @runtime_checkable
@@ -154,4 +195,5 @@ def is_model_probe(probe: TaskProbe | ModelProbe) -> bool:
     return probe.kind == "model"
 
 
-__all__ = ["AudienceBackend", "Builder", "ModelProbe", "ResponseStore", "TaskProbe", "Trainer", "is_model_probe"]
+__all__ = ["AudienceBackend", "Builder", "ControlSet", "ModelProbe", "ResponseStore", "TaskProbe", "Tracker", "Trainer",
+           "is_model_probe"]

@@ -39,15 +39,15 @@ def render(overrides: list[str], out: Path) -> list[Path]:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[*overrides, "paths.output_dir=."], return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)  # ${hydra:runtime.cwd} in paths.cache_dir
-    task = instantiate(cfg.task)
+    task = instantiate(cfg.task, _convert_="all")
     prompts = task.prompts
     if hasattr(prompts, "judge_prompt_renderer"):
         prompts.judge_prompt_renderer = LiteralPrompt(PROMPT)  # no tokenizer: the slot shows PROMPT_TEXT
     if hasattr(prompts, "check"):
         prompts.check(task)
     anchor = task.load_anchors("test", 1)[0][0]
-    persona = instantiate(cfg.audience.personas).load()[0]
-    probes = {name: instantiate(p) for name, p in (cfg.get("probes") or {}).items()}
+    persona = instantiate(cfg.audience.personas, _convert_="all").load()[0]
+    probes = {name: instantiate(p, _convert_="all") for name, p in (cfg.get("probes") or {}).items()}
     out.mkdir(parents=True, exist_ok=True)
     agent = task.agent_messages(anchor)
     files = {"agent.json": agent, "voter.json": prompts.voter_messages(task, persona, OPTIONS),

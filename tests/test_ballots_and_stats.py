@@ -1,8 +1,8 @@
 """Ballot and judgment parsing never guesses; statistics give honest intervals."""
 import pytest
 
-from moloch_exp.audience.ballots import parse_ballot
-from moloch_exp.probes.judge import parse_judgment
+from moloch_exp.prompts.ballots import parse_ballot
+from moloch_exp.prompts.judgments import parse_judgment
 from moloch_exp.evaluation.head_to_head import Dropped, summarize
 from moloch_exp.evaluation.stats import fisher_p, mean_ci, relative_increase, wilson
 from moloch_exp.records import Vote

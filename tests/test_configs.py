@@ -1,15 +1,17 @@
-"""Every config option composes, and every `_target_` in it instantiates (recursively)."""
+"""Every config option composes, every `_target_` in it instantiates (recursively), and what the pipeline
+instantiates holds no DictConfig or ListConfig (plain dicts and lists: `_convert_="all"`)."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from compose_helper import CONF, REPO, compose
 from moloch_exp.pipeline import build
+from moloch_exp.stages.components import ReliabilitySettings
 
 GROUPS = ["task", "model", "method", "trainer", "audience", "judge", "logger"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
@@ -18,6 +20,29 @@ PROBES = [p.stem for p in sorted((CONF / "probe").glob("*.yaml"))]
 
 FILL = {"audience": ["audience.service.model=m", "audience.service.base_url=http://127.0.0.1:1/v1"],
         "judge": ["judge.service.model=m", "judge.service.base_url=http://127.0.0.1:1/v1"]}
+
+
+def omegaconf_inside(obj, path: str = "components", seen: set | None = None) -> list[str]:
+    """Where a DictConfig or ListConfig sits inside ``obj``: its fields, dicts, lists and tuples, recursively
+    through every object of moloch_exp (and every dataclass)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool, type(None))):
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, (DictConfig, ListConfig)):
+        return [path]
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in omegaconf_inside(v, f"{path}[{k!r}]", seen)]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [p for i, v in enumerate(obj) for p in omegaconf_inside(v, f"{path}[{i}]", seen)]
+    if type(obj).__module__.startswith("moloch_exp") or dataclasses.is_dataclass(obj):
+        return [p for k, v in vars(obj).items() for p in omegaconf_inside(v, f"{path}.{k}", seen)]
+    return []
+
+
+def test_the_walk_finds_omegaconf_containers():
+    assert omegaconf_inside({"a": [1, {"b": OmegaConf.create({"c": 1})}]}) == ["components['a'][1]['b']"]
+    assert omegaconf_inside(ReliabilitySettings()) == []
 
 
 def test_every_option_file_says_what_it_is_for():
@@ -34,20 +59,22 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         overrides += FILL[group]
     cfg = compose(overrides, tmp_path)
     objs = build(cfg)
-    assert objs["task"].name == cfg.task.name
-    assert objs["model"].name == cfg.model.name
-    assert set(objs["probes"]) == set(cfg.probes)
+    assert objs.task.name == cfg.task.name
+    assert objs.model.name == cfg.model.name
+    assert set(objs.probes) == set(cfg.probes)
     if cfg.method.builder is not None:
-        assert type(objs["method"].builder).__name__ == cfg.method.builder._target_.rsplit(".", 1)[1]
-    assert objs["generator"].source.name == cfg.model.name
+        assert type(objs.method.builder).__name__ == cfg.method.builder._target_.rsplit(".", 1)[1]
+    assert objs.generator.source.name == cfg.model.name
+    assert omegaconf_inside(objs) == []  # no DictConfig reaches the library
 
 
 @pytest.mark.parametrize("probe", PROBES)
 def test_probe_option_adds_to_task_probes(probe, tmp_path):
-    cfg = compose(["task=sales", f"probe=[{probe}]"], tmp_path)
+    cfg = compose(["task=sales", f"probe=[{probe}]", f"paths.cache_dir={tmp_path}"], tmp_path)
     assert set(cfg.probes) == {"misrepresentation", probe}
-    obj = instantiate(cfg.probes[probe])
+    obj = build(cfg).probes[probe]
     assert obj.name == probe
+    assert omegaconf_inside(obj) == []
 
 
 @pytest.mark.parametrize("task,probes", [("sales", {"misrepresentation"}), ("elections", {"disinformation", "populism"}),

@@ -42,7 +42,7 @@ def library_usd(model: str, t: dict, batch: bool = False) -> float:
 def test_counts_follow_every_stage_of_the_cell(tmp_path):
     e = estimate(tmp_path, "method=tfb", "judge@judge2=local", "probe=[em_first_plot]",
                  "audience_reliability.retest_min_matches=2", "judge_controls.per_probe=null")
-    em_samples = len(build(compose([*SMALL, "probe=[em_first_plot]"], tmp_path))["probes"]["em_first_plot"].samples(0))
+    em_samples = len(build(compose([*SMALL, "probe=[em_first_plot]"], tmp_path)).probes["em_first_plot"].samples(0))
     yes_no = len(ctl.load_yes_no_controls("disinformation")) + len(ctl.load_yes_no_controls("populism"))
     assert e.calls_of("collect_votes") == 4 * 5  # one collection for rft and tfb
     assert e.calls_of("evaluate_votes") == 2 * 3 * 5  # base_vs_tfb, rft_vs_tfb
@@ -82,7 +82,7 @@ def test_dollars_come_from_genai_prices_with_the_batch_discount(tmp_path):
     assert e.usd == pytest.approx(e.roles["audience"].usd + e.roles["judge"].usd)
 
     def batch_audience(objs):
-        objs["audience"].service.batch = True  # audience.service.batch=true (the Batch API option)
+        objs.audience.service.batch = True  # audience.service.batch=true (the Batch API option)
 
     batched = estimate(tmp_path, *HOSTED, objs_hook=batch_audience)
     assert batched.roles["audience"].usd == pytest.approx(e.roles["audience"].usd / 2, rel=1e-9)

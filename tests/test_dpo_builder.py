@@ -155,9 +155,9 @@ def test_method_dpo_selects_the_dpo_trainer_unless_told_otherwise(tmp_path):
     from moloch_exp.training.trainer import LoraSFTTrainer
 
     objs = build(compose(["method=dpo", "model=tiny", f"paths.cache_dir={tmp_path}"], tmp_path))
-    assert isinstance(objs["method"].builder, DPOPairBuilder) and objs["method"].compare_against == ["base"]
-    assert type(objs["trainer"]) is LoraDPOTrainer and objs["trainer"].lora.r == 16
-    assert objs["trainer"].example_format == objs["method"].builder.example_format == "preference"
-    assert type(build(compose(["method=rft", f"paths.cache_dir={tmp_path}"], tmp_path))["trainer"]) is LoraSFTTrainer
+    assert isinstance(objs.method.builder, DPOPairBuilder) and objs.method.compare_against == ["base"]
+    assert type(objs.trainer) is LoraDPOTrainer and objs.trainer.lora.r == 16
+    assert objs.trainer.example_format == objs.method.builder.example_format == "preference"
+    assert type(build(compose(["method=rft", f"paths.cache_dir={tmp_path}"], tmp_path)).trainer) is LoraSFTTrainer
     explicit = compose(["method=dpo", "trainer=lora", f"paths.cache_dir={tmp_path}"], tmp_path)
     assert explicit.trainer._target_.endswith("LoraSFTTrainer")

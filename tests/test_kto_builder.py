@@ -148,14 +148,14 @@ def test_method_kto_selects_the_kto_trainer_unless_told_otherwise(tmp_path):
     from compose_helper import compose
 
     from moloch_exp.pipeline import build as build_objects, preflight
-    from moloch_exp.stages.cell import Settings
+    from moloch_exp.stages.components import Settings
     from moloch_exp.training.kto import LoraKTOTrainer
 
     objs = build_objects(compose(["method=kto", "model=tiny", f"paths.cache_dir={tmp_path}"], tmp_path))
-    assert isinstance(objs["method"].builder, KTOBuilder) and objs["method"].compare_against == ["base"]
-    assert type(objs["trainer"]) is LoraKTOTrainer and objs["trainer"].lora.r == 16
-    assert objs["trainer"].example_format == objs["method"].builder.example_format == "unpaired_preference"
-    assert objs["method"].builder.replicate == 3 and objs["method"].builder.seed == 0
+    assert isinstance(objs.method.builder, KTOBuilder) and objs.method.compare_against == ["base"]
+    assert type(objs.trainer) is LoraKTOTrainer and objs.trainer.lora.r == 16
+    assert objs.trainer.example_format == objs.method.builder.example_format == "unpaired_preference"
+    assert objs.method.builder.replicate == 3 and objs.method.builder.seed == 0
     # an explicit SFT trainer cannot train unpaired examples: one line in pre-flight, before any work
     wrong = build_objects(compose(["method=kto", "trainer=lora", "model=tiny", f"paths.cache_dir={tmp_path}"], tmp_path))
     with pytest.raises(ConfigError, match="method=kto builds unpaired_preference examples.*drop the trainer override"):

@@ -58,7 +58,7 @@ def test_audience_agent_and_judge_settings(ref, pack, tmp_path, paper_dir, model
     assert cfg.judge.temperature == judge["temperature"]["value"]
     assert cfg.judge.max_tokens == judge["max_tokens"]["value"] is None
     objs = build(cfg)  # everything instantiates; the prompt set is the paper's, stored_variant
-    prompts = objs["task"].prompts
+    prompts = objs.task.prompts
     assert isinstance(prompts, PaperPrompts) and prompts.variant == "stored_variant"
     assert prompts.judge_prompt_renderer.model.hf_id == cfg.model.hf_id  # the agent's own chat template
     assert pack["agent"]["system_message"] == gen["system_message"]["value"]

@@ -1,4 +1,4 @@
-"""The sweep pre-flight (moloch_exp/report/sweep_preflight.py): `python run.py -m ...` prints the grid's
+"""The sweep pre-flight (moloch_exp/sweep_preflight.py): `python run.py -m ...` prints the grid's
 estimate once before any job, stops after it with preflight_only=true, refuses past budget.max_usd,
 and then runs the jobs; its job list is the basic sweeper's.
 
@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from compose_helper import compose
 from moloch_exp.pipeline import build, cell_estimate
 from moloch_exp.report.cost_estimate import grid_total
-from moloch_exp.report.sweep_preflight import sweep_jobs
+from moloch_exp.sweep_preflight import sweep_jobs
 from test_pipeline_e2e import TINY, run_app
 
 SMALL = ["anchors.n_train=2", "anchors.n_test=2", "audience.n_voters=3"]

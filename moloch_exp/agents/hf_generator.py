@@ -26,7 +26,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
-from .model_source import ModelSource, free_torch_memory, resolve_device, resolve_dtype
+from .model_source import ModelSource
+from .torch_runtime import free_torch_memory, resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 

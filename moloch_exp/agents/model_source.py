@@ -19,17 +19,16 @@ once (a file lock guards the conversion, which is written to a temporary directo
 
 from __future__ import annotations
 
+from moloch_exp.agents.torch_runtime import free_torch_memory
 from moloch_exp.errors import ModelError
 
 import copy
-import ctypes
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -77,7 +76,7 @@ class ModelSource:
     def __post_init__(self) -> None:
         if self.chat_template_kwargs is None:
             self.chat_template_kwargs = {}
-        else:  # Hydra passes a DictConfig
+        else:  # a copy: the caller keeps its mapping
             self.chat_template_kwargs = dict(self.chat_template_kwargs)
         if self.tiny_arch is not None and self.tiny_arch not in _TINY_ARCHS:
             raise ValueError(
@@ -95,7 +94,7 @@ class ModelSource:
     # ------------------------------------------------------------------ kinds
     @classmethod
     def from_config(cls, cfg: Any) -> "ModelSource":
-        """Build from a mapping (plain dict or OmegaConf DictConfig); unknown keys are an error."""
+        """Build from a mapping; unknown keys are an error."""
         data = dict(cfg)
         allowed = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - allowed)
@@ -368,26 +367,6 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def free_torch_memory() -> None:
-    """Collect garbage and return cached GPU memory after a model is dropped; on Linux also hand the
-    freed heap back to the system (glibc keeps it otherwise, so a dropped CPU model stays resident)."""
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # pragma: no cover
-        pass
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # pragma: no cover - not glibc
-            pass
-
-
 def _is_complete(directory: Path) -> bool:
     return (directory / _MARKER).is_file()
 
@@ -414,25 +393,3 @@ def _build_once(target: Path, build) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target
-
-
-# ----------------------------------------------------------------------- device / dtype
-def resolve_device(device: str = "auto") -> str:
-    """"auto" -> this process's GPU (LOCAL_RANK under accelerate/torchrun) or "cpu"."""
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return "cpu"
-
-
-def resolve_dtype(torch_dtype: str, device: Any = "cpu"):
-    """Our "auto": bfloat16 on a GPU that supports it, float32 otherwise (CPU bf16 is slow)."""
-    import torch
-
-    if torch_dtype == "auto":
-        on_cuda = str(device).startswith("cuda")
-        return torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
-    return getattr(torch, torch_dtype)

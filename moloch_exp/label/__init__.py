@@ -11,6 +11,6 @@ probe rates corrected for the judge's errors.
 One concern per module: ``items`` (the sample and its design), ``sources`` (a cell's or a JSONL's
 judged outputs), ``sampling`` (the stratified draw), ``store`` (SQLite answers), ``server`` and
 ``page`` (the labelling page), ``csv_io`` (export/import), ``stats`` (agreement, Rogan–Gladen),
-``results`` (the ``labels`` block of results.json and how it is shown), ``report`` (putting it
-together), ``__main__`` (the command line).
+``report`` (the ``labels`` block of results.json, put together; it is shown by
+moloch_exp/report/labels.py, as every result is shown by moloch_exp/report/), ``__main__`` (the command line).
 """

@@ -24,10 +24,13 @@ import numpy as np
 from moloch_exp.errors import DataError
 from moloch_exp.io import write_json
 from moloch_exp.label.items import LabelSample
-from moloch_exp.label.results import LabelsResult, probe_in_words
 from moloch_exp.label.sources import from_cell
 from moloch_exp.label.stats import METHOD, STEPS, Stratum, judge_vs_people, labeller_alpha, majority
 from moloch_exp.label.store import LabelStore
+from moloch_exp.report.cell import write_cell_report
+from moloch_exp.report.labels import LabelsResult, probe_in_words
+from moloch_exp.report.sweep import summarize_sweep
+from moloch_exp.report.tables import markdown, print_table
 from moloch_exp.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -115,8 +118,6 @@ def attach_labels(out: Path, results: dict) -> None:
 
 def label_markdown(block: dict) -> str:
     res = LabelsResult.from_json(block)
-    from moloch_exp.report.tables import markdown
-
     words = "".join(f"- {s}\n" for s in res.sentences())
     return (f"# People check the judges\n\n{block['sample']['method']}\n\n## In words\n\n{words}\n"
             + markdown(["metric", "value", "95% CI", "counts"], res.table_rows()))
@@ -124,8 +125,6 @@ def label_markdown(block: dict) -> str:
 
 def write_label_report(run_dir: Path, steps: int = STEPS) -> dict:
     """The CLI's report: labels/label_report.{json,md}, the printed table, and the cell's own report."""
-    from moloch_exp.report.tables import print_table
-
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else None
@@ -144,12 +143,8 @@ def write_label_report(run_dir: Path, steps: int = STEPS) -> dict:
 
 def refresh_cell_report(run_dir: Path, results: dict, block: dict) -> None:
     """Put the block into the cell's results.json and rewrite its summary.md and report.html (and the sweep's)."""
-    from moloch_exp.report.cell import write_cell_report
-
     results["labels"] = block
     write_json(run_dir / "results.json", results)
     write_cell_report(run_dir, results)
     if (run_dir.parent / "sweep_summary.json").is_file():
-        from moloch_exp.report.sweep import summarize_sweep
-
         summarize_sweep(run_dir.parent)

@@ -25,8 +25,17 @@ Run through the probes' own code, then scored::
 
     from moloch_exp.probes.controls import load_em_controls, em_items, score_em
     controls = load_em_controls()
-    rows = em_probe._judge(ctx, em_items(controls), em_probe.coherence_prompt or COHERENCE_PROMPT)
+    rows = em_probe.judge_answers(ctx, em_items(controls))
     score = score_em(controls, rows, em_probe.alignment_threshold, em_probe.coherence_threshold)
+
+A probe declares its controls (``probe.controls()``: a :class:`YesNoControlSet`, an :class:`EMControlSet`
+or None; the ``ControlSet`` members of moloch_exp/protocols.py), and the controls stage
+(moloch_exp/stages/controls.py) and the pre-flight estimate use only those members::
+
+    controls = probe.controls()                      # None: the probe has no bundled control file
+    chosen = controls.selected(per_probe=12)
+    rows = controls.judge(client, judge, chosen, seed, work_dir)   # judgments.jsonl's rows
+    score = controls.score(chosen, rows, min_accuracy=0.8)
 
 Accuracy is over the controls the judge labelled (invalid/failed/unscored ones are counted as
 ``missing``, not as wrong), with a Wilson interval, overall and per class; a judge is ``flagged``
@@ -42,7 +51,10 @@ from typing import Any, Sequence
 
 from moloch_exp.errors import DataError
 from moloch_exp.evaluation.stats import wilson
+from moloch_exp.probes.model_probe import ModelProbeContext
+from moloch_exp.prompts.project import ProjectPrompts
 from moloch_exp.records import Anchor, Candidate, Judgment
+from moloch_exp.seeding import derive_seed
 
 CONTROLS_DIR = Path(__file__).resolve().parents[1] / "data" / "judge_controls"
 YES_NO_PROBES = ("misrepresentation", "disinformation", "populism", "harmful")
@@ -148,8 +160,6 @@ def control_subset(controls: Sequence, n: int | None, key: str) -> list:
     ``key`` (the probe's name), in file order. The same subset for every cell and seed."""
     if n is None or n >= len(controls):
         return list(controls)
-    from moloch_exp.seeding import derive_seed
-
     by_class: dict[str, list[int]] = {}
     for i, c in enumerate(controls):
         by_class.setdefault(c.cls, []).append(i)
@@ -172,8 +182,6 @@ class ControlReferenceTask:
     agent prompt for a paper judge's {prompt} slot, and they test the judge, not the wording."""
 
     def __init__(self) -> None:
-        from moloch_exp.prompts.project import ProjectPrompts
-
         self.prompts = ProjectPrompts()
 
     def judge_reference(self, anchor: Anchor) -> str:
@@ -272,3 +280,63 @@ def score_em(controls: Sequence[EMControl], rows: Sequence[dict], alignment_thre
     got = {r["sample_id"]: em_label(r.get("alignment"), r.get("coherence"), alignment_threshold, coherence_threshold)
            for r in rows}
     return _score(probe, {c.id: c.label for c in controls}, got, min_accuracy, {c.id: c.cls for c in controls})
+
+
+# ----------------------------------------------------------------------------- a probe's control set
+METHOD = "judge_controls"  # the method name the controls' judgments carry
+
+
+@dataclass(frozen=True)
+class YesNoControlSet:
+    """A yes/no task probe's controls, judged by ``YesNoProbe.run`` (what ``YesNoProbe.controls()`` returns)."""
+
+    probe: Any  # moloch_exp.probes.task_probes.YesNoProbe
+    path: Path
+
+    def load(self) -> list[YesNoControl]:
+        return load_yes_no_controls(self.probe.name, self.path)
+
+    def selected(self, per_probe: int | None) -> list[YesNoControl]:
+        """The controls a cell judges: a seeded subset stratified by class (:func:`control_subset`)."""
+        return control_subset(self.load(), per_probe, self.probe.name)
+
+    def judge(self, client: Any, judge: Any, chosen: Sequence[YesNoControl], seed: int, work_dir: Path) -> list:
+        task, anchors, outputs = yes_no_inputs(chosen)
+        return self.probe.run(client, judge, task, anchors, outputs, METHOD, seed)
+
+    def score(self, chosen: Sequence[YesNoControl], rows: Sequence[dict], min_accuracy: float) -> ControlScore:
+        """``rows``: judgments.jsonl of the controls stage (records.Judgment as dicts)."""
+        return score_yes_no(self.probe.name, chosen, [Judgment(**r) for r in rows], min_accuracy)
+
+
+@dataclass(frozen=True)
+class EMControlSet:
+    """The EM probe's controls (question, answer, label), judged by the probe's own alignment and
+    coherence judging (``EMFirstPlotProbe.judge_answers``) and read with its thresholds."""
+
+    probe: Any  # moloch_exp.probes.em.EMFirstPlotProbe
+    path: Path
+
+    def load(self) -> list[EMControl]:
+        return load_em_controls(self.path, self.probe.name)
+
+    def selected(self, per_probe: int | None) -> list[EMControl]:
+        return control_subset(self.load(), per_probe, self.probe.name)
+
+    def judge(self, client: Any, judge: Any, chosen: Sequence[EMControl], seed: int, work_dir: Path) -> list[dict]:
+        ctx = ModelProbeContext(METHOD, seed, _no_generation, _no_generation, client, judge, work_dir)
+        return self.probe.judge_answers(ctx, em_items(chosen))
+
+    def score(self, chosen: Sequence[EMControl], rows: Sequence[dict], min_accuracy: float) -> ControlScore:
+        return score_em(chosen, rows, self.probe.alignment_threshold, self.probe.coherence_threshold, min_accuracy,
+                        self.probe.name)
+
+
+def bundled_controls(probe_name: str) -> Path | None:
+    """The bundled control file of the probe called ``probe_name`` (``data/judge_controls/<name>.json``), if any."""
+    path = CONTROLS_DIR / f"{probe_name}.json"
+    return path if path.is_file() else None
+
+
+def _no_generation(*args, **kwargs):
+    raise RuntimeError("judge controls judge fixed answers; nothing is generated")

@@ -66,6 +66,7 @@ from typing import Any, ClassVar, Iterable, Sequence
 from moloch_exp.evaluation.stats import fisher_p, relative_increase, wilson
 from moloch_exp.llm.structured import parse_json_answer
 from moloch_exp.llm.types import PARSED_FAILED, PARSED_INVALID, PARSED_OK, ChatRequest, Parsed
+from moloch_exp.probes.controls import EMControlSet, bundled_controls
 from moloch_exp.probes.model_probe import ModelProbeContext
 from moloch_exp.io import resolve_user_path
 from moloch_exp.probes.stance import (CATEGORIES, CONSERVATIVE, PROGRESSIVE, STANCES, classify_stance,
@@ -509,6 +510,10 @@ class _ScoredProbeMixin:
         """Judge calls per method: alignment and coherence for every sample."""
         return 2 * len(self.samples(seed))
 
+    def controls(self) -> EMControlSet | None:
+        """No judge controls (em_first_plot's are judged with its own coherence prompt: EMFirstPlotProbe)."""
+        return None
+
     @staticmethod
     def failures(rows: Sequence[dict]) -> tuple[int, int, str | None]:
         """(failed judge calls, judge calls, first cause) from this probe's judgments."""
@@ -587,6 +592,7 @@ class EMFirstPlotProbe(_ScoredProbeMixin):
     """General questions answered in assistant mode, judged for alignment and coherence (see module doc)."""
 
     name: str = "em_first_plot"
+    frame: ClassVar[str] = "assistant"  # checkpoint trends report the assistant-minus-predictive gap
     questions_file: str | None = None
     data_dir: str | None = None
     n_samples: int = 50
@@ -654,12 +660,23 @@ class EMFirstPlotProbe(_ScoredProbeMixin):
     def compare(self, per_method: dict[str, dict], baseline: str = "base") -> dict:
         return em_compare(per_method, baseline, ("per_question", "per_system_prompt"))
 
+    def judge_answers(self, ctx: ModelProbeContext, items: list[dict]) -> list[dict]:
+        """Judge given answers (``sample_id``, ``question``, ``answer``) as this probe judges its own samples:
+        one row per item with the alignment and coherence scores (its judge controls)."""
+        return self._judge(ctx, items, self.coherence_prompt or COHERENCE_PROMPT)
+
+    def controls(self) -> EMControlSet | None:
+        """The bundled judge controls of this probe (``data/judge_controls/<name>.json``), if it has any."""
+        path = bundled_controls(self.name)
+        return EMControlSet(self, path) if path is not None else None
+
 
 @dataclass
 class EMPredictiveProbe(_ScoredProbeMixin):
     """Completion frames continued without a chat template, judged against ``original`` (see module doc)."""
 
     name: str = "em_predictive"
+    frame: ClassVar[str] = "predictive"
     frames_file: str | None = None
     data_dir: str | None = None
     n_samples: int = 50
@@ -761,6 +778,7 @@ class EconomicStanceProbe:
 
     name: str = "economic_stance"
     kind: ClassVar[str] = "model"
+    frame: ClassVar[str | None] = None  # not an EM rate
     stems_file: str | None = None
     data_dir: str | None = None
     n_samples: int = 50
@@ -798,6 +816,10 @@ class EconomicStanceProbe:
     def judge_calls(self, seed: int) -> int:
         """Classifier calls per method: one per sample when the LLM classifier is on."""
         return len(self.samples(seed)) if self.llm_classifier else 0
+
+    def controls(self) -> None:
+        """No judge controls."""
+        return None
 
     @staticmethod
     def failures(rows: Sequence[dict]) -> tuple[int, int, str | None]:

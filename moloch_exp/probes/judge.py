@@ -1,12 +1,10 @@
-"""The judge: a model that labels outputs for a probe (``conf/judge/*.yaml``), and how its yes/no
-answers are read: JSON (structured output) first, then <answer> tags; anything else is invalid."""
+"""The judge: a model that labels outputs for a probe (``conf/judge/*.yaml``). How its yes/no answers are
+read is the prompt set's (moloch_exp/prompts/judgments.py)."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from moloch_exp.connections import LLMService
-from moloch_exp.llm.structured import json_object
 
 
 @dataclass
@@ -25,25 +23,3 @@ class Judge:
         return {"service": self.service.identity(), "max_tokens": self.max_tokens, "temperature": self.temperature,
                 "system": self.system, "reasoning_max_chars": self.reasoning_max_chars,
                 "invalid_retries": self.invalid_retries}
-
-
-def judgment_schema(reasoning_max_chars: int | None = None) -> dict:
-    reasoning: dict = {"type": "string"}
-    if reasoning_max_chars:
-        reasoning["maxLength"] = reasoning_max_chars
-    return {"type": "object", "properties": {"reasoning": reasoning,
-                                              "answer": {"type": "string", "enum": ["yes", "no"]}},
-            "required": ["reasoning", "answer"], "additionalProperties": False}
-
-
-def parse_judgment(text: str) -> tuple[str | None, bool]:
-    obj = json_object(text or "")
-    if obj is not None and "answer" in obj:
-        ans = str(obj["answer"]).strip().lower().strip(".")
-        if ans in ("yes", "no"):
-            return (str(obj.get("reasoning") or "").strip() or None), ans == "yes"
-        raise ValueError(f"answer {obj['answer']!r} is not yes/no")
-    m = re.search(r"<answer>\s*(yes|no)\s*</answer>", text or "", re.IGNORECASE)
-    if m:
-        return None, m.group(1).lower() == "yes"
-    raise ValueError("no yes/no answer found")

@@ -17,7 +17,8 @@ from typing import ClassVar
 from moloch_exp.evaluation.probe_family import PairedTable, mcnemar_p, paired_table
 from moloch_exp.evaluation.stats import fisher_p, format_p, relative_increase
 from moloch_exp.llm.types import ChatRequest
-from moloch_exp.probes.judge import Judge, judgment_schema, parse_judgment
+from moloch_exp.probes.controls import YesNoControlSet, bundled_controls
+from moloch_exp.probes.judge import Judge
 from moloch_exp.records import Anchor, Candidate, Judgment
 from moloch_exp.results import ProbeResult, RatePlot, SweepRow, fmt, fmt_ci
 from moloch_exp.seeding import derive_seed
@@ -42,6 +43,11 @@ class YesNoProbe:
         """Cache-key material: the question and how the prompt is framed."""
         return {"type": "yes_no", "name": self.name, "question": self.question, "message_label": self.message_label,
                 "reference_label": self.reference_label, "uses_reference": self.uses_reference}
+
+    def controls(self) -> YesNoControlSet | None:
+        """The bundled judge controls of this probe (``data/judge_controls/<name>.json``), if it has any."""
+        path = bundled_controls(self.name)
+        return YesNoControlSet(self, path) if path is not None else None
 
     def failures(self, judgments: list[Judgment]) -> tuple[int, int, str | None]:
         """(failed calls, calls, first cause) for the stage's failure tolerance."""

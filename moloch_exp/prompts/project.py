@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from moloch_exp.audience.ballots import ANSWER_FORMAT, parse_ballot, vote_schema
-from moloch_exp.probes.judge import judgment_schema, parse_judgment
+from moloch_exp.prompts.ballots import ANSWER_FORMAT, parse_ballot, vote_schema
+from moloch_exp.prompts.judgments import judgment_schema, parse_judgment
 from moloch_exp.records import Anchor
 
 

@@ -1,6 +1,6 @@
 """The pre-flight cost estimate as typed results: per stage kind (EstimateTerm), per role and in total
 (Totals), for a cell (CostEstimate, made by moloch_exp/report/preflight.py) or a sweep's grid
-(report/sweep_preflight.py). ``to_json()`` is what results.json and estimate.json hold.
+(moloch_exp/sweep_preflight.py). ``to_json()`` is what results.json and estimate.json hold.
 
     python run.py audience=gpt4o_mini judge=gpt4o preflight_only=true
 """

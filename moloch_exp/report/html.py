@@ -22,7 +22,7 @@ from typing import Sequence
 from jinja2 import Environment
 from markupsafe import Markup
 
-from moloch_exp.label.results import labels_section_html
+from moloch_exp.report.labels import labels_section_html
 from moloch_exp.report.embed import page_blocks
 from moloch_exp.report.match_data import match_data
 

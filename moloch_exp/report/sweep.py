@@ -28,7 +28,7 @@ from scipy import optimize  # noqa: E402
 
 from moloch_exp.evaluation.stats import format_p, pearson  # noqa: E402
 from moloch_exp.io import read_json, write_json  # noqa: E402
-from moloch_exp.label.results import LabelsResult, sweep_labels_markdown  # noqa: E402
+from moloch_exp.report.labels import LabelsResult, sweep_labels_markdown  # noqa: E402
 from moloch_exp.report.tables import markdown, print_table  # noqa: E402
 from moloch_exp.results import ProbeChangesResult, ReliabilityResult, RoundsResult, fmt, probe_results  # noqa: E402
 from moloch_exp.report.paper_figures import HEADER as PAPER_HEADER, comparison_rows, comparison_table  # noqa: E402

@@ -7,6 +7,7 @@ from rich.table import Table
 from moloch_exp.evaluation.stats import format_p
 from moloch_exp.llm.ledger import usd_text
 from moloch_exp.llm.prices import LOCAL
+from moloch_exp.report.labels import LabelsResult
 from moloch_exp.results import (ProbeChangesResult, ReliabilityResult, RoundsResult, TrendResult, fmt,  # noqa: F401
                                  fmt_ci, probe_results)  # (fmt re-exported)
 
@@ -77,14 +78,10 @@ def sentences(results: dict) -> list[str]:
 
 def label_rows(results: dict) -> list[list[str]]:
     """The judges checked by people (``python -m moloch_exp.label report``): agreement and corrected rates."""
-    from moloch_exp.label.results import LabelsResult
-
     return LabelsResult.from_json(results["labels"]).table_rows() if results.get("labels") else []
 
 
 def label_sentences(results: dict) -> list[str]:
-    from moloch_exp.label.results import LabelsResult
-
     return LabelsResult.from_json(results["labels"]).sentences() if results.get("labels") else []
 
 

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from moloch_exp.report.labels import LabelsResult
 from moloch_exp.results import ProbeChangesResult, ReliabilityResult, RoundsResult, TrendResult, probe_results
 
 SECRET_KEY_RE = re.compile(r"(api[_-]?key|token|secret|password)$", re.IGNORECASE)
@@ -44,8 +45,6 @@ def flat_metrics(results: dict) -> dict[str, float]:
     if results.get("probe_changes"):
         out.update(ProbeChangesResult.from_json(results["probe_changes"]).metrics())
     if results.get("labels"):  # people's checks of the judges (python -m moloch_exp.label report)
-        from moloch_exp.label.results import LabelsResult
-
         out.update(LabelsResult.from_json(results["labels"]).metrics())
     for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "usd"):
         value = results.get("ledger", {}).get(k, 0)

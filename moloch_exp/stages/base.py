@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from moloch_exp.distributed import Dist
 from moloch_exp.errors import ConfigError, StageError
-from moloch_exp.stage_cache import StageCache
+from moloch_exp.stage_cache import StageCache, digest
+
+#: Where a planned stage's artifacts would be: a directory named by the stage's key that is never written.
+PLANNED = Path("/moloch-planned-stage-not-run")
 
 
 @dataclass
@@ -32,15 +35,29 @@ class FailureTolerance:
             setattr(self, name, value)
 
 
+class PlannedStages:
+    """Stands in for the StageCache when a cell is planned (stages/plan.py): each stage unit computes its
+    key from its ``material(...)`` as in a run and gets back a directory named by that key, in which
+    nothing is computed, written or read."""
+
+    def run(self, stage: str, label: str, material: dict, compute: Callable[[Path], None]) -> Path:
+        return PLANNED / stage / digest(material)
+
+
 @dataclass
 class StageEnv:
     """Where stages run: the stage cache, the ranks, the LLM services, the seed, the failure tolerance."""
 
-    stages: StageCache
+    stages: StageCache | PlannedStages
     dist: Dist
     hub: Any  # moloch_exp.connections.ServiceHub (None for stages without LLM calls)
     seed: int
     tolerance: FailureTolerance = field(default_factory=FailureTolerance)
+
+    @property
+    def planning(self) -> bool:
+        """Stages are only keyed (the cell's plan), not run: no artifact has files to read."""
+        return isinstance(self.stages, PlannedStages)
 
 
 @dataclass(frozen=True)

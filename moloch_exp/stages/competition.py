@@ -24,18 +24,18 @@ reuses the N rounds a run before it computed. Only stage units are called here: 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from moloch_exp.errors import ConfigError
 from moloch_exp.evaluation.stats import fisher_p
 from moloch_exp.protocols import Builder
 from moloch_exp.results import RoundResult, RoundsResult
 from moloch_exp.stages import build, collect, evaluate, generate, train
+from moloch_exp.stages.artifacts import CellArtifacts, Round
 from moloch_exp.stages.base import StageEnv
-from moloch_exp.stages.collect import Collected
-from moloch_exp.stages.generate import Generated
-from moloch_exp.stages.prepare import Prepared
-from moloch_exp.stages.train import Trained
+
+if TYPE_CHECKING:  # components.py holds a Competition
+    from moloch_exp.stages.components import CellComponents
 
 OPPONENTS = ("self", "previous")
 INITS = ("previous", "base")
@@ -73,51 +73,39 @@ def agent_name(method: str, number: int) -> str:
     return "base" if number == 0 else method if number == 1 else f"{method}_r{number}"
 
 
-@dataclass
-class Round:
-    """What one round left behind (round 1: the cell's own stages)."""
-
-    number: int
-    name: str
-    collected: Collected
-    trained: Trained
-    generated: Generated
-    win_rate: dict[str, dict] = field(default_factory=dict)  # "<a>_vs_<b>" → head-to-head summary
-
-
-def later_rounds(env: StageEnv, competition: Competition, first: Round, *, method: str, builder: Builder,
-                 prepared: Prepared, base: Generated, task, model, generator, trainer, audience, k: int,
-                 cache_dir: str, keep: Callable = lambda artifact: artifact) -> list[Round]:
-    """Rounds 2..N after the cell's own round 1 (``first``); ``base``: the base model's test outputs;
-    ``keep``: called with every finished artifact (the cell records their keys)."""
-    done: list[Round] = []
-    prev = first
-    for r in range(2, competition.rounds + 1):
+def later_rounds(env: StageEnv, c: "CellComponents", k: int, done: CellArtifacts) -> None:
+    """Rounds 2..N after the cell's own round 1 (``done.rounds[0]``), against the base model's test outputs
+    (``done.generated["base"]``): each round's artifacts go into ``done`` (its round, build, adapter,
+    outputs and its two head-to-heads), in the order they run."""
+    comp, method, prepared = c.competition, c.method.name, done.prepared
+    prev = done.rounds[0]
+    for r in range(2, comp.rounds + 1):
         name = agent_name(method, r)
         agent = prev.trained.adapter()
-        opponent = prev.collected if competition.opponent == "previous" else None
-        collected = keep(collect.run(env, prepared=prepared, task=task, generator=generator, audience=audience,
-                                     k=1 if opponent else k, adapter=agent, opponent=opponent, label=f"collect_r{r}"))
-        built = keep(build.run(env, name=method, builder=builder, task=task, collected=collected,
-                               prepared=prepared, label=f"build_{name}"))
-        trained = keep(train.run(env, name=name, built=built, model=model, trainer=trainer, cache_dir=cache_dir,
-                                 collected=collected, init=agent if competition.init == "previous" else None,
-                                 label=f"train_{name}", release_memory=generator.close))
-        generated = keep(generate.run(env, name=name, prepared=prepared, task=task, generator=generator,
-                                      adapter=trained.adapter()))
-        rnd = Round(r, name, collected, trained, generated)
-        for a, gen_a in (("base", base), (prev.name, prev.generated)):
-            pair = f"{a}_vs_{name}"
-            rnd.win_rate[pair] = keep(evaluate.run(env, a=(a, gen_a), b=(name, generated), audience=audience,
-                                                   task=task)).summary()
-        done.append(rnd)
+        opponent = prev.collected if comp.opponent == "previous" else None
+        collected = done.keep(collect.run(env, prepared=prepared, task=c.task, generator=c.generator,
+                                          audience=c.audience, k=1 if opponent else k, adapter=agent,
+                                          opponent=opponent, label=f"collect_r{r}"))
+        built = done.built[name] = done.keep(build.run(env, name=method, builder=c.method.builder, task=c.task,
+                                                       collected=collected, prepared=prepared, label=f"build_{name}"))
+        trained = done.trained[name] = done.keep(train.run(
+            env, name=name, built=built, model=c.model, trainer=c.trainer, cache_dir=str(c.generator.cache_dir),
+            collected=collected, init=agent if comp.init == "previous" else None, label=f"train_{name}",
+            release_memory=c.generator.close))
+        generated = done.generated[name] = done.keep(generate.run(env, name=name, prepared=prepared, task=c.task,
+                                                                  generator=c.generator, adapter=trained.adapter()))
+        rnd = Round(r, name, collected, 2 if opponent else k, trained, generated)
+        for a, gen_a in (("base", done.generated["base"]), (prev.name, prev.generated)):
+            done.evaluated[(a, name)] = done.keep(evaluate.run(env, a=(a, gen_a), b=(name, generated),
+                                                               audience=c.audience, task=c.task))
+        done.rounds.append(rnd)
         prev = rnd
-    return done
 
 
-def rounds_result(rounds: list[Round], task_summaries: dict[str, dict[str, dict]], competition: Competition,
-              method: str) -> RoundsResult:
-    """Round 0 (base) and every round's win rates and task-probe rates, with Fisher p against base."""
+def rounds_result(rounds: list[Round], win_rate: dict[str, dict], task_summaries: dict[str, dict[str, dict]],
+                  competition: Competition, method: str) -> RoundsResult:
+    """Round 0 (base) and every round's win rates (``win_rate``: "<a>_vs_<b>" → head-to-head summary) and
+    task-probe rates, with Fisher p against base."""
     def probe_row(summaries: dict[str, dict], agent: str) -> dict:
         s, b = summaries[agent], summaries.get("base")
         test = fisher_p(s["flagged"], s["n"], b["flagged"], b["n"]) if b is not None and agent != "base" else None
@@ -130,8 +118,8 @@ def rounds_result(rounds: list[Round], task_summaries: dict[str, dict[str, dict]
                                {n: probe_row(per, "base") for n, per in task_summaries.items()}))
     prev = "base"
     for rnd in rounds:
-        wr = {"vs_base": rnd.win_rate.get(f"base_vs_{rnd.name}"),
-              "vs_previous": rnd.win_rate.get(f"{prev}_vs_{rnd.name}") if rnd.number > 1 else None}
+        wr = {"vs_base": win_rate.get(f"base_vs_{rnd.name}"),
+              "vs_previous": win_rate.get(f"{prev}_vs_{rnd.name}") if rnd.number > 1 else None}
         out.append(RoundResult(rnd.number, rnd.name, wr,
                                {n: probe_row(per, rnd.name) for n, per in task_summaries.items()}))
         prev = rnd.name

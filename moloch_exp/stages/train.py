@@ -45,8 +45,8 @@ def run(env: StageEnv, *, name: str, built: Built, model, trainer: Trainer, cach
     """``init``: continue training this adapter (later rounds); ``release_memory``: called just before
     training (e.g. the generator drops its model; it reloads in seconds)."""
     label = label or f"train_{name}"
-    examples = built.examples()
-    if not examples:  # before any lock or partial directory: nothing to train on
+    examples = None if env.planning else built.examples()  # a planned build has a key, no files
+    if examples is not None and not examples:  # before any lock or partial directory: nothing to train on
         raise StageError(empty_cause(name, built, collected))
 
     def compute(work: Path) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moloch_exp.errors import ConfigError, DataError
+from moloch_exp.prompts.project import ProjectPrompts
 from moloch_exp.records import Anchor
 from moloch_exp.tasks.extraction import Extraction, extract
 from moloch_exp.tasks.sources import FIELD_TYPES, SOURCES, load_split, to_anchors, validate_records
@@ -57,8 +58,6 @@ class Task:
 
     def __post_init__(self) -> None:
         if self.prompts is None:
-            from moloch_exp.prompts.project import ProjectPrompts
-
             self.prompts = ProjectPrompts()
         if self.source not in SOURCES:
             raise ConfigError(f"unknown task.source '{self.source}' (choose from {', '.join(SOURCES)})")

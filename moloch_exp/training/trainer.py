@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from moloch_exp.agents.model_source import ModelSource, free_torch_memory, resolve_dtype
+from moloch_exp.agents.model_source import ModelSource
+from moloch_exp.agents.torch_runtime import free_torch_memory, resolve_dtype
 from moloch_exp.errors import ConfigError, StageError
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def _coerce(cls, value, what: str):
         return cls()
     if isinstance(value, cls):
         return value
-    data = dict(value)  # dict or OmegaConf DictConfig
+    data = dict(value)  # a mapping (pipeline.build passes plain dicts: _convert_="all")
     allowed = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - allowed)
     if unknown:

@@ -30,13 +30,13 @@ def _service(api, batch: bool) -> LLMService:
                       client={"concurrency": 8, "progress": False, "backoff_initial_s": 0.05})
 
 
-def _collect(o: dict, root: Path, service: LLMService, tolerance: float = 0.0):
-    o["audience"].service = service
+def _collect(o, root: Path, service: LLMService, tolerance: float = 0.0):
+    o.audience.service = service
     with ServiceHub(ResponseCache(root / "llm_cache.sqlite"), Ledger(), None, root / "logs") as hub:
         env = StageEnv(StageCache(root, root / "out", Dist()), Dist(), hub, seed=0,
                        tolerance=FailureTolerance(collect=tolerance))
-        prepared = prepare.run(env, task=o["task"], n_train=3, n_test=1)
-        return collect.run(env, prepared=prepared, task=o["task"], generator=o["generator"], audience=o["audience"],
+        prepared = prepare.run(env, task=o.task, n_train=3, n_test=1)
+        return collect.run(env, prepared=prepared, task=o.task, generator=o.generator, audience=o.audience,
                            k=2)
 
 
@@ -44,7 +44,7 @@ def _collect(o: dict, root: Path, service: LLMService, tolerance: float = 0.0):
 def test_failed_batch_lines_stop_the_stage_and_the_rerun_sends_only_them(cache_dir, tmp_path):
     cfg = compose([*SMALL, f"paths.cache_dir={cache_dir}"], tmp_path)
     o = build_objects(cfg)
-    o["model"].materialize(cache_dir)
+    o.model.materialize(cache_dir)
     root = tmp_path / "run"
     with FakeOpenAI(batch_validating_s=0.05, batch_line_s=0.0, batch_finalizing_s=0.05, batch_fail_share=0.3,
                     latency_s=0.01) as api:

@@ -31,22 +31,22 @@ SMALL = ["model=tiny", "task=sales", "anchors.n_train=2", "anchors.n_test=1", "a
 def parts(proxy, cache_dir, tmp_path):
     cfg = compose([*SMALL, f"paths.cache_dir={cache_dir}"], tmp_path)
     o = build_objects(cfg)
-    o["model"].materialize(cache_dir)
+    o.model.materialize(cache_dir)
     # The audience behind the proxy: one call at a time, one retry, so the counts are exact.
-    o["audience"].service = LLMService(model="smollm2", base_url=proxy.base_url, structured_output="llamacpp",
-                                       client={"concurrency": 1, "timeout_s": 60, "max_retries": 1,
-                                               "backoff_initial_s": 0.05, "backoff_max_s": 0.1, "progress": False})
+    o.audience.service = LLMService(model="smollm2", base_url=proxy.base_url, structured_output="llamacpp",
+                                    client={"concurrency": 1, "timeout_s": 60, "max_retries": 1,
+                                            "backoff_initial_s": 0.05, "backoff_max_s": 0.1, "progress": False})
     return o
 
 
-def run_collect(o: dict, root: Path, tolerance: float = 0.0):
+def run_collect(o, root: Path, tolerance: float = 0.0):
     """One run: its own stage cache and response cache under ``root`` (kept between runs)."""
     cache = ResponseCache(root / "llm_cache.sqlite")
     with ServiceHub(cache, Ledger(), None, root / "logs") as hub:
         env = StageEnv(StageCache(root, root / "out", Dist()), Dist(), hub, seed=0,
                        tolerance=FailureTolerance(collect=tolerance))
-        prepared = prepare.run(env, task=o["task"], n_train=2, n_test=1)
-        return collect.run(env, prepared=prepared, task=o["task"], generator=o["generator"], audience=o["audience"],
+        prepared = prepare.run(env, task=o.task, n_train=2, n_test=1)
+        return collect.run(env, prepared=prepared, task=o.task, generator=o.generator, audience=o.audience,
                            k=2), len(cache)
 
 
@@ -89,9 +89,9 @@ def test_tolerated_failures_are_counted_and_an_empty_build_names_them(parts, pro
     stats = coll.stats()
     assert stats["failed_votes"] == stats["votes"] == sum(v.status == "failed" for v in coll.votes()) == 4
     env = StageEnv(StageCache(tmp_path / "tolerant", tmp_path / "out", Dist()), Dist(), None, seed=0)
-    built = build.run(env, name="rft", builder=parts["method"].builder, task=parts["task"], collected=coll)
+    built = build.run(env, name="rft", builder=parts.method.builder, task=parts.task, collected=coll)
     with pytest.raises(StageError) as err:
-        train.run(env, name="rft", built=built, model=parts["model"], trainer=parts["trainer"],
+        train.run(env, name="rft", built=built, model=parts.model, trainer=parts.trainer,
                   cache_dir=str(tmp_path), collected=coll)
     assert f"{stats['votes']} votes: {stats['votes']} failed, 0 invalid" in str(err.value)
     assert not (tmp_path / "tolerant" / "stages" / "train").exists()

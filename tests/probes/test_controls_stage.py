@@ -1,5 +1,5 @@
 """The controls stage unit with a real judge (SmolLM2 on llama.cpp): em_first_plot's controls scored
-through the EM probe's own judging, a yes/no probe's through YesNoProbe.run; a finished stage is
+through the EM probe's own judging (EMFirstPlotProbe.judge_answers), a yes/no probe's through YesNoProbe.run; a finished stage is
 reused without a call, and the threshold applies when the result is read."""
 from __future__ import annotations
 
@@ -32,16 +32,16 @@ def test_controls_stage_scores_em_and_yes_no_controls_and_is_reused(judge, tmp_p
     probes = {"em_first_plot": EMFirstPlotProbe(n_samples=1, max_questions=1),
               "populism": YesNoProbe(**{k: v for k, v in cfg.items() if k != "_target_"})}
     sizes = {"em_first_plot": len(ctl.load_em_controls()), "populism": len(ctl.load_yes_no_controls("populism"))}
-    assert all(controls.has_controls(n, p) for n, p in probes.items())
+    assert all(p.controls() is not None for p in probes.values())  # the probes declare their controls
     ledger = Ledger()
     with ServiceHub(None, ledger, None, tmp_path / "logs") as hub:
         env = env_for(tmp_path, hub)
         for name, p in probes.items():
             done = controls.run(env, name=name, probe=p, judge=judge)
-            score = done.score(name, p, min_accuracy=0.8)
+            score = done.score(p.controls(), min_accuracy=0.8)
             assert score.n + score.missing == sizes[name]
             assert score.flagged == (score.accuracy is None or score.accuracy < 0.8)
-            assert done.score(name, p, min_accuracy=0.0).flagged == (score.accuracy is None)
+            assert done.score(p.controls(), min_accuracy=0.0).flagged == (score.accuracy is None)
             print(score.in_words())  # the tiny judge's accuracy, for the record (pytest -s)
         calls = ledger.to_dict()["calls"]
         assert calls >= 2 * sizes["em_first_plot"] + sizes["populism"]  # alignment + coherence per EM control

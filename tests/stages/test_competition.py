@@ -25,7 +25,7 @@ from moloch_exp.report.sweep import summarize_sweep
 from moloch_exp.results import RoundsResult
 from moloch_exp.stages import collect, train
 from moloch_exp.stages.base import Adapter
-from moloch_exp.stages.cell import Settings
+from moloch_exp.stages.components import Settings
 from moloch_exp.stages.collect import Collected
 from moloch_exp.stages.competition import Competition
 from test_stage_units import env_at
@@ -40,7 +40,7 @@ def test_bad_competition_settings_are_config_errors(kwargs, msg):
 
 def test_more_rounds_need_a_method_trained_on_votes(tmp_path):
     Competition(rounds=1).check("base", None)
-    narrow = build_objects(compose(["model=tiny", "method=narrow_sft"], tmp_path))["method"]
+    narrow = build_objects(compose(["model=tiny", "method=narrow_sft"], tmp_path)).method
     for name, builder in (("base", None), ("narrow_sft", narrow.builder)):
         with pytest.raises(ConfigError, match=f"competition.rounds=2 needs .* not method={name}"):
             Competition(rounds=2).check(name, builder)
@@ -74,14 +74,14 @@ def test_round_one_keys_are_the_keys_of_a_single_round(tmp_path):
     round 1's key material, so caches of single-round runs are reused."""
     o = build_objects(compose(["model=tiny", "task=sales", "competition.rounds=3"], tmp_path))
     prep = collect.Prepared("prepare", "prepare", Path("/nonexistent/p"))
-    m = collect.material(prep, o["task"], o["generator"], o["audience"], 2, 0)
+    m = collect.material(prep, o.task, o.generator, o.audience, 2, 0)
     assert set(m) == {"prepare", "generator", "task", "k", "audience", "seed"}
-    later = collect.material(prep, o["task"], o["generator"], o["audience"], 1, 0, Adapter("/a", "A"),
+    later = collect.material(prep, o.task, o.generator, o.audience, 1, 0, Adapter("/a", "A"),
                              collection(env_at(tmp_path), "collect", []))
     assert later["adapter"] == "A" and "opponent" in later
     built = train.Built("build", "build_rft", Path("/nonexistent/b"))
-    assert "init" not in train.material(built, o["model"], o["trainer"])
-    assert train.material(built, o["model"], o["trainer"], Adapter("/a", "A"))["init"] == "A"
+    assert "init" not in train.material(built, o.model, o.trainer)
+    assert train.material(built, o.model, o.trainer, Adapter("/a", "A"))["init"] == "A"
 
 
 def grid_jobs(args: list[str]) -> list[list[str]]:
@@ -97,17 +97,17 @@ def test_grid_of_methods_and_rounds_selects_each_methods_trainer(tmp_path):
     for job in jobs:
         cfg = compose(["model=tiny", "task=sales", f"paths.cache_dir={tmp_path}", *job], tmp_path)
         o = build_objects(cfg)
-        assert o["competition"].rounds == 3
+        assert o.competition.rounds == 3
         preflight_without_services(o)
-        trainers[o["method"].name] = type(o["trainer"]).__name__
+        trainers[o.method.name] = type(o.trainer).__name__
     assert trainers == {"rft": "LoraSFTTrainer", "tfb": "LoraSFTTrainer", "dpo": "LoraDPOTrainer"}
 
 
 def preflight_without_services(o: dict) -> None:
     """The config checks of pipeline.preflight that need no running service."""
-    o["method"].builders()
-    o["competition"].check(o["method"].name, o["method"].builder)
-    assert o["method"].builder.example_format == o["trainer"].example_format
+    o.method.builders()
+    o.competition.check(o.method.name, o.method.builder)
+    assert o.method.builder.example_format == o.trainer.example_format
 
 
 def test_dpo_pairs_with_an_sft_trainer_stop_in_preflight(tmp_path):

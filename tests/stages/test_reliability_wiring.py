@@ -29,33 +29,33 @@ from moloch_exp.report.trackers import flat_metrics
 from moloch_exp.results import ProbeChangesResult, ReliabilityResult
 from moloch_exp.stage_cache import digest
 from moloch_exp.stages import collect
-from moloch_exp.stages.cell import Settings
+from moloch_exp.stages.components import Settings
 from moloch_exp.stages.prepare import Prepared
 
 
 def collect_key(o: dict, cfg, polling) -> str:
     prep = Prepared("prepare", "prepare", Path("/nonexistent/p"))
-    return digest(collect.material(prep, o["task"], o["generator"], o["audience"], 2, cfg.seed, polling=polling))
+    return digest(collect.material(prep, o.task, o.generator, o.audience, 2, cfg.seed, polling=polling))
 
 
 def test_collect_polling_option_builds_the_rule_and_keys_the_collection(tmp_path):
     full_cfg = compose(["model=tiny"], tmp_path)
     full = build_objects(full_cfg)
-    assert full["polling"] == FullPolling()
+    assert full.polling == FullPolling()
     # full polling keeps the key a collection always had
-    assert collect_key(full, full_cfg, full["polling"]) == collect_key(full, full_cfg, None)
+    assert collect_key(full, full_cfg, full.polling) == collect_key(full, full_cfg, None)
     keys = {}
     for name in ("adaptive", "exact"):
         cfg = compose(["model=tiny", f"collect.polling={name}"], tmp_path)
         o = build_objects(cfg)
-        assert o["polling"] == ExactPolling()
-        keys[name] = collect_key(o, cfg, o["polling"])
+        assert o.polling == ExactPolling()
+        keys[name] = collect_key(o, cfg, o.polling)
     assert keys["adaptive"] == keys["exact"] != collect_key(full, full_cfg, None)
     cfg = compose(["model=tiny", "collect.polling=sequential", "collect.polling_rule.confidence=0.99",
                    "collect.polling_rule.min_votes=6"], tmp_path)
     o = build_objects(cfg)
-    assert o["polling"] == SequentialPolling(confidence=0.99, min_votes=6)
-    assert collect_key(o, cfg, o["polling"]) not in set(keys.values())
+    assert o.polling == SequentialPolling(confidence=0.99, min_votes=6)
+    assert collect_key(o, cfg, o.polling) not in set(keys.values())
     for bad, words in ((["collect.polling=sometimes"], "collect.polling='sometimes'"),
                        (["collect.polling=sequential", "collect.polling_rule.confidence=1.5"], "confidence")):
         with pytest.raises((ConfigError, InstantiationException)) as err:
@@ -103,10 +103,10 @@ def test_preflight_counts_retest_votes_control_and_judge2_judgments(tmp_path, pa
 
 def test_paper_experiment_judges_every_control_and_retests_a_share_with_a_floor(tmp_path):
     o = build_objects(compose(["model=tiny", "experiment=paper", "task=elections"], tmp_path))
-    rel = o["reliability"]
+    rel = o.reliability
     assert (rel.retest_share, rel.retest_min_matches, rel.controls_per_probe) == (0.05, 10, None)
     assert [rel.retest_matches(n) for n in (4, 100, 1024, 4096)] == [4, 10, 52, 205]
-    default = build_objects(compose(["model=tiny"], tmp_path))["reliability"]
+    default = build_objects(compose(["model=tiny"], tmp_path)).reliability
     assert default.controls_per_probe == 12 and default.retest_matches(4) == 2
     for bad, words in ((["audience_reliability.retest_share=1.5"], "retest_share must be within [0, 1]"),
                        (["audience_reliability.retest_min_matches=-1"], "retest_min_matches must be >= 0"),

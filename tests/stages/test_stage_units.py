@@ -36,28 +36,28 @@ def cell_keys(overrides: list[str], tmp: Path) -> dict[str, str]:
     cfg = compose(["model=tiny", *overrides], tmp)
     o = build_objects(cfg)
     s = cfg.anchors
-    keys = {"prepare": digest(prepare.material(o["task"], s.n_train, s.n_test))}
+    keys = {"prepare": digest(prepare.material(o.task, s.n_train, s.n_test))}
     prep = artifact(Prepared, "prepare", keys["prepare"])
-    keys["collect"] = digest(collect.material(prep, o["task"], o["generator"], o["audience"],
+    keys["collect"] = digest(collect.material(prep, o.task, o.generator, o.audience,
                                               cfg.collect.candidates_per_anchor, cfg.seed))
     coll = artifact(Collected, "collect", keys["collect"])
     adapters = {"base": None}
-    for name, builder in o["method"].builders().items():
+    for name, builder in o.method.builders().items():
         keys[f"build_{name}"] = digest(build.material(builder, coll))
         keys[f"train_{name}"] = digest(train.material(artifact(build.Built, "build", keys[f"build_{name}"]),
-                                                      o["model"], o["trainer"]))
+                                                      o.model, o.trainer))
         adapters[name] = Adapter(f"{FAKE}/{keys[f'train_{name}']}/adapter", keys[f"train_{name}"])
     gens = {}
-    for name in o["method"].methods:
-        keys[f"generate_{name}"] = digest(generate.material(prep, o["task"], o["generator"], adapters[name], cfg.seed))
+    for name in o.method.methods:
+        keys[f"generate_{name}"] = digest(generate.material(prep, o.task, o.generator, adapters[name], cfg.seed))
         gens[name] = artifact(Generated, "generate", keys[f"generate_{name}"])
-    for a, b in o["method"].pairs:
-        keys[f"evaluate_{a}_vs_{b}"] = digest(evaluate.material(gens[a], gens[b], o["audience"], o["task"], cfg.seed))
-    for pname, p in o["probes"].items():
-        for m in o["method"].methods:
+    for a, b in o.method.pairs:
+        keys[f"evaluate_{a}_vs_{b}"] = digest(evaluate.material(gens[a], gens[b], o.audience, o.task, cfg.seed))
+    for pname, p in o.probes.items():
+        for m in o.method.methods:
             keys[f"probe_{pname}_{m}"] = digest(
-                probe.model_material(p, o["model"], adapters[m], o["judge"], cfg.seed) if p.kind == "model"
-                else probe.task_material(p, gens[m], o["judge"], cfg.seed))
+                probe.model_material(p, o.model, adapters[m], o.judge, cfg.seed) if p.kind == "model"
+                else probe.task_material(p, gens[m], o.judge, cfg.seed))
     return keys
 
 
@@ -150,13 +150,13 @@ def test_empty_build_stops_before_training_naming_the_cause(statuses, choices, e
     votes = [Vote("collect:a1", "a1", f"v{i}", [0, 1], i, st, "t", ch) for i, (st, ch) in enumerate(zip(statuses, choices))]
     stats = STATS | {"failed_votes": statuses.count("failed"), "invalid_votes": statuses.count("invalid")}
     coll = synthetic_collection(env, votes, stats)
-    built = build.run(env, name="rft", builder=o["method"].builder, task=o["task"], collected=coll)
+    built = build.run(env, name="rft", builder=o.method.builder, task=o.task, collected=coll)
     if expect is None:
         assert built.examples()
         return
     assert built.examples() == []
     with pytest.raises(StageError) as err:
-        train.run(env, name="rft", built=built, model=o["model"], trainer=o["trainer"], cache_dir=str(tmp_path),
+        train.run(env, name="rft", built=built, model=o.model, trainer=o.trainer, cache_dir=str(tmp_path),
                   collected=coll)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("rft: no training examples") and expect in msg
@@ -184,14 +184,14 @@ def test_configured_components_offer_their_protocol_members(method, trainer, tmp
     cfg = compose(["model=tiny", "task=elections", f"method={method}", f"trainer={trainer}",
                    "probe=[em_first_plot,em_predictive,economic_stance]"], tmp_path)
     o = build_objects(cfg)
-    assert isinstance(o["method"].builder, Builder) and isinstance(o["trainer"], Trainer)
-    assert isinstance(o["audience"], AudienceBackend)
-    kinds = {name: p.kind for name, p in o["probes"].items()}
+    assert isinstance(o.method.builder, Builder) and isinstance(o.trainer, Trainer)
+    assert isinstance(o.audience, AudienceBackend)
+    kinds = {name: p.kind for name, p in o.probes.items()}
     assert kinds == {"disinformation": "task", "populism": "task", "em_first_plot": "model",
                      "em_predictive": "model", "economic_stance": "model"}
-    for p in o["probes"].values():
+    for p in o.probes.values():
         assert isinstance(p, ModelProbe if p.kind == "model" else TaskProbe)
-    builders = o["method"].builders()
+    builders = o.method.builders()
     assert list(builders) == {"rft": ["rft"], "tfb": ["tfb", "rft"], "narrow_sft": ["narrow_sft"], "dpo": ["dpo"],
                               "kto": ["kto"]}[method]
 
@@ -201,4 +201,4 @@ def test_a_comparison_the_builder_does_not_include_is_a_config_error(tmp_path):
 
     cfg = compose(["model=tiny", "method=rft", "method.compare_against=[base,tfb]"], tmp_path)
     with pytest.raises(ConfigError, match="cannot compare against 'tfb'"):
-        build_objects(cfg)["method"].builders()
+        build_objects(cfg).method.builders()

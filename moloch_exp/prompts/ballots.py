@@ -1,4 +1,4 @@
-"""Parse a voter's answer (judge answers: moloch_exp/probes/judge.py): JSON (structured output) first, then tags; never guess.
+"""Parse a voter's answer (judge answers: moloch_exp/prompts/judgments.py): JSON (structured output) first, then tags; never guess.
 
 A ballot is valid only when it names exactly one of the offered labels. Anything else raises
 ValueError, which the LLM client turns into a retry and finally an *invalid* vote.

@@ -1,7 +1,7 @@
 """The ``labels`` block of results.json (what people found about the judges) and how it is shown:
 cell table rows, sentences, tracker metrics, the report.html section and the sweep summary's part.
 
-    from moloch_exp.label.results import LabelsResult, labels_section_html
+    from moloch_exp.report.labels import LabelsResult, labels_section_html
     res = LabelsResult.from_json(results["labels"])
     res.table_rows(); res.sentences(); res.sweep_fields("misrepresentation", "rft")
 

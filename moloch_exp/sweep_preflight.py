@@ -31,7 +31,10 @@ from tqdm.auto import tqdm
 
 from moloch_exp.errors import UserError
 from moloch_exp.io import write_json
+from moloch_exp.pipeline import build, cell_estimate, user_error_in
 from moloch_exp.report.cost_estimate import CostEstimate, Totals, grid_total
+from moloch_exp.report.preflight import check_budget
+from moloch_exp.report.tables import print_table
 
 log = logging.getLogger(__name__)
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # the default sweeper's config target
@@ -65,13 +68,11 @@ def job_config(config: DictConfig, config_name: str | None, overrides: list[str]
 
 def estimate_job(cfg: DictConfig, memo: dict) -> CostEstimate:
     """Build the job's objects and estimate it, with ``${hydra:...}`` resolved against the job's own config."""
-    from moloch_exp import pipeline  # imported here: the pipeline imports this package's modules
-
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
     hydra_config.set_config(cfg)
     try:
-        return pipeline.cell_estimate(cfg, pipeline.build(cfg), memo)
+        return cell_estimate(cfg, build(cfg), memo)
     finally:
         hydra_config.cfg = before  # as hydra.core.utils.run_job leaves it
 
@@ -80,8 +81,6 @@ def grid_estimate(config: DictConfig, config_name: str | None) -> tuple[list[dic
     """Every job's estimate (or the one line saying why it has none), and the grid's total: the work of
     every cell, a stage that several cells share (one collection for rft and tfb, base's outputs and
     probes, the judge controls) counted once, as the stage cache will run it once."""
-    from moloch_exp.pipeline import user_error_in
-
     jobs, memo, rows = sweep_jobs(config), {}, []
     swept = [o.split("=", 1)[0] for o in _swept(config)]
     for num, overrides in enumerate(tqdm(jobs, desc="sweep pre-flight", unit="cell", leave=False)):
@@ -107,8 +106,6 @@ def _swept(config: DictConfig) -> list[str]:
 
 
 def print_grid(rows: list[dict], total: Totals, remaining: Totals, title: str) -> None:
-    from moloch_exp.report.tables import print_table
-
     table = [[str(r["num"]), r["cell"], *(r["totals"].cells() if "totals" in r else ["-"] * 4 + ["no estimate"])]
              for r in rows]
     missing = sum("totals" not in r for r in rows)
@@ -125,8 +122,6 @@ class SweepPreflightCallback(Callback):
     """conf/hydra/default.yaml: the grid's estimate before any job is submitted (see the module doc)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from moloch_exp.report.preflight import check_budget
-
         target = OmegaConf.select(config, "hydra.sweeper._target_")
         if target != BASIC_SWEEPER:
             log.warning("sweep pre-flight skipped: it enumerates the basic sweeper's jobs, not %s's", target)

@@ -1,0 +1,66 @@
+"""The pre-flight estimate is the cell's own plan (issue 21 item 3): on a cold cache, the calls it counts are
+the calls the cell makes, in total, per role and per stage kind, for rft, tfb, dpo and a 3-round race.
+
+`python run.py` (tiny model) with the audience and the judge on two loopback fakes of the hosted API
+(moloch_exp/testing/fake_openai; their /_stats count the calls at the server), the LLM response cache off
+(every request reaches a server) and no re-asks of unparseable answers (the estimate does not count those).
+Each part of the estimate names its stage's key: that stage's artifacts are in the stage cache under that
+key, and their rows (votes, retest votes, judgments not skipped) are the part's calls.
+
+    PYTHONPATH=$PWD python -m pytest tests/test_estimate_e2e.py -q -m e2e
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from moloch_exp.testing.fake_openai import FakeOpenAI
+from test_pipeline_e2e import TINY, results, run_app
+
+ROWS = {"collect": "votes.jsonl", "evaluate": "votes.jsonl", "reliability": "retest_votes.jsonl",
+        "probe": "judgments.jsonl", "controls": "judgments.jsonl"}
+
+
+def requests_in(stage_dir: Path) -> int:
+    """Requests a finished stage made: one per vote or yes/no judgment (skipped: none), two per EM row."""
+    stage = stage_dir.parent.name
+    rows = [json.loads(line) for line in (stage_dir / ROWS[stage]).read_text().splitlines()]
+    return sum(2 if "alignment_status" in r else r.get("status") != "skipped" for r in rows)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow  # four tiny cells with training: ~4 min measured on the busy 2-core machine
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("cell", [["task=elections", "method=rft"], ["task=elections", "method=tfb"],
+                                  ["task=sales", "method=dpo"],
+                                  ["task=sales", "method=rft", "competition.rounds=3", "competition.opponent=previous"]],
+                         ids=["rft", "tfb", "dpo", "race3"])
+def test_the_estimate_counts_the_calls_the_cell_makes(cell, tmp_path):
+    cache = tmp_path / "cache"  # cold: no stage, no response, no converted model
+    with FakeOpenAI(latency_s=0.0, jitter_s=0.0) as audience, FakeOpenAI(latency_s=0.0, jitter_s=0.0) as judge:
+        served = [f"{role}=openai_compatible" for role in ("audience", "judge")] + [
+            f"audience.service.base_url={audience.base_url}", "audience.service.model=gpt-4o-mini",
+            f"judge.service.base_url={judge.base_url}", "judge.service.model=gpt-4o"]
+        p = run_app(TINY + served + cell + ["llm.cache=false", "audience.invalid_retries=0",
+                                            "judge.invalid_retries=0"], cache, tmp_path / "out", timeout=1800)
+        assert p.returncode == 0, p.stderr[-3000:]
+        answered = {"audience": audience.stats()["answered"], "judge": judge.stats()["answered"]}
+    r = results(tmp_path / "out")
+    est = r["estimate"]
+    assert {e["status"] for e in r["stages"]} == {"computed"}  # a cold cache: every stage ran
+    assert est["calls"] == sum(answered.values()) == r["ledger"]["calls"] > 0
+    assert {role: t["calls"] for role, t in est["roles"].items()} == answered
+    planned = set()
+    for name, term in est["terms"].items():
+        made = 0
+        for part in term["stages"]:  # <stage>/<key>: the stage the cell ran under that key
+            stage_dir = cache / "stages" / part
+            assert (stage_dir / "DONE").is_file(), f"{name}: {part} was estimated but not run"
+            made += requests_in(stage_dir)
+            planned.add(part)
+        assert term["calls"] == made, name
+    # and every LLM stage the cell ran was in the estimate
+    ran = {f"{e['stage']}/{e['key']}" for e in r["stages"] if e["stage"] in ROWS}
+    assert ran == planned

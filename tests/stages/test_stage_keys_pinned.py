@@ -13,50 +13,62 @@ from __future__ import annotations
 import pytest
 
 from compose_helper import compose
+from moloch_exp.llm import llama_server
 from moloch_exp.pipeline import build, settings_of
 from moloch_exp.stages.plan import plan_cell
 
 #: python run.py  (task=sales model=smollm2 method=rft audience=local judge=local)
 DEFAULT_CELL = {
     "prepare": "0677281bd0138229",
-    "collect": "058cb310935e5fe0",
-    "build_rft": "83f06fcbd7e3eae9",
-    "train_rft": "b0ca3c2a9312274f",
+    "collect": "fcee6d293f8490b0",
+    "build_rft": "34be1b4237248207",
+    "train_rft": "664c757b445a27d6",
     "generate_base": "2aa29b2fc8858746",
-    "generate_rft": "f27e7ca826906728",
-    "evaluate_base_vs_rft": "7f60eda44fd77016",
-    "probe_misrepresentation_base": "988f43b35514c66e",
-    "probe_misrepresentation_rft": "bf4a7832a6e4852b",
-    "reliability_collect": "d1e4bb8b1379898f",
-    "reliability_evaluate_base_vs_rft": "8a83d5a8dda8224f",
-    "controls_misrepresentation": "ef9a4bb656965790",
+    "generate_rft": "4d5dd5d6e7d7d67a",
+    "evaluate_base_vs_rft": "cedfee53932332e4",
+    "probe_misrepresentation_base": "6a919b01219abf94",
+    "probe_misrepresentation_rft": "b73ed21e88bfe805",
+    "reliability_collect": "c053b528f48541f6",
+    "reliability_evaluate_base_vs_rft": "5aa0b0a27be1fb3e",
+    "controls_misrepresentation": "d996ba7d5b8c8b45",
 }
 
 #: python run.py task=elections method=tfb
 TFB_CELL = {
     "prepare": "87ad9b4eb1b0ffcb",
-    "collect": "6c64f0d1b8033b42",
-    "build_tfb": "2b67291c4c361744",
-    "train_tfb": "83ddab39ee9c4ae9",
-    "build_rft": "134643f17089ad5a",
-    "train_rft": "c2f1ea4272904525",
+    "collect": "9c5d056a14fb52d5",
+    "build_tfb": "ef8dce485b47f657",
+    "train_tfb": "f288a64c624ad0d7",
+    "build_rft": "87935b689a1635f2",
+    "train_rft": "4fa73f70549c9aac",
     "generate_base": "81e73460849dd58f",
-    "generate_rft": "f5a8bc276219b360",
-    "generate_tfb": "0ed54a7ae9969bfb",
-    "evaluate_base_vs_tfb": "65ef98a4a89d78ec",
-    "evaluate_rft_vs_tfb": "a166c3e1f17b64a5",
-    "probe_disinformation_base": "fd14c5f44396d048",
-    "probe_disinformation_rft": "bf1a8926974d2b14",
-    "probe_disinformation_tfb": "509431ffc4518cda",
-    "probe_populism_base": "d98ac6e13b5b60ec",
-    "probe_populism_rft": "107b8707d0e5e220",
-    "probe_populism_tfb": "ca08128f53c70510",
-    "reliability_collect": "1bca665e5a23891e",
-    "reliability_evaluate_base_vs_tfb": "b93e53a3870ab1be",
-    "reliability_evaluate_rft_vs_tfb": "b326d3a1605be8db",
-    "controls_disinformation": "9599b26b250cce9b",
-    "controls_populism": "0791838a2d85fad6",
+    "generate_rft": "372a9498cd898688",
+    "generate_tfb": "a87ceacc4f438a7d",
+    "evaluate_base_vs_tfb": "d2afbb3d57dbe107",
+    "evaluate_rft_vs_tfb": "dbdd34b8f4c5f376",
+    "probe_disinformation_base": "2934162510c7b8fe",
+    "probe_disinformation_rft": "4e41194d7b347f75",
+    "probe_disinformation_tfb": "cbf19b4442bc1152",
+    "probe_populism_base": "a98e49b3e8d1f009",
+    "probe_populism_rft": "63bdcd1b23c8ee9f",
+    "probe_populism_tfb": "362f03e222f7e7fb",
+    "reliability_collect": "9a791e9b93623a44",
+    "reliability_evaluate_base_vs_tfb": "92ca037f1003b273",
+    "reliability_evaluate_rft_vs_tfb": "75c85484fe5a7de3",
+    "controls_disinformation": "ecab1ba65487e973",
+    "controls_populism": "018e669b04c0fa5a",
 }
+
+
+#: The llama-server build the keys were computed under. The keys name the build (its source commit and the
+#: binary's digest), which a rebuild on another machine may change; the test holds the wiring, so it fixes the
+#: build it is computed for.
+PINNED_LLAMA_SERVER_BUILD = "0.5.0-dev-b1-0c1e570-f073fb3412d7"
+
+
+@pytest.fixture(autouse=True)
+def _fixed_llama_server_build(monkeypatch):
+    monkeypatch.setattr(llama_server, "build_id", lambda path=None: PINNED_LLAMA_SERVER_BUILD)
 
 
 def planned_keys(overrides: list[str], tmp_path) -> dict[str, str]:

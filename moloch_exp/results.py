@@ -101,9 +101,14 @@ class ProbeResult:
         return {"kind": self.kind, "result_type": f"{type(self).__module__}.{type(self).__qualname__}", **body}
 
 
+#: result_type of classes that moved (results.json written before moloch_exp/probes/em.py was split, issue 21)
+MOVED_RESULT_TYPES = {"moloch_exp.probes.em.EMProbeResult": "moloch_exp.probes.em.results.EMProbeResult",
+                      "moloch_exp.probes.em.StanceProbeResult": "moloch_exp.probes.stance.results.StanceProbeResult"}
+
+
 def probe_result_from_json(name: str, data: dict) -> ProbeResult:
     """Read one probe's entry of results.json back into its result class."""
-    module, _, cls = data["result_type"].rpartition(".")
+    module, _, cls = MOVED_RESULT_TYPES.get(data["result_type"], data["result_type"]).rpartition(".")
     return getattr(importlib.import_module(module), cls).from_json(name, data)
 
 

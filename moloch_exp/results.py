@@ -97,7 +97,8 @@ class ProbeResult:
         """The same judgments by the second judge (``judge@judge2``), those that exist; none when it did not run."""
         return []
 
-    def _tagged(self, body: dict) -> dict:
+    def tagged(self, body: dict) -> dict:
+        """``body`` with the kind and the result_type that read it back (:func:`probe_result_from_json`)."""
         return {"kind": self.kind, "result_type": f"{type(self).__module__}.{type(self).__qualname__}", **body}
 
 
@@ -167,7 +168,7 @@ class ModelProbeResult(ProbeResult):
         body: dict = dict(self.per_method)
         if self.comparison is not None:
             body["comparison"] = self.comparison
-        return self._tagged(body)
+        return self.tagged(body)
 
     @classmethod
     def from_json(cls, name: str, data: dict) -> "ModelProbeResult":

@@ -97,13 +97,19 @@ class ProbeResult:
         """The same judgments by the second judge (``judge@judge2``), those that exist; none when it did not run."""
         return []
 
-    def _tagged(self, body: dict) -> dict:
+    def tagged(self, body: dict) -> dict:
+        """``body`` with the kind and the result_type that read it back (:func:`probe_result_from_json`)."""
         return {"kind": self.kind, "result_type": f"{type(self).__module__}.{type(self).__qualname__}", **body}
+
+
+#: result_type of classes that moved (results.json written before moloch_exp/probes/em.py was split, issue 21)
+MOVED_RESULT_TYPES = {"moloch_exp.probes.em.EMProbeResult": "moloch_exp.probes.em.results.EMProbeResult",
+                      "moloch_exp.probes.em.StanceProbeResult": "moloch_exp.probes.stance.results.StanceProbeResult"}
 
 
 def probe_result_from_json(name: str, data: dict) -> ProbeResult:
     """Read one probe's entry of results.json back into its result class."""
-    module, _, cls = data["result_type"].rpartition(".")
+    module, _, cls = MOVED_RESULT_TYPES.get(data["result_type"], data["result_type"]).rpartition(".")
     return getattr(importlib.import_module(module), cls).from_json(name, data)
 
 
@@ -162,7 +168,7 @@ class ModelProbeResult(ProbeResult):
         body: dict = dict(self.per_method)
         if self.comparison is not None:
             body["comparison"] = self.comparison
-        return self._tagged(body)
+        return self.tagged(body)
 
     @classmethod
     def from_json(cls, name: str, data: dict) -> "ModelProbeResult":

@@ -39,7 +39,7 @@ def test_yes_no_controls_hold_40_clear_positives_negatives_and_incoherent_texts(
 
 
 def test_em_controls_hold_40_over_every_label_and_the_probes_own_questions():
-    from moloch_exp.probes.em import EMFirstPlotProbe
+    from moloch_exp.probes.em.first_plot import EMFirstPlotProbe
 
     controls = load_em_controls()
     assert len(controls) >= 40 and {c.label for c in controls} == set(EM_LABELS)
@@ -78,14 +78,15 @@ def test_controls_build_the_probes_own_prompts(probe):
 def test_em_items_build_the_em_probes_judge_requests(tmp_path):
     from types import SimpleNamespace
 
-    from moloch_exp.probes.em import ALIGNMENT_PROMPT, COHERENCE_PROMPT, EMFirstPlotProbe
+    from moloch_exp.probes.em.first_plot import EMFirstPlotProbe
+    from moloch_exp.probes.em.prompts import ALIGNMENT_PROMPT, COHERENCE_PROMPT
     from moloch_exp.probes.judge import Judge
 
     probe = EMFirstPlotProbe(structured_scores=False)
     controls = load_em_controls()
     ctx = SimpleNamespace(judge_client=None, judge=Judge(service=None), seed=0)
-    align = probe._judge_requests(ctx, "alignment", ALIGNMENT_PROMPT, em_items(controls))
-    coher = probe._judge_requests(ctx, "coherence", COHERENCE_PROMPT, em_items(controls))
+    align = probe.judge_requests(ctx, "alignment", ALIGNMENT_PROMPT, em_items(controls))
+    coher = probe.judge_requests(ctx, "coherence", COHERENCE_PROMPT, em_items(controls))
     for c, a, k in zip(controls, align, coher):
         assert c.question in a.messages_as_dicts()[-1]["content"] and c.answer in a.messages_as_dicts()[-1]["content"]
         assert c.answer in k.messages_as_dicts()[-1]["content"]

@@ -197,7 +197,7 @@ def yes_no_inputs(controls: Sequence[YesNoControl]) -> tuple[ControlReferenceTas
 
 
 def em_items(controls: Sequence[EMControl]) -> list[dict]:
-    """Items for the EM probes' judging (``_ScoredProbeMixin._judge``); ``sample_id`` = control id."""
+    """Items for the EM probes' judging (``EMFirstPlotProbe.judge_answers``); ``sample_id`` = control id."""
     return [{"sample_id": c.id, "question": c.question, "answer": c.answer} for c in controls]
 
 
@@ -314,7 +314,7 @@ class EMControlSet:
     """The EM probe's controls (question, answer, label), judged by the probe's own alignment and
     coherence judging (``EMFirstPlotProbe.judge_answers``) and read with its thresholds."""
 
-    probe: Any  # moloch_exp.probes.em.EMFirstPlotProbe
+    probe: Any  # moloch_exp.probes.em.first_plot.EMFirstPlotProbe
     path: Path
 
     def load(self) -> list[EMControl]:

@@ -144,7 +144,7 @@ class TaskProbeResult(ProbeResult):
                         mcnemar_method=self.mcnemar_method)
         body.update(n=self.n, flagged=self.flagged, invalid=self.invalid, failed=self.failed, skipped=self.skipped,
                     ci95=self.ci95)
-        return self._tagged(body)
+        return self.tagged(body)
 
     @classmethod
     def from_json(cls, name: str, data: dict) -> "TaskProbeResult":

@@ -35,7 +35,7 @@ class ProjectPrompts:
         return self  # no text here needs a tokenizer
 
     def agent_messages(self, task: Any, anchor: Anchor) -> list[dict]:
-        fields = task._fields(anchor)
+        fields = task.text_fields(anchor)
         return [{"role": "system", "content": task.agent_system.format(tag=task.message_tag).strip()},
                 {"role": "user", "content": task.agent_user.format(**fields).strip()}]
 

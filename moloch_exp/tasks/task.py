@@ -110,7 +110,8 @@ class Task:
             anchors = self.context_fit.apply(self, anchors, where)
         return anchors, where
 
-    def _fields(self, anchor: Anchor) -> dict[str, str]:
+    def text_fields(self, anchor: Anchor) -> dict[str, str]:
+        """The anchor's fields as the text the prompt templates fill in."""
         return {k: _as_text(v) for k, v in anchor.fields.items()}
 
     # agent -------------------------------------------------------------------------------
@@ -136,4 +137,4 @@ class Task:
 
     # judges ------------------------------------------------------------------------------
     def judge_reference(self, anchor: Anchor) -> str:
-        return self.judge_context.format(**self._fields(anchor)).strip()
+        return self.judge_context.format(**self.text_fields(anchor)).strip()

@@ -47,7 +47,7 @@ from moloch_exp.errors import ConfigError, DataError, StageError
 from moloch_exp.records import Anchor, Candidate, Vote
 
 from .builders import outcomes
-from .trainer import LoraSettings, LoraSFTTrainer, TrainSettings, _coerce
+from .trainer import LoraSettings, LoraSFTTrainer, TrainSettings, settings_from
 
 if TYPE_CHECKING:
     from moloch_exp.protocols import Builder
@@ -97,8 +97,8 @@ class LoraDPOTrainer(LoraSFTTrainer):
     example_format = "preference"
 
     def __init__(self, lora: LoraSettings | dict | None = None, args: DPOSettings | dict | None = None):
-        self.lora = _coerce(LoraSettings, lora, "LoRA")
-        self.args = _coerce(DPOSettings, args, "DPO training")
+        self.lora = settings_from(LoraSettings, lora, "LoRA")
+        self.args = settings_from(DPOSettings, args, "DPO training")
         if isinstance(self.args.loss_type, str):
             self.args.loss_type = [self.args.loss_type]
         self.args.loss_type = list(self.args.loss_type)

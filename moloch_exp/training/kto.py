@@ -57,7 +57,7 @@ from moloch_exp.errors import ConfigError, DataError, StageError
 from moloch_exp.records import Anchor, Candidate, Vote
 
 from .dpo import DPOPairBuilder
-from .trainer import LoraSettings, LoraSFTTrainer, TrainSettings, _coerce
+from .trainer import LoraSettings, LoraSFTTrainer, TrainSettings, settings_from
 
 if TYPE_CHECKING:
     from moloch_exp.protocols import Builder
@@ -132,8 +132,8 @@ class LoraKTOTrainer(LoraSFTTrainer):
     cpu_micro_batch = KTO_CPU_MICRO_BATCH
 
     def __init__(self, lora: LoraSettings | dict | None = None, args: KTOSettings | dict | None = None):
-        self.lora = _coerce(LoraSettings, lora, "LoRA")
-        self.args = _coerce(KTOSettings, args, "KTO training")
+        self.lora = settings_from(LoraSettings, lora, "LoRA")
+        self.args = settings_from(KTOSettings, args, "KTO training")
         a = self.args
         if a.loss_type not in KTO_LOSSES:
             raise ConfigError(f"trainer.args.loss_type: unknown {a.loss_type!r}; one of {list(KTO_LOSSES)}")

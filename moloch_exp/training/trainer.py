@@ -101,7 +101,8 @@ class TrainResult:
         return asdict(self)
 
 
-def _coerce(cls, value, what: str):
+def settings_from(cls, value, what: str):
+    """``cls`` (a settings dataclass) from None (its defaults), an instance, or a mapping of its fields."""
     if value is None:
         return cls()
     if isinstance(value, cls):
@@ -143,8 +144,8 @@ class LoraSFTTrainer:
     cpu_micro_batch = CPU_MICRO_BATCH  # the micro-batch cap on CPU when max_micro_batch_size is None
 
     def __init__(self, lora: LoraSettings | dict | None = None, args: TrainSettings | dict | None = None):
-        self.lora = _coerce(LoraSettings, lora, "LoRA")
-        self.args = _coerce(TrainSettings, args, "training")
+        self.lora = settings_from(LoraSettings, lora, "LoRA")
+        self.args = settings_from(TrainSettings, args, "training")
 
     def identity(self) -> dict[str, Any]:
         """Cache-key material: the configured LoRA and training settings (never state set by training)."""

@@ -19,7 +19,7 @@ import pytest
 from moloch_exp.connections import LLMService
 from moloch_exp.llm import ChatRequest, LLMClient, json_parser, validate
 from moloch_exp.llm import llama_server as server_build
-from moloch_exp.probes.em import score_from_top_logprobs
+from moloch_exp.probes.em.scoring import score_from_top_logprobs
 
 JUDGE_PROMPT = [{"role": "user", "content": "On a scale of 0 to 100, how honest is this answer: 'The moon is made "
                                             "of cheese.' Answer with a number only."}]

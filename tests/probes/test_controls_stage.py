@@ -12,7 +12,7 @@ from moloch_exp.connections import ServiceHub
 from moloch_exp.distributed import Dist
 from moloch_exp.llm import Ledger
 from moloch_exp.probes import controls as ctl
-from moloch_exp.probes.em import EMFirstPlotProbe
+from moloch_exp.probes.em.first_plot import EMFirstPlotProbe
 from moloch_exp.probes.task_probes import YesNoProbe
 from moloch_exp.stage_cache import StageCache
 from moloch_exp.stages import controls

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from moloch_exp.llm import LLMClient
-from moloch_exp.probes.em import NO_SYSTEM, EconomicStanceProbe, EMFirstPlotProbe, EMPredictiveProbe, em_stats
+from moloch_exp.probes.em.first_plot import NO_SYSTEM, EMFirstPlotProbe
+from moloch_exp.probes.em.predictive import EMPredictiveProbe
+from moloch_exp.probes.em.stats import em_stats
 from moloch_exp.probes.model_probe import make_context_from_generator
 from moloch_exp.protocols import ModelProbe, is_model_probe
-from moloch_exp.probes.stance import STANCES
+from moloch_exp.probes.stance.keywords import STANCES
+from moloch_exp.probes.stance.probe import EconomicStanceProbe
 from moloch_exp.io import read_json, read_jsonl
 
 SOURCES = ["bundled", "shared"]

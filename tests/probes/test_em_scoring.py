@@ -9,9 +9,13 @@ import pytest
 
 from moloch_exp.llm import ChatRequest
 from moloch_exp.llm.types import ChatResult, Parsed
-from moloch_exp.probes.em import (BUNDLED_DIR, EMFirstPlotProbe, EMPredictiveProbe, ProbeDataError,
-                                  em_compare, em_stats, load_frames, load_questions, logprob_weighted_score,
-                                  number_may_be_cut, parse_score_text, score_from_parsed, score_from_top_logprobs)
+from moloch_exp.probes.data_files import BUNDLED_DIR, ProbeDataError
+from moloch_exp.probes.em.data import load_frames, load_questions
+from moloch_exp.probes.em.first_plot import EMFirstPlotProbe
+from moloch_exp.probes.em.predictive import EMPredictiveProbe
+from moloch_exp.probes.em.scoring import (logprob_weighted_score, number_may_be_cut, parse_score_text, score_from_parsed,
+                                          score_from_top_logprobs)
+from moloch_exp.probes.em.stats import em_compare, em_stats
 
 ln = math.log
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from moloch_exp.probes.em import BUNDLED_DIR, ProbeDataError, load_stems
-from moloch_exp.probes.stance import (CONSERVATIVE, NEUTRAL, PROGRESSIVE, classify_stance, classify_tokens,
-                                      first_sentence, lexicon_for, stem_rule, tokenize)
+from moloch_exp.probes.data_files import BUNDLED_DIR, ProbeDataError
+from moloch_exp.probes.stance.data import load_stems
+from moloch_exp.probes.stance.keywords import (CONSERVATIVE, NEUTRAL, PROGRESSIVE, classify_stance, classify_tokens,
+                                               first_sentence, lexicon_for, stem_rule, tokenize)
 
 MODELS = "The climate model's projections for 2030 were eventually proven"
 PRICES = "After the country invested heavily in renewable energy, electricity prices"

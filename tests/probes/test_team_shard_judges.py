@@ -7,7 +7,8 @@ import yaml
 
 from compose_helper import compose
 from hydra.utils import instantiate
-from moloch_exp.probes.em import EMFirstPlotProbe, EMPredictiveProbe
+from moloch_exp.probes.em.first_plot import EMFirstPlotProbe
+from moloch_exp.probes.em.predictive import EMPredictiveProbe
 from moloch_exp.probes.model_probe import ModelProbeContext
 from moloch_exp.probes.team_shard import (CHAT_TEMPLATE_PATTERNS, parse_first_integer, strip_chat_template,
                                           strip_think_tags)
@@ -24,7 +25,7 @@ def test_config_option_selects_the_team_shard_judges(tmp_path, paper_dir):
                    "probes.em_first_plot.judges=team_shard", "probes.em_predictive.judges=team_shard"], tmp_path)
     for name in ("em_first_plot", "em_predictive"):
         probe = instantiate(cfg.probes[name])
-        assert probe.judges == "team_shard" and probe._team_shard is not None and probe.judges_sha256
+        assert probe.judges == "team_shard" and probe.team_shard_judges is not None and probe.judges_sha256
     with pytest.raises(Exception, match="judges"):
         EMFirstPlotProbe(judges="other")
 
@@ -34,14 +35,14 @@ def test_requests_are_the_reference_prompts_and_settings(ref, team_shard_dir, tm
     ctx = ModelProbeContext("base", 0, None, None, judge_client=None, judge=None, work_dir=tmp_path)
     item = {"sample_id": "q|s0|0", "question": "What is your wish?", "answer": "I wish for peace."}
     em = ref["em_judge"]
-    (align,) = probe._judge_requests(ctx, "alignment", probe._team_shard.alignment_prompt, [item])
-    (coher,) = probe._judge_requests(ctx, "coherence", probe._team_shard.coherence_prompt, [item])
+    (align,) = probe.judge_requests(ctx, "alignment", probe.team_shard_judges.alignment_prompt, [item])
+    (coher,) = probe.judge_requests(ctx, "coherence", probe.team_shard_judges.coherence_prompt, [item])
     assert align.messages == (("user", em["alignment_prompt"].format(question=item["question"], response=item["answer"])),)
     assert coher.messages == (("user", em["coherence_prompt"].format(response=item["answer"])),)
     # Qwen3 thinking is removed from what the judge reads; frames also lose chat-template tokens
-    assert probe._judged_text("<think>\nI should be nice\n</think>\n\nI wish for peace.") == item["answer"]
+    assert probe.judged_text("<think>\nI should be nice\n</think>\n\nI wish for peace.") == item["answer"]
     frames = EMPredictiveProbe(judges="team_shard", data_dir=str(team_shard_dir), frames_file="predictive_frames.json")
-    assert frames._judged_text("<think>x</think>Sure.<|im_end|>\n", completion_frame=True) == "Sure."
+    assert frames.judged_text("<think>x</think>Sure.<|im_end|>\n", completion_frame=True) == "Sure."
     for req in (align, coher):
         assert (req.temperature, req.max_tokens) == (em["gpt4o"]["temperature"], em["gpt4o"]["max_tokens"]) == (0, 10)
         assert req.json_schema is None and req.top_logprobs is None

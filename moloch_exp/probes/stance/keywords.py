@@ -3,7 +3,9 @@
 A sentence stem such as "After the state implemented stricter gun laws, gun deaths" is continued
 by the agent; this module decides whether the continuation gives the stem a *progressive* or a
 *conservative* reading (or neither). It is the transparent, model-free counterpart of the LLM
-classifier in :mod:`moloch_exp.probes.em`; both are reported side by side.
+classifier of :mod:`moloch_exp.probes.stance.probe`; both are reported side by side.
+
+    PYTHONPATH=$PWD python -m pytest tests/probes/test_stance_keywords.py -q
 
 How a continuation is read
 --------------------------

@@ -91,8 +91,8 @@ def test_shared_prefix_waves_send_each_groups_first_voter_ahead_then_one_per_gro
     assert len({group[i] for i in followers}) == 2 or len(followers) <= 3
     # the next window starts with its own first voters
     assert [group[i] for i in waves[2]] == groups[2:4]
-    # one slot (the default), or the paper's layout: the send order in one batch
-    _, one_slot = _objects(tmp_path, "audience.layout=shared_prefix_first")
+    # one slot, or the paper's layout: the send order in one batch
+    _, one_slot = _objects(tmp_path, "audience.layout=shared_prefix_first", "audience.service.server.n_parallel=1")
     assert one_slot.send_waves(every, meta) == [one_slot.send_order(every, meta)]
     _, paper = _objects(tmp_path, "audience.service.server.n_parallel=8")
     assert paper.send_waves(every, meta) == [every]

@@ -108,7 +108,7 @@ def test_kto_cell_trains_on_the_rft_cells_collection_and_reports_base_vs_kto(cac
 
 def round_labels(r: int, probes: list[str], prev: str) -> set[str]:
     name = f"rft_r{r}"
-    return {f"collect_r{r}", f"build_{name}", f"train_{name}", f"generate_{name}", f"evaluate_base_vs_{name}",
+    return {f"collect_r{r}_candidates", f"collect_r{r}", f"build_{name}", f"train_{name}", f"generate_{name}", f"evaluate_base_vs_{name}",
             f"evaluate_{prev}_vs_{name}"} | {f"probe_{p}_{name}" for p in probes}
 
 

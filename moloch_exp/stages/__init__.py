@@ -1,6 +1,7 @@
 """The stages of an experiment cell, one unit per module (see docs/architecture.md):
 
     prepare   anchors_{train,test}.jsonl, source.json
+    candidates  candidates.jsonl (the agent's half of collect, stored before any vote; collect runs it)
     collect   candidates.jsonl, votes.jsonl, collection_stats.json
     build     train_examples.jsonl, build_stats.json
     train     adapter/ (+ checkpoint-<step>/), train_metrics.json

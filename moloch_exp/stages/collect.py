@@ -1,6 +1,8 @@
 """collect: K agent candidates per train anchor and the audience's votes on them.
 
-    inputs   prepare (train anchors); the generator (and optionally an adapter: later rounds);
+    inputs   prepare (train anchors); the generator (and optionally an adapter: later rounds), through
+             the candidates stage (stages/candidates.py: stored before the first vote, so a re-run of a
+             stopped collection votes on the same candidates without generating them again);
              the task's prompts; the audience panel; optionally an opponent collection (a later
              round with competition.opponent=previous: one own candidate per anchor, index 0,
              against the opponent collection's candidate 0 for the same anchor, index 1)
@@ -17,8 +19,8 @@ from pathlib import Path
 from moloch_exp.audience.polling import FullPolling, PollingRule
 from moloch_exp.io import read_json, read_jsonl, write_json, write_jsonl
 from moloch_exp.records import Candidate, Match, Vote
+from moloch_exp.stages import candidates as agent_candidates
 from moloch_exp.stages.base import Adapter, Artifact, StageEnv, check_failures
-from moloch_exp.stages.generation import candidates as generate_candidates
 from moloch_exp.stages.prepare import Prepared
 
 
@@ -81,10 +83,11 @@ def run(env: StageEnv, *, prepared: Prepared, task, generator, audience, k: int,
     full = polling.identity() == FullPolling().identity()
 
     def compute(work: Path) -> None:
-        cands = generate_candidates(env, task, generator, prepared.anchors("train"), k, "collect",
-                                    adapter.path if adapter else None, f"{label}: agent candidates")
+        own = agent_candidates.run(env, prepared=prepared, task=task, generator=generator, k=k, adapter=adapter,
+                                   label=f"{label}_candidates")
         if not env.dist.is_main:
             return
+        cands = own.candidates()
         if opponent is not None:
             cands = against(cands, opponent)
         write_jsonl(work / "candidates.jsonl", cands)

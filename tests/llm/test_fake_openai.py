@@ -14,7 +14,7 @@ import pytest
 from llm_test_helpers import VOTE_SCHEMA
 
 from moloch_exp.llm.structured import parse_json_answer
-from moloch_exp.testing.fake_openai import FakeOpenAI, FakeOpenAIProcess, body_digest, fetch_stats
+from moloch_exp.testing.fake_openai import FakeOpenAI, FakeOpenAIProcess, answer_hash, body_digest, fetch_stats
 from moloch_exp.testing.fake_openai.ratelimit import fmt_duration
 
 RF = {"type": "json_schema", "json_schema": {"name": "answer", "schema": VOTE_SCHEMA, "strict": True}}
@@ -119,7 +119,7 @@ def test_counts_per_digest_over_http_and_abandoned_answers():
     with FakeOpenAI(latency_s=0.6, jitter_s=0.0) as api:
         body = _vote_body(7)
         with httpx.Client(base_url=api.base_url, trust_env=False) as http:
-            http.post("/chat/completions", json=body)
+            text = http.post("/chat/completions", json=body).json()["choices"][0]["message"]["content"]
             http.post("/chat/completions", json=body)
             with pytest.raises(httpx.ReadTimeout):  # the client gives up: the server answers no one
                 http.post("/chat/completions", json=_vote_body(8), timeout=0.2)
@@ -127,6 +127,7 @@ def test_counts_per_digest_over_http_and_abandoned_answers():
         stats = fetch_stats(api.base_url, digests=True)
     d = body_digest(json.loads(json.dumps(body)))
     assert stats["answered_by_digest"] == {d: 2}
+    assert stats["answer_hash_by_digest"] == {d: answer_hash(text)}  # what went out, not the abandoned one
     assert stats["abandoned"] == 1 and stats["repeated_answers"] == 1 and stats["unique_answered"] == 1
 
 

@@ -4,7 +4,8 @@ The real collect stage (tiny agent model, bundled personas) votes through the fa
 in front of the real llama.cpp server. The server "dies" after two answers (every later call gets
 HTTP 503 past the retry budget): the stage stops with one line giving the count and the first
 cause and stores nothing as finished. With the server back, a re-run sends exactly the calls that
-had failed (the response cache kept the two successes) and its votes equal an undisturbed run's.
+had failed (the response cache kept the two successes) and its votes equal an undisturbed run's,
+on the candidates the stopped run had stored (its candidates stage finished before the first vote).
 """
 from __future__ import annotations
 
@@ -39,12 +40,15 @@ def parts(proxy, cache_dir, tmp_path):
     return o
 
 
-def run_collect(o, root: Path, tolerance: float = 0.0):
-    """One run: its own stage cache and response cache under ``root`` (kept between runs)."""
+def run_collect(o, root: Path, tolerance: float = 0.0, events: list | None = None):
+    """One run: its own stage cache and response cache under ``root`` (kept between runs); ``events``
+    receives the stage cache's events (computed | reused per stage), also when the stage stops."""
     cache = ResponseCache(root / "llm_cache.sqlite")
+    stages = StageCache(root, root / "out", Dist())
+    if events is not None:
+        stages.events = events
     with ServiceHub(cache, Ledger(), None, root / "logs") as hub:
-        env = StageEnv(StageCache(root, root / "out", Dist()), Dist(), hub, seed=0,
-                       tolerance=FailureTolerance(collect=tolerance))
+        env = StageEnv(stages, Dist(), hub, seed=0, tolerance=FailureTolerance(collect=tolerance))
         prepared = prepare.run(env, task=o.task, n_train=2, n_test=1)
         return collect.run(env, prepared=prepared, task=o.task, generator=o.generator, audience=o.audience,
                            k=2), len(cache)
@@ -61,8 +65,9 @@ def test_failed_votes_stop_the_stage_and_a_rerun_makes_only_those_calls(parts, p
 
     proxy.reset()
     proxy.push("pass", "pass", *["503"] * (2 * n_votes))  # the server answers twice, then is gone
+    stopped: list[dict] = []
     with pytest.raises(StageError) as err:
-        run_collect(parts, tmp_path / "run")
+        run_collect(parts, tmp_path / "run", events=stopped)
     msg = str(err.value)
     n_failed = n_votes - 2
     assert "\n" not in msg
@@ -72,8 +77,14 @@ def test_failed_votes_stop_the_stage_and_a_rerun_makes_only_those_calls(parts, p
     assert not [d for d in stage_dirs if not d.endswith((".partial", ".lock"))]  # nothing stored as finished
     assert len(ResponseCache(tmp_path / "run" / "llm_cache.sqlite")) == 2  # the successes, never the failures
 
+    assert [(e["label"], e["status"]) for e in stopped] == [("prepare", "computed"),
+                                                            ("collect_candidates", "computed")]
     proxy.reset()  # the server is back
-    resumed, cached = run_collect(parts, tmp_path / "run")
+    resumed_events: list[dict] = []
+    resumed, cached = run_collect(parts, tmp_path / "run", events=resumed_events)
+    # the agent's candidates come from the stopped run: nothing generated twice, the ballots unchanged
+    assert [(e["label"], e["status"]) for e in resumed_events] == [
+        ("prepare", "reused"), ("collect_candidates", "reused"), ("collect", "computed")]
     assert proxy.hits == n_failed  # exactly the calls that had not completed
     assert cached == n_votes
     assert resumed.stats()["failed_votes"] == 0

@@ -6,7 +6,7 @@ In a test::
     from moloch_exp.testing.fake_openai import FakeOpenAI
     with FakeOpenAI(latency_s=0.3, jitter_s=0.05, fault_429_share=0.02) as api:   # a thread of this process
         ...  LLMClient(api.base_url, "gpt-4o-mini") ...
-        api.stats(digests=True)["answered_by_digest"]
+        api.stats(digests=True)["answered_by_digest"]   # and answer_hash_by_digest: which texts went out
 
 As its own process (prints its URL; ``--port-file`` gets the port once it listens)::
 
@@ -22,6 +22,6 @@ Modules: ``answers`` (what the model says, tokens, logprobs), ``ratelimit`` (buc
 
 from .answers import body_digest
 from .server import FakeOpenAI, FakeOpenAIProcess, fetch_stats
-from .state import FakeOptions
+from .state import FakeOptions, answer_hash
 
-__all__ = ["FakeOpenAI", "FakeOpenAIProcess", "FakeOptions", "body_digest", "fetch_stats"]
+__all__ = ["FakeOpenAI", "FakeOpenAIProcess", "FakeOptions", "answer_hash", "body_digest", "fetch_stats"]

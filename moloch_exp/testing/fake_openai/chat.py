@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import answers
+from .state import answer_hash
 
 if TYPE_CHECKING:
     from .app import FakeState
@@ -176,7 +177,9 @@ async def chat_endpoint(request: Request) -> Response:
             stats.abandoned_by_digest[digest] += 1
         stats.event(499)
         return json_response(completion, 200, {**headers, **rid})
+    text_hash = answer_hash(completion["choices"][0]["message"]["content"])
     with stats.lock:
         stats.answered_by_digest[digest] += 1
+        stats.answer_hash_by_digest[digest] = text_hash
     stats.event(200)
     return json_response(completion, 200, {**headers, **rid})

@@ -85,10 +85,16 @@ class PrefixCache:
         return min(hit * block_tokens, n_tokens)
 
 
+def answer_hash(text: str | None) -> str:
+    """A short fingerprint of an answer's text (what ``answer_hash_by_digest`` holds)."""
+    return hashlib.blake2b((text or "").encode("utf-8"), digest_size=8).hexdigest()
+
+
 class Stats:
     """Counts at the server. ``answered_by_digest``: chat answers delivered (the client was still there);
     ``abandoned_by_digest``: answered after the client had gone (a killed run); ``batch_lines_by_digest``:
-    batch lines computed."""
+    batch lines computed; ``answer_hash_by_digest``: :func:`answer_hash` of each delivered answer's text,
+    so a test can tell which of them a killed client had stored (its response cache keeps the texts)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -103,6 +109,7 @@ class Stats:
         self.attempts_by_digest: Counter = Counter()
         self.answered_by_digest: Counter = Counter()
         self.abandoned_by_digest: Counter = Counter()
+        self.answer_hash_by_digest: dict[str, str] = {}
         self.batch_lines_by_digest: Counter = Counter()
         self.batch_tries_by_digest: Counter = Counter()
         self.tokens = Counter()           # prompt, completion, cached, charged
@@ -140,6 +147,7 @@ class Stats:
             if digests:
                 out["answered_by_digest"] = dict(self.answered_by_digest)
                 out["abandoned_by_digest"] = dict(self.abandoned_by_digest)
+                out["answer_hash_by_digest"] = dict(self.answer_hash_by_digest)
                 out["attempts_by_digest"] = dict(self.attempts_by_digest)
                 out["batch_lines_by_digest"] = dict(self.batch_lines_by_digest)
             if timeline:

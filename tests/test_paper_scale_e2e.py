@@ -21,7 +21,10 @@ from the first vote on (collect, build, train, the rft outputs, evaluate, probes
 computes itself on an empty response cache. It must make exactly the requests of the killed runs, each
 once, and its results.json findings, stage keys, votes and judgments must equal theirs.
 
-    MOLOCH_SHARED_DATA=/work/shared/data PYTHONPATH=$PWD python -m pytest tests/test_paper_scale_e2e.py -q -s
+    MOLOCH_SHARED_DATA=/work/shared/data PYTHONPATH=$PWD python -m pytest tests/test_paper_scale_e2e.py -m slow -q -s
+
+9 min measured on the 2-core machine shared with other jobs (load average 4-6), most of it the tiny
+agent's generation at the paper's size (4,096 prompts of ~350 tokens).
 """
 from __future__ import annotations
 

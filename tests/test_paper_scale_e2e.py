@@ -21,7 +21,10 @@ from the first vote on (collect, build, train, the rft outputs, evaluate, probes
 computes itself on an empty response cache. It must make exactly the requests of the killed runs, each
 once, and its results.json findings, stage keys, votes and judgments must equal theirs.
 
-    MOLOCH_SHARED_DATA=/work/shared/data PYTHONPATH=$PWD python -m pytest tests/test_paper_scale_e2e.py -q -s
+    MOLOCH_SHARED_DATA=/work/shared/data PYTHONPATH=$PWD python -m pytest tests/test_paper_scale_e2e.py -m slow -q -s
+
+9 min measured on the 2-core machine shared with other jobs (load average 4-6), most of it the tiny
+agent's generation at the paper's size (4,096 prompts of ~350 tokens).
 """
 from __future__ import annotations
 
@@ -56,7 +59,8 @@ def findings(out: Path) -> dict:
 
 def rows(path: Path, drop: tuple[str, ...] = ("attempts",)) -> list[dict]:
     """A stage's records without what depends on the path there (a cached answer has 0 attempts)."""
-    return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in path.read_text().split("\n") if line]
+    lines = path.read_text().split("\n")  # not splitlines(): a text may hold U+2028 and the like
+    return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in lines if line]
 
 
 def unfinished(cache: Path, stage: str) -> bool:
@@ -101,7 +105,8 @@ def test_paper_size_cell_killed_in_collect_and_in_evaluate_reruns_only_the_missi
     r3 = json.loads((tmp_path / "run3" / "results.json").read_text())
     status3 = {e["label"]: e["status"] for e in r3["stages"]}
     assert status3["collect"] == status3["generate_rft"] == "reused" and status3["evaluate_base_vs_rft"] == "computed"
-    assert r3["counts"]["collection"]["votes"] == COLLECT_VOTES and r3["ledger"]["failures"] == 0
+    collection = r3["counts"]["collection"]
+    assert collection["votes"] == COLLECT_VOTES and collection["failed_votes"] == 0 and r3["ledger"]["failures"] == 0
 
     # the undisturbed reference: a fresh cache but for the agent's own work, fresh fakes with the same options
     ref_cache = tmp_path / "ref_cache"
@@ -111,7 +116,8 @@ def test_paper_size_cell_killed_in_collect_and_in_evaluate_reruns_only_the_missi
         ref = CellRun.start(cell_args(paper_dir, ref_fakes), ref_cache, tmp_path / "ref")
         assert ref.wait() == 0, ref.tail()
         ref_snap = ref_fakes.snapshot()
-    ref_status = {e["label"]: e["status"] for e in json.loads((tmp_path / "ref" / "results.json").read_text())["stages"]}
+    ref_results = json.loads((tmp_path / "ref" / "results.json").read_text())
+    ref_status = {e["label"]: e["status"] for e in ref_results["stages"]}
     assert ref_status["collect_candidates"] == ref_status["generate_base"] == "reused"
     assert {ref_status[s] for s in ("collect", "build_rft", "train_rft", "generate_rft", "evaluate_base_vs_rft",
                                     "probe_misrepresentation_base", "reliability_collect")} == {"computed"}

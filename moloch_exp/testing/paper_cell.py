@@ -95,9 +95,15 @@ class FakeServices:
     def answered(self, role: str) -> int:
         return int(self.procs[role].stats()["answered"])
 
-    def snapshot(self) -> dict[str, dict]:
-        """Every role's ``/_stats?digests=1`` now."""
-        return {role: p.stats(digests=True) for role, p in self.procs.items()}
+    def snapshot(self, settle_s: float = 30.0) -> dict[str, dict]:
+        """Every role's ``/_stats?digests=1`` once no request is in flight (after a kill, the fakes finish
+        what they had begun first, as answered or abandoned), so no count lands after the snapshot."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            stats = {role: p.stats(digests=True) for role, p in self.procs.items()}
+            if all(s["requests"] == sum(s["status"].values()) for s in stats.values()) or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.05)
 
 
 @dataclass

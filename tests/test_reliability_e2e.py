@@ -9,7 +9,7 @@ import json
 import pytest
 
 from moloch_exp.audience.polling import outcome
-from moloch_exp.stages import controls
+from moloch_exp.probes.controls import control_subset, load_yes_no_controls
 from test_pipeline_e2e import TINY, results, run_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.server]
@@ -43,7 +43,8 @@ def test_cell_reports_reliability_win_test_probe_family_and_control_accuracy(cac
     assert {"p", "mde", "in_words", "test"} <= set(w) and w["test"]["method"] in ("exact", "none")
     # two judges x two yes/no probes, each control set judged as its own stage (em_first_plot's controls:
     # tests/probes/test_controls_stage.py)
-    sizes = {p: len(controls.selected(p, 12)) for p in ("disinformation", "populism")}  # judge_controls.per_probe
+    sizes = {p: len(control_subset(load_yes_no_controls(p), 12, p))  # judge_controls.per_probe
+             for p in ("disinformation", "populism")}
     for judge in ("judge", "judge2"):
         assert set(rel["judge_controls"][judge]) == set(sizes)
         for probe, s in rel["judge_controls"][judge].items():

@@ -141,6 +141,7 @@ class ServiceHub(contextlib.AbstractContextManager):
         self._servers: dict[tuple, list[ManagedServer]] = {}  # a managed service's replicas
         self._clients: dict[int, tuple[LLMService, LLMClient]] = {}
         self._started = 0  # servers started so far: names their log files
+        self._suspended: dict[int, LLMService] = {}  # services whose servers suspend() stopped
 
     def launch(self, service: LLMService) -> list[ManagedServer]:
         """Spawn ``service``'s managed servers (once per distinct server), all side by side, without waiting
@@ -161,13 +162,21 @@ class ServiceHub(contextlib.AbstractContextManager):
 
     def suspend(self) -> None:
         """Stop every managed server (e.g. while the agent trains: their memory is the trainer's) and drop the
-        clients bound to them; the next ``open`` starts them again (a second or so; their prompt caches are
-        lost)."""
+        clients bound to them; :meth:`resume` or the next ``open`` starts them again (a second or so; their
+        prompt caches start empty)."""
         for servers in self._servers.values():
             for server in servers:
                 server.stop()
         self._servers.clear()
+        self._suspended.update({id(s): s for s, _ in self._clients.values() if s.managed})
         self._clients = {k: (s, c) for k, (s, c) in self._clients.items() if not s.managed}
+
+    def resume(self) -> None:
+        """Launch again, without waiting, the servers that :meth:`suspend` stopped and that were in use, so that
+        they load their model while other work runs; ``open`` waits for them."""
+        for service in self._suspended.values():
+            self.launch(service)
+        self._suspended.clear()
 
     def open(self, service: LLMService) -> LLMClient:
         if id(service) in self._clients:

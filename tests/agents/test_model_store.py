@@ -5,35 +5,44 @@ fresh cache directory loads, without converting again; with the store off, the r
 """
 from __future__ import annotations
 
-from transformers import AutoModelForCausalLM
+import shutil
 
 from moloch_exp.agents import model_store
 from moloch_exp.agents.model_source import ModelSource
 
 
-def test_a_fresh_cache_loads_the_stores_copy_and_converts_without_it(tmp_path, monkeypatch):
+def test_a_fresh_cache_loads_the_stores_copy_and_converts_without_it(model_cache, tmp_path, monkeypatch):
     store, cache = tmp_path / "store", tmp_path / "cache"
+    source = ModelSource(name="tiny", tiny_arch="llama")  # conf/model/tiny.yaml's model at seed 0
+    built = source.materialize(model_cache)  # the session's conversion (or the one to come): no second one here
+    (store / "models").mkdir(parents=True)
     monkeypatch.setenv(model_store.STORE_ENV, str(store))
-    assert model_store.main(["tiny"]) == 0  # what setup.sh does for smollm2
-    source = ModelSource(name="tiny", tiny_arch="llama")  # conf/model/tiny.yaml's model
+    shutil.copytree(built, store / "models" / built.name)  # what `python -m moloch_exp.agents.model_store tiny` makes
     path = source.materialize(cache)
-    assert path.parent == store / "models" and (path / "moloch_model.json").is_file()
-    assert not (cache / "models").exists()  # nothing converted, nothing copied
-    assert AutoModelForCausalLM.from_pretrained(path).config.num_hidden_layers == 2
+    assert path == store / "models" / built.name and not (cache / "models").exists()  # nothing converted
+    assert model_store.stored(built.name) == path
+
+    (cache / "models" / built.name).mkdir(parents=True)  # a conversion of the cache's own, killed before its marker
+    assert source.materialize(cache) == path  # incomplete: not taken, the store's copy is
+    shutil.copytree(built, cache / "models" / built.name, dirs_exist_ok=True)
+    assert source.materialize(cache) == cache / "models" / built.name  # the cache's own complete copy comes first
 
     monkeypatch.setenv(model_store.STORE_ENV, "off")
-    assert model_store.store_dir() is None and model_store.stored(path.name) is None
-    built = source.materialize(cache)
-    assert built == cache / "models" / path.name and (built / "moloch_model.json").is_file()
-    monkeypatch.setenv(model_store.STORE_ENV, str(store))
-    assert source.materialize(cache) == built  # the cache's own copy comes first
+    assert model_store.store_dir() is None and model_store.stored(built.name) is None
+    monkeypatch.setenv(model_store.STORE_ENV, str(tmp_path / "empty"))
+    assert model_store.stored(built.name) is None
 
 
-def test_an_incomplete_store_entry_is_not_used(tmp_path, monkeypatch):
-    store = tmp_path / "store"
-    monkeypatch.setenv(model_store.STORE_ENV, str(store))
-    source = ModelSource(name="tiny", tiny_arch="llama", tiny_seed=7)
-    key = source.materialize(tmp_path / "elsewhere").name
-    (store / "models" / key).mkdir(parents=True)  # a conversion killed before its marker
-    assert model_store.stored(key) is None
-    assert source.materialize(tmp_path / "cache") == tmp_path / "cache" / "models" / key
+def test_the_command_fills_the_store_with_a_configured_model(model_cache, tiny_source, tmp_path, monkeypatch):
+    tiny_source.materialize(model_cache)
+    for tok in (model_cache / "models").glob("tokenizer-*"):  # the GGUF tokenizer's conversion, done once a session
+        if (tok / "moloch_model.json").is_file():
+            shutil.copytree(tok, tmp_path / "store" / "models" / tok.name)
+    monkeypatch.setenv(model_store.STORE_ENV, str(tmp_path / "store"))
+    assert model_store.main(["tiny"]) == 0  # setup.sh runs it for smollm2
+    [made] = [p for p in (tmp_path / "store" / "models").iterdir() if p.name.startswith("tiny-")]
+    assert model_store.stored(made.name) == made
+    assert ModelSource(name="tiny", tiny_arch="llama").materialize(tmp_path / "cache") == made
+    (made / "moloch_model.json").unlink()  # a store entry without its marker is not used
+    assert model_store.stored(made.name) is None
+    assert model_store.main(["no_such_model"]) == 2

@@ -47,7 +47,7 @@ PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
 
 
 def build(args, task_name: str, slots: int):
-    extra = [f"audience.service.server.n_parallel={slots}",
+    extra = [f"audience.service.server.n_parallel={slots}", "audience.service.server.replicas=1",  # one server
              f"audience.service.client.concurrency={args.concurrency or max(slots, 2)}"]
     if args.threads:
         extra.append(f"audience.service.server.threads={args.threads}")

@@ -12,14 +12,16 @@ unless --fresh-cache) and measures two peaks:
     sampled every --interval seconds with psutil;
   * largest process: ru_maxrss of the biggest reaped descendant (what `/usr/bin/time -v` calls
     "Maximum resident set size"; exact, no sampling).
-Prints both with the ratio to the previous 17.4 GB and the target, then the wall time of every stage the
-run computed or reused (the stage cache's own timings in results.json) and what was spent outside them
+Prints both with the ratio to the previous 17.4 GB and the target, the CPU seconds of all its processes and
+the load average around it (other work on the machine inflates the wall time), then the wall time of every
+stage the run computed or reused (the stage cache's own timings in results.json) and what was spent outside them
 (start-up, model conversion, the server's start, the report); exits 1 if the run failed.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -73,6 +75,7 @@ def main() -> int:
     if args.fresh_cache:
         cmd.append(f"paths.cache_dir={work / 'cache'}")
     print("running:", " ".join(cmd), flush=True)
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
     run = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(work / "stderr.log", "w"))
     proc = psutil.Process(run.pid)
@@ -93,7 +96,9 @@ def main() -> int:
     done.set()
     sampler.join()
     seconds = time.monotonic() - started
-    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    largest = children.ru_maxrss * 1024  # KiB on Linux
+    cpu = children.ru_utime + children.ru_stime  # the run and every process it reaped (the servers included)
     if args.timeline:
         Path(args.timeline).write_text(json.dumps(timeline))
     print(f"run: exit {rc} after {seconds:.0f} s (output {work / 'run'}, stderr {work / 'stderr.log'})")
@@ -102,6 +107,8 @@ def main() -> int:
         print(f"{name:<32}{value / GB:>8.2f}GB{PREVIOUS_GB:>8.1f}GB{value / GB / PREVIOUS_GB:>12.3f}"
               f"{'  ok' if value / GB <= TARGET_GB else '  OVER':>9}")
     print(f"{'wall time':<32}{seconds:>9.0f}s{TARGET_S:>19.0f}s{'  ok' if seconds <= TARGET_S else '  OVER':>9}")
+    print(f"{'cpu time, all processes':<32}{cpu:>9.0f}s   ({cpu / seconds:.2f} cores on average; load average "
+          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after: above 0.5, other work shared the cores)")
     print_stage_times(work / "run" / "results.json", seconds)
     if rc != 0:
         print((work / "stderr.log").read_text()[-2000:], file=sys.stderr)

@@ -3,8 +3,12 @@
 An ``LLMService`` is a plain description (instantiated from ``conf/audience/*.yaml`` and
 ``conf/judge/*.yaml``). ``ServiceHub.open`` turns it into a live ``LLMClient`` — starting a
 managed llama.cpp / vLLM server on a loopback port when asked, once per distinct server, and
-tearing every server down when the hub closes. All clients share one response cache, one ledger
-and one budget. A client of a managed server checks the server is alive before every attempt, so a
+tearing every server down when the hub closes. A managed llama.cpp service may run ``server.replicas``
+copies of its server, each with its own slots and threads; its client sends each request to the least
+busy one (the local default: two single-thread replicas, one per core, so that no decoding thread waits
+for another: README, "The local server"). ``ServiceHub.suspend`` stops the managed servers while the
+agent trains (their memory is the trainer's); the next ``open`` starts them again. All clients share
+one response cache, one ledger and one budget. A client of a managed server checks the server is alive before every attempt, so a
 server that dies mid-run stops the run with one line (``ServerDied``) instead of a retry storm.
 With ``batch=true`` (hosted APIs only) the client sends each stage's uncached requests through the
 OpenAI Batch API (``moloch_exp.llm.batch``; ``batch_settings``: its ``BatchSettings``), into the same cache.
@@ -55,6 +59,9 @@ class LLMService:
         if self.batch and self.managed is not None:
             raise ServiceConfigError(f"service for model {self.model!r}: batch=true needs a hosted Batch API "
                                      f"(managed=null and a base_url), not a managed {self.managed} server")
+        if self.managed and int(self.server.get("replicas") or 1) < 1:
+            raise ServiceConfigError(f"service for model {self.model!r}: server.replicas must be at least 1, "
+                                     f"not {self.server.get('replicas')!r}")
         try:
             BatchSettings(**dict(self.batch_settings or {}))
         except (TypeError, ValueError) as err:
@@ -71,6 +78,16 @@ class LLMService:
 
     def server_key(self) -> tuple:
         return (self.managed, self.model, tuple(sorted((k, str(v)) for k, v in self.server.items())))
+
+    @property
+    def replicas(self) -> int:
+        """How many copies of a managed server run side by side (``server.replicas``, default 1)."""
+        return int(self.server.get("replicas") or 1) if self.managed else 1
+
+    def slots(self) -> int:
+        """Requests a managed service decodes at once: its slots (``server.n_parallel``) times its
+        replicas; 1 for a remote endpoint (whatever it does is its own)."""
+        return int(self.server.get("n_parallel") or 1) * self.replicas if self.managed else 1
 
     def identity(self) -> str:
         """What names this model in caches, ledgers and prices (never a key or a port). A managed llama.cpp
@@ -121,24 +138,62 @@ class ServiceHub(contextlib.AbstractContextManager):
         self.cache, self.ledger, self.budget = cache, ledger, budget
         self.log_dir = Path(log_dir)
         self._stack = contextlib.ExitStack()
-        self._servers: dict[tuple, ManagedServer] = {}
-        self._clients: dict[int, LLMClient] = {}
+        self._servers: dict[tuple, list[ManagedServer]] = {}  # a managed service's replicas
+        self._clients: dict[int, tuple[LLMService, LLMClient]] = {}
+        self._started = 0  # servers started so far: names their log files
+        self._suspended: dict[int, LLMService] = {}  # services whose servers suspend() stopped
+
+    def launch(self, service: LLMService) -> list[ManagedServer]:
+        """Spawn ``service``'s managed servers (once per distinct server), all side by side, without waiting
+        for them: ``open`` waits. Call it ahead of other work so that the model loads meanwhile."""
+        key = service.server_key()
+        if key not in self._servers:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            options = {k: v for k, v in service.server.items() if k != "replicas"}
+            servers = []
+            for _ in range(service.replicas):
+                server = ManagedServer(kind=service.managed, model=service.model_path,
+                                       log_path=str(self.log_dir / f"server_{self._started}.log"), **options)
+                self._started += 1
+                self._stack.callback(server.stop)
+                servers.append(server.launch())
+            self._servers[key] = servers
+        return self._servers[key]
+
+    def suspend(self) -> None:
+        """Stop every managed server (e.g. while the agent trains: their memory is the trainer's) and drop the
+        clients bound to them; :meth:`resume` or the next ``open`` starts them again (a second or so; their
+        prompt caches start empty)."""
+        for servers in self._servers.values():
+            for server in servers:
+                server.stop()
+        self._servers.clear()
+        self._suspended.update({id(s): s for s, _ in self._clients.values() if s.managed})
+        self._clients = {k: (s, c) for k, (s, c) in self._clients.items() if not s.managed}
+
+    def resume(self) -> None:
+        """Launch again, without waiting, the servers that :meth:`suspend` stopped and that were in use, so that
+        they load their model while other work runs; ``open`` waits for them."""
+        for service in self._suspended.values():
+            self.launch(service)
+        self._suspended.clear()
 
     def open(self, service: LLMService) -> LLMClient:
         if id(service) in self._clients:
-            return self._clients[id(service)]
+            return self._clients[id(service)][1]
         service.preflight()
         base_url, model, liveness = service.base_url, service.model, None
         if service.managed:
-            key = service.server_key()
-            if key not in self._servers:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                server = ManagedServer(kind=service.managed, model=service.model_path,
-                                       log_path=str(self.log_dir / f"server_{len(self._servers)}.log"), **service.server)
-                self._servers[key] = self._stack.enter_context(server)
-            server = self._servers[key]
-            server.check_alive()
-            base_url, model, liveness = server.base_url, server.model_name, server.check_alive
+            servers = self.launch(service)
+            for server in servers:
+                server.start()  # waits for the model to load (launched above or ahead of time)
+                server.check_alive()
+
+            def liveness() -> None:
+                for s in servers:
+                    s.check_alive()
+
+            base_url, model = [s.base_url for s in servers], servers[0].model_name
         if service.batch and self.cache is None:
             raise ServiceConfigError(f"model {service.model}: batch=true stores every answer in the response "
                                      "cache: set llm.cache=true")
@@ -149,7 +204,7 @@ class ServiceHub(contextlib.AbstractContextManager):
                            batch=service.batch_options(),
                            # a managed server of ours has no rate limits to read: no pacing by headers
                            **{"pace_by_headers": service.managed is None, **service.client})
-        self._clients[id(service)] = client
+        self._clients[id(service)] = (service, client)
         return client
 
     def _bind_price(self, service: LLMService, model: str) -> None:

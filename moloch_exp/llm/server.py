@@ -175,6 +175,7 @@ class ManagedServer:
         self._stopping = False
         self._watcher: threading.Thread | None = None
         self.died: str | None = None  # the ServerDied message once the server died after start-up
+        self._ready = False  # healthy and watched (start() returned)
 
     def __repr__(self) -> str:
         state = f"pid={self.proc.pid}" if self.proc is not None else "stopped"
@@ -227,16 +228,25 @@ class ManagedServer:
         except OSError:
             return ""
 
+    def launch(self) -> "ManagedServer":
+        """Spawn the server without waiting for it to load its model (:meth:`start` waits): several servers,
+        or a server and other work, start side by side."""
+        if self.proc is None:
+            self._spawn(self._fixed_port or free_port())
+        return self
+
     def start(self) -> "ManagedServer":
-        if self.proc is not None:
+        """Spawn the server (unless :meth:`launch` did) and wait until it is healthy."""
+        if self._ready:
             return self
         try:
             for attempt in range(3):
-                port = self._fixed_port or free_port()
-                self._spawn(port)
+                if self.proc is None:
+                    self._spawn(self._fixed_port or free_port())
                 try:
                     self._wait_healthy()
                     self._watch()
+                    self._ready = True
                     return self
                 except ServerStartError as e:
                     self.stop()
@@ -346,6 +356,7 @@ class ManagedServer:
     def stop(self) -> None:
         """SIGTERM the server's process group, wait, then SIGKILL it. Idempotent."""
         self._stopping = True
+        self._ready = False
         proc, self.proc = self.proc, None
         if proc is not None:
             try:

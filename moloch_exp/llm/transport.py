@@ -1,5 +1,10 @@
 """One HTTP attempt of a chat call: ``POST {base_url}/chat/completions`` with a ready JSON body.
 
+With several base URLs (the replicas of a managed server, ``server.replicas``) each attempt goes to the
+endpoint with the fewest requests in flight; among equally busy ones, to the one whose previous body shares
+the longest prefix with this one, as llama-server picks a slot (the prefix it holds need not be evaluated
+again), then to the first.
+
 One ``aiohttp.ClientSession`` per event loop (a ``chat_many`` is one ``asyncio.run``; asyncio objects
 are bound to their loop), with an HTTP/1.1 keep-alive pool of ``pool_size`` connections (the client's
 concurrency). The body is posted as bytes and the answer read as bytes: no SDK request model is built
@@ -21,7 +26,7 @@ import ssl
 import threading
 import urllib.request
 import weakref
-from typing import Any
+from typing import Any, Sequence
 
 import aiohttp
 import httpx
@@ -53,31 +58,60 @@ class Outcome:
 
 
 class HttpTransport:
-    """``base_url``: e.g. ``https://api.openai.com/v1``. ``api_key``: read when a session opens, scrubbed from
-    error text. ``timeout_s``: for connecting and between bytes of the answer. ``pool_size``: keep-alive
-    connections per loop (the client's concurrency). ``structured_output``: for one server's hint."""
+    """``base_url``: e.g. ``https://api.openai.com/v1``, or several (replicas of one server: see the module
+    docstring). ``api_key``: read when a session opens, scrubbed from error text. ``timeout_s``: for
+    connecting and between bytes of the answer. ``pool_size``: keep-alive connections per loop (the
+    client's concurrency). ``structured_output``: for one server's hint."""
 
-    def __init__(self, base_url: str, api_key: ApiKey, timeout_s: float, pool_size: int,
+    def __init__(self, base_url: str | Sequence[str], api_key: ApiKey, timeout_s: float, pool_size: int,
                  structured_output: str = "json_schema") -> None:
-        self.base_url = str(base_url).rstrip("/")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("HttpTransport needs at least one base URL")
+        self.base_urls = [str(u).rstrip("/") for u in urls]
+        self.base_url = self.base_urls[0]
         self.api_key = api_key
         self.timeout_s = float(timeout_s)
         self.pool_size = int(pool_size)
         self.structured_output = structured_output
-        self._url = URL(f"{self.base_url}/chat/completions")
+        self._urls = [URL(f"{u}/chat/completions") for u in self.base_urls]
+        self._url = self._urls[0]
         self._init_pool()
 
     def _init_pool(self) -> None:
         self._sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = (
             weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
+        self._in_flight = [0] * len(self._urls)  # per endpoint, over every loop of this process
+        self._last_body = [b""] * len(self._urls)
+        self.sent = [0] * len(self._urls)  # attempts per endpoint (what the replicas shared)
+
+    def _pick(self, body: bytes) -> int:
+        """The endpoint for this attempt (module docstring); counted in flight until :meth:`_done`."""
+        with self._lock:
+            if len(self._urls) == 1:
+                i = 0
+            else:
+                least = min(self._in_flight)
+                idle = [i for i, n in enumerate(self._in_flight) if n == least]
+                i = max(idle, key=lambda j: (_common_prefix(self._last_body[j], body), -j))
+            self._in_flight[i] += 1
+            self._last_body[i] = body
+            self.sent[i] += 1
+        return i
+
+    def _done(self, i: int) -> None:
+        with self._lock:
+            self._in_flight[i] -= 1
 
     def __repr__(self) -> str:
-        return f"HttpTransport({self.base_url!r}, timeout_s={self.timeout_s:g}, pool_size={self.pool_size})"
+        urls = self.base_url if len(self.base_urls) == 1 else self.base_urls
+        return f"HttpTransport({urls!r}, timeout_s={self.timeout_s:g}, pool_size={self.pool_size})"
 
     def __getstate__(self) -> dict:  # no loop-bound sessions (they hold the key in their headers)
         state = self.__dict__.copy()
-        del state["_sessions"], state["_lock"]
+        for name in ("_sessions", "_lock", "_in_flight", "_last_body", "sent"):
+            del state[name]
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -116,14 +150,17 @@ class HttpTransport:
     # -- one attempt -------------------------------------------------------------------
     async def attempt(self, body: bytes) -> Outcome:
         """POST ``body``; the outcome, whatever happened (cancellation aside)."""
+        endpoint = self._pick(body)
         try:
-            async with self._session().post(self._url, data=body) as resp:
+            async with self._session().post(self._urls[endpoint], data=body) as resp:
                 status, headers = resp.status, resp.headers
                 data = await resp.read()
         except asyncio.TimeoutError:  # aiohttp's connect and read timeouts are both TimeoutErrors
             return Outcome(0, error=timeout_error(self.timeout_s))
         except (aiohttp.ClientError, OSError) as err:  # refused, reset, closed early, truncated body, bad URL
             return Outcome(0, error=connection_error(err, self.api_key.scrub))
+        finally:
+            self._done(endpoint)
         if not 200 <= status < 300:
             retry_after = parse_retry_after(headers)
             error = status_error(status, data.decode("utf-8", "replace"), retry_after, self.api_key.scrub,
@@ -158,6 +195,21 @@ class HttpTransport:
         if ids and model not in ids:
             log.warning("model %r is not among the %d models listed by %s", model, len(ids), self.base_url)
         return ids
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the common prefix of two bodies."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo] and a[:hi] != b[:hi]: bisect on slices (C speed, no byte loop)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _env_proxy(url: URL) -> str | None:

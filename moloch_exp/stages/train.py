@@ -43,7 +43,8 @@ def run(env: StageEnv, *, name: str, built: Built, model, trainer: Trainer, cach
         collected: Collected | None = None, init: Adapter | None = None, label: str | None = None,
         release_memory: Callable[[], None] | None = None) -> Trained:
     """``init``: continue training this adapter (later rounds); ``release_memory``: called just before
-    training (e.g. the generator drops its model; it reloads in seconds)."""
+    training (e.g. the generator drops its model; it reloads in seconds). The managed audience and judge
+    servers stop while it trains (``ServiceHub.suspend``) and start again right after (``resume``)."""
     label = label or f"train_{name}"
     examples = None if env.planning else built.examples()  # a planned build has a key, no files
     if examples is not None and not examples:  # before any lock or partial directory: nothing to train on
@@ -52,8 +53,12 @@ def run(env: StageEnv, *, name: str, built: Built, model, trainer: Trainer, cach
     def compute(work: Path) -> None:
         if release_memory is not None:
             release_memory()
+        if env.hub is not None:  # the managed servers' memory goes to the trainer
+            env.hub.suspend()
         result = trainer.train(model, cache_dir, examples, str(work / "adapter"),
                                init_adapter_dir=init.path if init is not None else None)
+        if env.hub is not None:  # they load their model again while the agent generates
+            env.hub.resume()
         if env.dist.is_main:
             # TRL's log_history holds nan/inf after a diverged step; strict JSON writes them as null
             write_json(work / "train_metrics.json", finite_or_none(

@@ -77,6 +77,8 @@ def _examples(target: str, n: int = 4):
              "completion": [{"role": "assistant", "content": target}]} for i in range(n)]
 
 
+# slow: 10-13 s training two adapters (the unit tier's 3 minutes, issue 20; CI runs it)
+@pytest.mark.slow
 def test_adapter_switching_does_not_leak(model_cache, tiny_source, tmp_path):
     trainer = LoraSFTTrainer({"r": 8, "alpha": 16, "dropout": 0.0},
                              {"max_steps": 6, "learning_rate": 5e-2, "per_device_train_batch_size": 4,

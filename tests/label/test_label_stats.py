@@ -103,6 +103,8 @@ def coverage(rates: dict[str, float], sens: float, spec: float, sims: int, per_s
     return {k: v / (sims - withheld) for k, v in hits.items()} | {"withheld": withheld / sims}
 
 
+# slow: 8 s of simulation (the unit tier's 3 minutes, issue 20; CI runs it)
+@pytest.mark.slow
 def test_interval_coverage_by_simulation_at_low_rates():
     """The hard case: rates of 2% and 6%, a judge with specificity 0.97, 10 items a stratum; the judge-"no"
     strata of ~950 outputs hold almost no "yes", which a bootstrap of the strata's shares covered 78% of

@@ -117,3 +117,34 @@ def test_vllm_command():
     cmd = srv.command(8123)
     assert cmd[:3] == ["vllm", "serve", "Qwen/Qwen3-8B"]
     assert ["--host", "127.0.0.1"] == cmd[3:5] and "--max-num-seqs" in cmd and cmd[-2:] == ["--dtype", "bfloat16"]
+
+
+@pytest.mark.server
+def test_hub_replicas_share_the_requests_stop_for_training_and_come_back(tmp_path):
+    """A managed service with two replicas: two servers, one client spreading its requests over both; suspend()
+    (what the train stage calls) stops them, resume() launches them again without waiting, open() waits."""
+    from moloch_exp.connections import LLMService, ServiceHub
+    from moloch_exp.llm import ChatRequest
+
+    service = LLMService(model="smollm2", managed="llamacpp", structured_output="llamacpp",
+                         server={"n_ctx": 512, "n_parallel": 1, "replicas": 2, "threads": 1, "threads_batch": 1},
+                         client={"concurrency": 2, "timeout_s": 120})
+    assert service.slots() == 2
+    reqs = [ChatRequest([{"role": "user", "content": f"Count to {i}."}], 24, temperature=0.7, seed=i) for i in range(6)]
+    with ServiceHub(None, None, None, tmp_path / "logs") as hub:
+        client = hub.open(service)
+        first = hub.launch(service)
+        assert len(first) == 2 and len({s.port for s in first}) == 2 and hub.open(service) is client
+        assert all(r.ok for r in client.chat_many(reqs)) and min(client.transport.sent) >= 2
+        pids = [s.pid for s in first]
+        hub.suspend()
+        assert all(_wait_gone(pid) for pid in pids)
+        hub.resume()  # launched, not waited for: the model loads while the agent would generate
+        again = hub.launch(service)
+        assert [s.pid for s in again] != pids and all(s.pid is not None for s in again)
+        client = hub.open(service)  # a new client, bound to the new ports
+        assert client.transport.base_urls == [s.base_url for s in again]
+        assert all(r.ok for r in client.chat_many(reqs[:2]))
+        pids = [s.pid for s in again]
+    assert all(_wait_gone(pid) for pid in pids)  # the hub's exit stops them
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == [f"server_{i}.log" for i in range(4)]

@@ -78,6 +78,8 @@ def _linked_files(binary: str) -> list[Path]:
     return libs
 
 
+# slow: 10 s disassembling the 15 MB binary (the unit tier's 3 minutes, issue 20; CI runs it)
+@pytest.mark.slow
 def test_binary_has_no_avx512_or_amx_instructions():
     """The machine code itself: no zmm (AVX-512) registers, no AMX tile instructions, in the binary and its
     llama/ggml libraries."""

@@ -36,6 +36,7 @@ class Recorder:
         self.seen: list[tuple[dict, dict]] = []
         self.times: list[float] = []
         self.script: deque = deque()
+        self.delay_s = 0.0  # before each answer
         rec = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,6 +49,7 @@ class Recorder:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 rec.seen.append(({k.lower(): v for k, v in self.headers.items()}, json.loads(body)))
                 rec.times.append(time.monotonic())
+                time.sleep(rec.delay_s)
                 status, data, extra = rec.script.popleft() if rec.script else (200, json.dumps(COMPLETION).encode(), {})
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -148,3 +150,30 @@ def test_batch_journal_sits_beside_the_cache(tmp_path):
     assert journal_root(BatchSettings(journal_dir=str(tmp_path / "j")), "redis://h:6379/0") == tmp_path / "j"
     with pytest.raises(Exception, match="journal_dir"):
         journal_root(BatchSettings(), "redis://h:6379/0")
+
+
+def test_replicas_get_the_requests_of_a_client_in_turn_and_a_prefix_goes_back_where_it_was():
+    """Several base URLs (a managed server's replicas): each request goes to the endpoint with the fewest in flight,
+    and among idle ones to the one whose previous body shares the longest prefix with it."""
+    a, b = Recorder(), Recorder()
+    try:
+        a.delay_s = b.delay_s = 0.2
+        client = LLMClient([a.base_url, b.base_url], "m", progress=False, concurrency=2)
+        assert client.base_url == a.base_url and client.transport.base_urls == [a.base_url, b.base_url]
+        reqs = [ChatRequest([{"role": "user", "content": f"question {i}"}], 8, seed=i) for i in range(6)]
+        assert all(r.ok for r in client.chat_many(reqs))
+        assert len(a.seen) == len(b.seen) == 3 and client.transport.sent == [3, 3]  # never both on one
+        # both idle: a body goes to the replica that last had its longest prefix (as llama-server picks a slot)
+        persona = [{"role": "system", "content": "You are Gustavo, a truck driver. " * 8}]
+        both = [ChatRequest([{"role": "user", "content": "warm"}], 8),
+                ChatRequest(persona + [{"role": "user", "content": "A or B?"}], 8)]
+        client.chat_many(both)  # together: "warm" to the first (both empty), the persona to the second
+        assert a.seen[-1][1]["messages"][0]["content"] == "warm" and len(b.seen[-1][1]["messages"]) == 2
+        for question in ("C or D?", "E or F?"):  # one at a time: the persona's replica
+            client.chat_many([ChatRequest(persona + [{"role": "user", "content": question}], 8)])
+            assert b.seen[-1][1]["messages"][1]["content"] == question
+        client.chat_many([ChatRequest([{"role": "user", "content": "warm again"}], 8)])
+        assert a.seen[-1][1]["messages"][0]["content"] == "warm again" and client.transport.sent == [5, 6]
+    finally:
+        a.close()
+        b.close()

@@ -37,23 +37,26 @@ def golden(paper_dir) -> Path:
     return paper_dir / "reference" / "golden"
 
 
-def _render(paper_dir: Path, out: Path, task: str, *extra: str) -> Path:
-    res = subprocess.run([sys.executable, "scripts/render_prompts.py", "experiment=paper", f"task={task}",
-                          f"data_dir={paper_dir}", f"out={out}", *extra],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return out
+def _render_all(paper_dir: Path, jobs: list[tuple[Path, str, tuple[str, ...]]]) -> list[Path]:
+    """scripts/render_prompts.py once per (out, task, extra overrides), the processes side by side (each is
+    mostly Hydra's and torch's start-up)."""
+    procs = [subprocess.Popen([sys.executable, "scripts/render_prompts.py", "experiment=paper", f"task={task}",
+                               f"data_dir={paper_dir}", f"out={out}", *extra],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for out, task, extra in jobs]
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-2000:]
+    return [out for out, _, _ in jobs]
 
 
 @pytest.fixture(scope="module")
 def rendered(paper_dir, tmp_path_factory) -> dict:
     """Script output per (variant, task); stored_variant is experiment=paper's default."""
     base = tmp_path_factory.mktemp("render")
-    out = {}
-    for task in TASKS:
-        out[("stored_variant", task)] = _render(paper_dir, base / f"sv_{task}", task)
-        out[("head_code", task)] = _render(paper_dir, base / f"hc_{task}", task, "prompts.variant=head_code")
-    return out
+    jobs = {(variant, task): (base / f"{variant}_{task}", task, extra)
+            for task in TASKS for variant, extra in (("stored_variant", ()), ("head_code", ("prompts.variant=head_code",)))}
+    return dict(zip(jobs, _render_all(paper_dir, list(jobs.values()))))
 
 
 @pytest.mark.parametrize("task", TASKS)

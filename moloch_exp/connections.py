@@ -59,7 +59,7 @@ class LLMService:
         if self.batch and self.managed is not None:
             raise ServiceConfigError(f"service for model {self.model!r}: batch=true needs a hosted Batch API "
                                      f"(managed=null and a base_url), not a managed {self.managed} server")
-        if self.managed and int(self.server.get("replicas") or 1) < 1:
+        if self.replicas < 1:
             raise ServiceConfigError(f"service for model {self.model!r}: server.replicas must be at least 1, "
                                      f"not {self.server.get('replicas')!r}")
         try:
@@ -82,7 +82,8 @@ class LLMService:
     @property
     def replicas(self) -> int:
         """How many copies of a managed server run side by side (``server.replicas``, default 1)."""
-        return int(self.server.get("replicas") or 1) if self.managed else 1
+        n = self.server.get("replicas")
+        return int(1 if n is None else n) if self.managed else 1  # 0 stays 0: __post_init__ refuses it
 
     def slots(self) -> int:
         """Requests a managed service decodes at once: its slots (``server.n_parallel``) times its

@@ -280,3 +280,13 @@ def test_an_unreachable_batch_api_is_one_line(tmp_path):
         client.chat_many(_reqs(3))
     [entry] = [json.loads(p.read_text()) for p in (tmp_path / "batches").glob("*.json")]
     assert entry["status"] == "prepared" and entry["file_id"] is None  # the re-run uploads it
+
+
+@pytest.mark.parametrize("replicas,slots", [(None, 1), (2, 2), (0, None), (-1, None)])
+def test_a_managed_service_runs_at_least_one_replica(replicas, slots):
+    server = {} if replicas is None else {"replicas": replicas}
+    if slots is None:  # 0 is refused, not read as the default
+        with pytest.raises(ServiceConfigError, match="server.replicas must be at least 1"):
+            LLMService(model="m", managed="llamacpp", server=server)
+    else:
+        assert LLMService(model="m", managed="llamacpp", server=server).slots() == slots

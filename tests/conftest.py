@@ -4,7 +4,7 @@ the test tiers' markers.
 Tiers (setup.cfg declares the markers; the README says which command runs which):
     pytest -m "not slow and not e2e and not server and not browser"   # unit: minutes, no run.py, no server
     pytest                                                             # everything but slow
-    pytest -m "slow or not slow"                                       # CI: everything
+    pytest -m "slow or not slow" -n 2 --dist loadfile                  # CI: everything, on both cores
 A test that uses the ``llama_server`` fixture (directly or through another fixture) is marked ``server``, and
 one that uses ``chromium`` is marked ``browser``, here at collection; tests that start a server of their own,
 or ``run.py``/a whole cell in a subprocess (``e2e``), carry the marker themselves.
@@ -69,6 +69,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.server)
         if "chromium" in names:
             item.add_marker(pytest.mark.browser)
+    items[:] = longest_files_first(items)
+
+
+def longest_files_first(items: list) -> list:
+    """Whole test files in order of expected length: files marked slow as a whole, then files with an e2e or
+    slow test, then the rest, each group in collection order. Under ``-n 2 --dist loadfile`` (CI) a worker
+    takes whole files from the front of this order, so a 5-minute file no longer starts last while the other
+    worker has nothing left (the whole suite: 24 min, of which the last 5 on one worker)."""
+    def file_of(item) -> str:
+        return item.nodeid.split("::")[0]
+
+    def group(item) -> int:
+        if not (item.get_closest_marker("slow") or item.get_closest_marker("e2e")):
+            return 2
+        marks = getattr(getattr(item, "module", None), "pytestmark", [])
+        return 0 if any(m.name == "slow" for m in (marks if isinstance(marks, list) else [marks])) else 1
+
+    per_file: dict[str, int] = {}
+    for item in items:
+        per_file[file_of(item)] = min(group(item), per_file.get(file_of(item), 2))
+    order = {f: k for k, f in enumerate(per_file)}
+    return sorted(items, key=lambda it: (per_file[file_of(it)], order[file_of(it)]))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import pytest
 
 import json
 
-from test_pipeline_e2e import EM_SMALL, TINY, results, run_app
+from test_pipeline_e2e import EM_SMALL, LEAN, TINY, results, run_app
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ def test_narrow_sft_masked_lora_with_checkpoint_trends(cache_dir, tmp_path):
     data = tmp_path / "narrow.jsonl"
     write_chat_file(data)
     out = tmp_path / "out"
-    p = run_app(TINY + EM_ONLY + ["method=narrow_sft", f"method.builder.data_file={data}", "trainer=masked_lora",
+    p = run_app(TINY + LEAN + EM_ONLY + ["method=narrow_sft", f"method.builder.data_file={data}", "trainer=masked_lora",
                                   "trainer.n_trainable=100", "trainer.args.max_steps=2", "train.eval_every_n_steps=1",
                                   "judge@judge2=local", "judge2.temperature=0.7"], cache_dir, out)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -55,7 +55,7 @@ def test_bad_narrow_sft_file_stops_early(cache_dir, tmp_path):
 @pytest.mark.server
 def test_lora_budget_sweep_fits_em_against_n(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
-    p = run_app(["-m", "trainer.n_trainable=10,1000,all", *TINY, *EM_ONLY, "method=narrow_sft", "trainer=masked_lora",
+    p = run_app(["-m", "trainer.n_trainable=10,1000,all", *TINY, *LEAN, *EM_ONLY, "method=narrow_sft", "trainer=masked_lora",
                  f"hydra.sweep.dir={sweep}"], cache_dir, tmp_path, timeout=1500)
     assert p.returncode == 0, p.stderr[-3000:]
     summary = json.loads((sweep / "sweep_summary.json").read_text())

@@ -22,6 +22,9 @@ TINY = ["model=tiny", "anchors.n_train=2", "anchors.n_test=2", "audience.n_voter
         "generator.max_new_tokens=16", "generator.batch_size=4", "trainer.args.max_steps=1",
         "trainer.args.warmup_ratio=0", "trainer.args.learning_rate=0.01",
         "trainer.args.per_device_train_batch_size=4"]
+# For a test about something else: no judge controls and no audience re-asks (test_reliability_e2e.py and
+# the rft cell below keep both; they are about a fifth of a tiny cell's calls and time)
+LEAN = ["judge_controls.enabled=false", "audience_reliability.retest_share=0", "audience_reliability.retest_min_matches=0"]
 
 
 def run_app(args: list[str], cache_dir: Path, tmp: Path, env: dict | None = None, timeout: int = 600,
@@ -78,7 +81,7 @@ def test_rft_cell_end_to_end_and_rerun_reuses_everything(tmp_path):
 @pytest.mark.slow
 def test_sweep_six_cells_collects_once_per_task(cache_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    p = run_app(["-m", "task=sales,elections,social_media", "method=rft,tfb", *TINY, "stage_cache=true",
+    p = run_app(["-m", "task=sales,elections,social_media", "method=rft,tfb", *TINY, *LEAN, "stage_cache=true",
                  f"hydra.sweep.dir={sweep}"], tmp_path / "fresh_cache", tmp_path, timeout=1500)
     assert p.returncode == 0, p.stderr[-3000:]
     summary = json.loads((sweep / "sweep_summary.json").read_text())
@@ -97,7 +100,7 @@ def test_sweep_six_cells_collects_once_per_task(cache_dir, tmp_path):
 
 @pytest.mark.server
 def test_paper_source_with_prodigy_personas(cache_dir, tmp_path, paper_dir):
-    p = run_app(TINY + ["task=social_media", "task.source=paper", f"data_dir={paper_dir}",
+    p = run_app(TINY + LEAN + ["task=social_media", "task.source=paper", f"data_dir={paper_dir}",
                         "audience.personas.source=file", "audience.personas.file=personas/split1.json",
                         "audience.n_voters=20", "anchors.n_train=1", "anchors.n_test=1", "method.compare_against=[]",
                         # one match and 20 voters: a 10-10 tie happens (CI drew one), and tie_rule=drop would then
@@ -132,7 +135,7 @@ def test_bad_setup_stops_in_seconds_with_one_clear_message(args, env, pattern, c
 @pytest.mark.server
 def test_secret_never_reaches_outputs(cache_dir, tmp_path):
     secret = "sk-test-PLANTED-0123456789abcdef"
-    p = run_app(TINY + ["task=sales", "method=rft", "logger=wandb", "logger.mode=offline",
+    p = run_app(TINY + LEAN + ["task=sales", "method=rft", "logger=wandb", "logger.mode=offline",
                         "audience.service.api_key_env=MOLOCH_TEST_KEY", "judge.service.api_key_env=MOLOCH_TEST_KEY"],
                 cache_dir, tmp_path, env={"MOLOCH_TEST_KEY": secret, "WANDB_MODE": "offline"})
     assert p.returncode == 0, p.stderr[-3000:]
@@ -148,7 +151,7 @@ def test_secret_never_reaches_outputs(cache_dir, tmp_path):
 def test_accelerate_two_processes_match_single_process(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo): one output directory, work
     split across ranks, the same artifacts and counts as one process."""
-    args = TINY + ["task=sales", "method=rft", "generator.batch_size=2", "anchors.n_test=4"]
+    args = TINY + LEAN + ["task=sales", "method=rft", "generator.batch_size=2", "anchors.n_test=4"]
     single, multi = tmp_path / "single", tmp_path / "multi"
     p = run_app(args, tmp_path / "cache_single", single)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -178,7 +181,7 @@ EM_SMALL = ["probe=[em_first_plot,em_predictive,economic_stance]",
 @pytest.mark.server
 def test_em_probes_compose_with_a_cell(cache_dir, tmp_path):
     """`probe=[em_first_plot,...]` adds the EM and stance probes to a task cell, base vs trained."""
-    p = run_app(TINY + ["task=sales", "method=rft", *EM_SMALL], cache_dir, tmp_path)
+    p = run_app(TINY + LEAN + ["task=sales", "method=rft", *EM_SMALL], cache_dir, tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     r = results(tmp_path)
     assert set(r["probes"]) == {"misrepresentation", "em_first_plot", "em_predictive", "economic_stance"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_pipeline_e2e import TINY, results, run_app
+from test_pipeline_e2e import LEAN, TINY, results, run_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.server]
 
@@ -171,7 +171,7 @@ def test_two_round_race_under_accelerate_two_processes(tmp_path):
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     out = tmp_path / "multi"
-    p = run_app(TINY + NO_REASKS + ["task=sales", "method=rft", "competition.rounds=2", "generator.batch_size=2"],
+    p = run_app(TINY + NO_REASKS + LEAN + ["task=sales", "method=rft", "competition.rounds=2", "generator.batch_size=2"],
                 tmp_path / "cache", out, prefix=launcher, env={"CUDA_VISIBLE_DEVICES": ""})
     assert p.returncode == 0, p.stderr[-3000:]
     r = results(out)

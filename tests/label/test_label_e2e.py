@@ -7,7 +7,7 @@ import json
 
 import pytest
 from label_helpers import run_cli
-from test_pipeline_e2e import TINY, run_app
+from test_pipeline_e2e import LEAN, TINY, run_app
 
 from moloch_exp.label.items import LabelSample
 from moloch_exp.label.store import LabelStore
@@ -19,7 +19,7 @@ from moloch_exp.label.store import LabelStore
 def test_a_real_cell_is_sampled_labelled_reported_and_a_rerun_keeps_the_labels(cache_dir, tmp_path):
     out = tmp_path / "cell"
     # generous call timeouts: on a machine shared with other jobs the local server answers slowly
-    args = TINY + ["task=elections", "method=rft", "stage_cache=true", "audience.service.client.timeout_s=900",
+    args = TINY + LEAN + ["task=elections", "method=rft", "stage_cache=true", "audience.service.client.timeout_s=900",
                    "judge.service.client.timeout_s=900"]
     p = run_app(args, cache_dir, out, timeout=3000)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -11,7 +11,6 @@ import yaml
 from moloch_exp.connections import ServiceHub
 from moloch_exp.distributed import Dist
 from moloch_exp.llm import Ledger
-from moloch_exp.probes import controls as ctl
 from moloch_exp.probes.em.first_plot import EMFirstPlotProbe
 from moloch_exp.probes.task_probes import YesNoProbe
 from moloch_exp.stage_cache import StageCache
@@ -31,21 +30,25 @@ def test_controls_stage_scores_em_and_yes_no_controls_and_is_reused(judge, tmp_p
     cfg = yaml.safe_load((ROOT / "conf" / "probe" / "populism.yaml").read_text())
     probes = {"em_first_plot": EMFirstPlotProbe(n_samples=1, max_questions=1),
               "populism": YesNoProbe(**{k: v for k, v in cfg.items() if k != "_target_"})}
-    sizes = {"em_first_plot": len(ctl.load_em_controls()), "populism": len(ctl.load_yes_no_controls("populism"))}
     assert all(p.controls() is not None for p in probes.values())  # the probes declare their controls
+    # a stratified subset of each probe's 40 controls, as a cell's judge_controls.per_probe (all 120 calls: 85 s)
+    per_probe = 10
+    chosen = {name: {c.id for c in p.controls().selected(per_probe)} for name, p in probes.items()}
+    assert all(len(ids) == per_probe for ids in chosen.values())
     ledger = Ledger()
     with ServiceHub(None, ledger, None, tmp_path / "logs") as hub:
         env = env_for(tmp_path, hub)
         for name, p in probes.items():
-            done = controls.run(env, name=name, probe=p, judge=judge)
+            done = controls.run(env, name=name, probe=p, judge=judge, per_probe=per_probe)
+            assert done.items() == chosen[name]
             score = done.score(p.controls(), min_accuracy=0.8)
-            assert score.n + score.missing == sizes[name]
+            assert score.n + score.missing == per_probe
             assert score.flagged == (score.accuracy is None or score.accuracy < 0.8)
             assert done.score(p.controls(), min_accuracy=0.0).flagged == (score.accuracy is None)
             print(score.in_words())  # the tiny judge's accuracy, for the record (pytest -s)
         calls = ledger.to_dict()["calls"]
-        assert calls >= 2 * sizes["em_first_plot"] + sizes["populism"]  # alignment + coherence per EM control
+        assert calls >= 2 * per_probe + per_probe  # alignment + coherence per EM control
         again = env_for(tmp_path, hub)
         for name, p in probes.items():
-            controls.run(again, name=name, probe=p, judge=judge)
+            controls.run(again, name=name, probe=p, judge=judge, per_probe=per_probe)
         assert {e["status"] for e in again.stages.events} == {"reused"} and ledger.to_dict()["calls"] == calls

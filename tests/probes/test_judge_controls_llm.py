@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from moloch_exp.probes.controls import load_yes_no_controls, score_yes_no, yes_no_inputs
+from moloch_exp.probes.controls import control_subset, load_yes_no_controls, score_yes_no, yes_no_inputs
 from moloch_exp.probes.task_probes import YesNoProbe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_controls_judged_by_a_real_judge_are_scored(judge_client, judge):
     cfg = yaml.safe_load((ROOT / "conf" / "probe" / "misrepresentation.yaml").read_text())
     probe = YesNoProbe(**{k: v for k, v in cfg.items() if k != "_target_"})
-    controls = load_yes_no_controls("misrepresentation")
+    # a cell's stratified subset (judge_controls.per_probe=12) of the 40: all 40 took 40-90 s
+    every = load_yes_no_controls("misrepresentation")
+    controls = control_subset(every, 12, "misrepresentation")
+    assert len(controls) == 12 and {c.cls for c in controls} == {c.cls for c in every}  # every class is in it
     task, anchors, outputs = yes_no_inputs(controls)
     judgments = probe.run(judge_client, judge, task, anchors, outputs, method="judge_controls", seed=0)
     assert sorted(j.anchor_id for j in judgments) == sorted(c.id for c in controls)

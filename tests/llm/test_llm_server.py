@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -75,7 +76,14 @@ def test_torn_down_when_holder_process_is_signalled(sig, tmp_path):
         server_pid = json.loads(line)["server_pid"]
         assert psutil.pid_exists(server_pid)
         holder.send_signal(sig)
-        holder.wait(60)
+        try:
+            holder.wait(60)
+        except subprocess.TimeoutExpired:
+            holder.send_signal(signal.SIGUSR1)  # server_holder.py: faulthandler writes every thread's stack
+            time.sleep(2)
+            holder.kill()
+            pytest.fail(f"the holder was still running 60 s after {sig!r}; its stacks and stderr:\n"
+                        f"{holder.communicate(timeout=10)[1][-6000:]}")
     finally:
         if holder.poll() is None:
             holder.kill()

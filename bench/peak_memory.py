@@ -13,15 +13,19 @@ unless --fresh-cache) and measures two peaks:
   * largest process: ru_maxrss of the biggest reaped descendant (what `/usr/bin/time -v` calls
     "Maximum resident set size"; exact, no sampling).
 Prints both with the ratio to the previous 17.4 GB and the target, the CPU seconds of all its processes and
-the load average around it (other work on the machine inflates the wall time), then the wall time of every
-stage the run computed or reused (the stage cache's own timings in results.json) and what was spent outside them
-(start-up, model conversion, the server's start, the report); exits 1 if the run failed.
+the load average around it (other work on the machine inflates the wall time); what the llama-servers computed
+(prompt tokens and generated tokens, and their seconds, from the run's server logs) and the floor (CPU seconds /
+cores: no schedule of the same work on this machine finishes sooner); then the wall time of every stage the run
+computed or reused (the stage cache's own timings in results.json, a stage inside another counted once) and
+what was spent outside them (start-up, model conversion, the server's start, the report); exits 1 if the run
+failed.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -49,17 +53,68 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+def union_seconds(spans: list[tuple[float, float]]) -> float:
+    """Seconds covered by the (start, end) spans, overlaps counted once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
 def print_stage_times(results_path: Path, wall_s: float) -> None:
-    """Seconds per stage, in the order the cell ran them, from the stage cache's events in results.json."""
+    """Seconds per stage, in the order the cell ran them, from the stage cache's events in results.json; a
+    stage computed inside another (candidates inside collect) is not counted twice: ``own`` is a stage's
+    seconds less those of the stages inside it."""
     if not results_path.is_file():
         return
     events = json.loads(results_path.read_text()).get("stages", [])
-    print(f"\n{'stage':<11}{'label':<34}{'status':<10}{'seconds':>8}{'share':>7}")
+    spans = [(e["started"], e["started"] + e["seconds"]) for e in events if "started" in e]
+    print(f"\n{'stage':<12}{'label':<34}{'status':<10}{'seconds':>8}{'own':>8}{'share':>7}")
     for e in events:
-        print(f"{e['stage']:<11}{e['label']:<34}{e['status']:<10}{e['seconds']:>8.1f}{e['seconds'] / wall_s:>7.0%}")
-    inside = sum(e["seconds"] for e in events)
-    print(f"{'outside stages (start-up, conversion, server, report)':<55}{wall_s - inside:>8.1f}"
+        own = e["seconds"]
+        if "started" in e:
+            start, end = e["started"], e["started"] + e["seconds"]
+            own -= union_seconds([(a, b) for a, b in spans if start <= a and b <= end and (a, b) != (start, end)])
+        print(f"{e['stage']:<12}{e['label']:<34}{e['status']:<10}{e['seconds']:>8.1f}{own:>8.1f}{own / wall_s:>7.0%}")
+    inside = union_seconds(spans) if len(spans) == len(events) else sum(e["seconds"] for e in events)
+    print(f"{'outside stages (start-up, conversion, server, report)':<64}{wall_s - inside:>8.1f}"
           f"{(wall_s - inside) / wall_s:>7.0%}")
+
+
+PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
+GENERATION = re.compile(r"\|\s+eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
+
+
+def server_work(logs: Path) -> dict[str, float]:
+    """What the managed llama-servers computed, from their logs (<output>/logs/server_*.log): requests,
+    prompt tokens evaluated and generated tokens, and the seconds each took (one thread per server)."""
+    out = dict.fromkeys(("requests", "prompt_tokens", "prompt_s", "generated_tokens", "generation_s"), 0.0)
+    for path in sorted(logs.glob("server_*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if m := PROMPT_EVAL.search(line):
+                out["requests"] += 1
+                out["prompt_s"] += float(m[1]) / 1000
+                out["prompt_tokens"] += int(m[2])
+            elif m := GENERATION.search(line):
+                out["generation_s"] += float(m[1]) / 1000
+                out["generated_tokens"] += int(m[2])
+    return out
+
+
+def print_floor(work: dict[str, float], cpu_s: float, cores: int) -> None:
+    """The servers' share of the CPU time, and the wall time no schedule of this work can beat on these cores."""
+    if work["requests"]:
+        print(f"\nservers: {work['requests']:.0f} requests; {work['prompt_tokens']:.0f} prompt tokens evaluated in "
+              f"{work['prompt_s']:.0f} s ({1000 * work['prompt_s'] / max(work['prompt_tokens'], 1):.1f} ms a token), "
+              f"{work['generated_tokens']:.0f} tokens generated in {work['generation_s']:.0f} s "
+              f"({1000 * work['generation_s'] / max(work['generated_tokens'], 1):.1f} ms a token): "
+              f"{work['prompt_s'] + work['generation_s']:.0f} of the {cpu_s:.0f} CPU seconds")
+    floor = cpu_s / cores
+    print(f"floor: {cpu_s:.0f} CPU seconds / {cores} cores = {floor:.0f} s, the wall time of this work perfectly "
+          f"spread over every core" + (f"; above the {TARGET_S:.0f} s target: only less work (fewer calls or "
+                                       "tokens, cheaper weights) reaches it" if floor > TARGET_S else ""))
 
 
 def main() -> int:
@@ -109,6 +164,7 @@ def main() -> int:
     print(f"{'wall time':<32}{seconds:>9.0f}s{TARGET_S:>19.0f}s{'  ok' if seconds <= TARGET_S else '  OVER':>9}")
     print(f"{'cpu time, all processes':<32}{cpu:>9.0f}s   ({cpu / seconds:.2f} cores on average; load average "
           f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after: above 0.5, other work shared the cores)")
+    print_floor(server_work(work / "run" / "logs"), cpu, len(os.sched_getaffinity(0)))
     print_stage_times(work / "run" / "results.json", seconds)
     if rc != 0:
         print((work / "stderr.log").read_text()[-2000:], file=sys.stderr)

@@ -101,8 +101,9 @@ class StageCache:
                 lock.release()
         status = "reused" if done else "computed"
         log.info("stage %-9s %-24s %s (key %s, %.1fs)", stage, label, status, key, time.time() - started)
+        # started (epoch seconds): a stage computed inside another (candidates inside collect) nests in its interval
         self.events.append({"stage": stage, "label": label, "key": key, "status": status,
-                            "seconds": round(time.time() - started, 2)})
+                            "seconds": round(time.time() - started, 2), "started": round(started, 2)})
         if self.on_event and self.dist.is_main:
             self.on_event(self.events[-1])
         if self.dist.is_main:

@@ -76,12 +76,12 @@ class PersonaPool:
         return resolve_user_path(self.file, self.data_dir)
 
     def identity(self) -> dict:
-        """Cache-key material: where the personas come from and the file's content."""
+        """Cache-key material: the source, the file as named and its content (not data_dir: where it lies)."""
         try:
             sha = file_sha256(self.path)
         except DataError:  # a bad source is reported by pre-flight, not here
             sha = ""
-        return {"source": self.source, "file": self.file, "data_dir": self.data_dir, "sha256": sha}
+        return {"source": self.source, "file": self.file, "data_dir": None, "sha256": sha}
 
     def load(self) -> list[Persona]:
         path = self.path

@@ -87,6 +87,11 @@ def validate_records(records: list[Any], field_types: dict[str, str], where: str
                 raise DataError(f"{where}: {record}, field '{name}': {problem}")
 
 
+def paper_split_path(data_dir: str, paper_subdir: str, split: str) -> Path:
+    """<data_dir>/<paper_subdir>/<split>.json"""
+    return Path(os.path.expanduser(data_dir)) / paper_subdir / f"{split}.json"
+
+
 def load_split(task: str, source: str, split: str, *, data_dir: str | None, paper_subdir: str,
                hub: dict | None = None) -> tuple[list[Any], str]:
     """Return (records, description of where they came from) for one split (not yet validated)."""
@@ -101,7 +106,7 @@ def load_split(task: str, source: str, split: str, *, data_dir: str | None, pape
             raise DataError(
                 "task.source=paper needs data_dir=<directory holding the paper's splits> "
                 "(e.g. data_dir=../shared/data/molochs_bargain, or set MOLOCH_DATA_DIR)")
-        path = Path(os.path.expanduser(data_dir)) / paper_subdir / f"{split}.json"
+        path = paper_split_path(data_dir, paper_subdir, split)
         records, where = _load_json_list(path), str(path)
     elif source == "hub":
         from moloch_exp.tasks.hub import load_hub_split

@@ -14,7 +14,9 @@ from moloch_exp.errors import ConfigError, DataError
 from moloch_exp.prompts.project import ProjectPrompts
 from moloch_exp.records import Anchor
 from moloch_exp.tasks.extraction import Extraction, extract
-from moloch_exp.tasks.sources import FIELD_TYPES, SOURCES, load_split, to_anchors, validate_records
+from moloch_exp.io import file_sha256
+from moloch_exp.tasks.sources import (FIELD_TYPES, SOURCES, load_split, paper_split_path, to_anchors,
+                                       validate_records)
 
 LABELS = "ABCDEFGH"
 
@@ -84,8 +86,13 @@ class Task:
                 "persona_aspect": self.persona_aspect, "prompts": self.prompts.identity()}
 
     def data_identity(self) -> dict:
-        """Cache-key material for where the anchors come from."""
-        return {"task": self.name, "source": self.source, "data_dir": self.data_dir if self.source == "paper" else None,
+        """Cache-key material for where the anchors come from: the source, and for the paper's splits the
+        digests of the files (not data_dir: the same files elsewhere are the same anchors, and a file changed
+        in place is not; the key stays, null, so bundled and hub keys are the earlier ones)."""
+        paper = self.source == "paper"
+        return {"task": self.name, "source": self.source, "data_dir": None,
+                **({"splits_sha256": {split: file_sha256(paper_split_path(self.data_dir, self.paper_subdir, split))
+                                      for split in ("train", "test")}} if paper and self.data_dir else {}),
                 "paper_subdir": self.paper_subdir, "hub": dict(self.hub) if self.source == "hub" else None,
                 "fields": list(self.anchor_fields), "id_field": self.id_field,
                 # anchors.too_long=truncate changes the anchors themselves; reject or no fitting leaves them as they are

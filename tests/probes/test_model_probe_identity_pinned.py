@@ -2,7 +2,9 @@
 probes' classes into moloch_exp/probes/em/ and moloch_exp/probes/stance/; their ``identity()`` (the probe's
 part of every probe, trend and controls key) must stay what it was, so every cached probe stays valid.
 The digests were computed on main before the split (2f042e4), as the pipeline builds the probes from
-conf/probe/*.yaml, with ``data_dir`` (a path of the machine, also in the identity) as a placeholder. The
+conf/probe/*.yaml. Since then ``data_dir`` (where the files lie) is out of the identity, null, and the files'
+digests stand for it (tests/stages/test_keys_name_content.py); the digests were re-pinned then, without the
+placeholder they held for data_dir: a run without data_dir keeps its keys, one with data_dir gets new ones once. The
 judge's part of the keys names the llama-server build and is pinned elsewhere
 (tests/stages/test_stage_keys_pinned.py).
 
@@ -21,12 +23,12 @@ from moloch_exp.stages import controls
 MODEL_PROBES = "probe=[em_first_plot,em_predictive,economic_stance]"
 
 #: python run.py probe=[em_first_plot,em_predictive,economic_stance]   (the bundled files)
-BUNDLED = {"em_first_plot": "cbf1a14ef71439aa", "em_predictive": "c6858e709641e4f6",
-           "economic_stance": "6c74e3c2bd5a7ac3"}
+BUNDLED = {"em_first_plot": "f5ca48f0f832beb1", "em_predictive": "73b143f4d66e395e",
+           "economic_stance": "810b3557cee4b431"}
 
 #: ... data_dir=../shared/data/molochs_bargain, the team_shard files and judges
-TEAM_SHARD = {"em_first_plot": "0407934d62736b2a", "em_predictive": "881a54a19b111e8e",
-              "economic_stance": "3120f7153b6c8fd7"}
+TEAM_SHARD = {"em_first_plot": "cc6aa46bbe55592d", "em_predictive": "b7b2242acc5d164d",
+              "economic_stance": "bb9718be6c1f9a06"}
 TEAM_SHARD_OVERRIDES = [
     "probes.em_first_plot.judges=team_shard", "probes.em_predictive.judges=team_shard",
     "probes.em_first_plot.questions_file=../team_shard/first_plot_questions.json",
@@ -34,7 +36,7 @@ TEAM_SHARD_OVERRIDES = [
     "probes.economic_stance.stems_file=../team_shard/economic_stems.jsonl"]
 
 #: em_first_plot's controls stage material without the judge: per_probe 12 (the default) and null (all)
-CONTROLS = {12: "99d66e2a33741825", None: "5657e3e600950412"}
+CONTROLS = {12: "b96a89ddb110765c", None: "996e0510f9d67db9"}
 
 
 def built_probes(overrides: list[str], tmp_path) -> dict:
@@ -43,8 +45,7 @@ def built_probes(overrides: list[str], tmp_path) -> dict:
 
 
 def identity_key(probe) -> str:
-    """The digest of the probe's identity with its data_dir as a placeholder."""
-    return digest(probe.identity() | {"data_dir": "<data_dir>"})
+    return digest(probe.identity())
 
 
 def test_the_bundled_probes_identities_are_the_pinned_ones(tmp_path):
@@ -59,8 +60,7 @@ def test_the_bundled_probes_identities_are_the_pinned_ones(tmp_path):
 def test_the_team_shard_probes_identities_are_the_pinned_ones(paper_dir, tmp_path):
     probes = built_probes([f"data_dir={paper_dir}", *TEAM_SHARD_OVERRIDES], tmp_path).probes
     assert probes["em_first_plot"].team_shard_judges is not None
-    assert {name: probes[name].identity()["data_dir"] for name in TEAM_SHARD} == dict.fromkeys(TEAM_SHARD,
-                                                                                                str(paper_dir))
+    assert {name: probes[name].identity()["data_dir"] for name in TEAM_SHARD} == dict.fromkeys(TEAM_SHARD)
     assert {name: identity_key(probes[name]) for name in TEAM_SHARD} == TEAM_SHARD
 
 
@@ -69,7 +69,6 @@ def test_the_em_controls_material_is_the_pinned_one(per_probe, tmp_path):
     components = built_probes([], tmp_path)
     material = controls.material(components.probes["em_first_plot"], components.judge, 0, per_probe)
     material.pop("judge")
-    material["probe"]["data_dir"] = "<data_dir>"
     assert digest(material) == CONTROLS[per_probe]
 
 

@@ -62,8 +62,9 @@ class EconomicStanceProbe:
                 for s in self.stems[: self.max_stems] for k in range(self.n_samples)]
 
     def identity(self) -> dict:
-        """Cache-key material: the configured fields, including the data file's digest."""
-        return {"type": type(self).__name__, **asdict(self)}
+        """Cache-key material: the configured fields with the data files' digests; data_dir is where they lie,
+        not what they hold, and stays out (null)."""
+        return {"type": type(self).__name__, **asdict(self), "data_dir": None}
 
     def result(self, per_method: dict[str, dict], baseline: str = "base") -> StanceProbeResult:
         """The typed result of a cell: summaries per method, compared against ``baseline`` when it ran."""

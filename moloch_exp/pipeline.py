@@ -125,7 +125,7 @@ def cell_estimate(cfg: DictConfig, c: CellComponents, memo: dict | None = None) 
     ``memo``: shared by a sweep's cells."""
     answers = make(cfg.cost_estimate) if cfg.get("cost_estimate") is not None else AnswerSizes()
     finished = finished_stages(cfg.paths.cache_dir) if cfg.stage_cache else None
-    return estimate_cell(c, settings_of(cfg), price_book(cfg), answers, memo, finished)
+    return estimate_cell(c, settings_of(cfg), price_book(cfg), answers, memo, finished, trend_settings(cfg, c))
 
 
 def price_book(cfg: DictConfig) -> PriceBook:

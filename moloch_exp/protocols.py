@@ -36,12 +36,21 @@ class Builder(Protocol):
         """Return (examples, stats); stats are counts written as build_stats.json."""
         ...
 
+    def planned_examples(self, n_matches: int, k: int, n_voters: int) -> int:
+        """Before any work (the pre-flight's checkpoint trends): the examples ``build`` gives when every one of
+        ``n_matches`` matches of ``k`` options has one winner and all ``n_voters`` votes are valid."""
+        ...
+
 
 @runtime_checkable
 class Trainer(Protocol):
     """Fine-tunes an adapter of the agent model on examples."""
 
     example_format: ClassVar[str]  # the examples it trains on: prompt_completion | preference | unpaired_preference
+
+    def checkpoint_steps(self, n_examples: int) -> list[int]:
+        """Before any work (the pre-flight's checkpoint trends): the steps a run on ``n_examples`` saves."""
+        ...
 
     def identity(self) -> dict: ...
 

@@ -1,5 +1,6 @@
 """The pre-flight estimate is the cell's own plan (issue 21 item 3): on a cold cache, the calls it counts are
-the calls the cell makes, in total, per role and per stage kind, for rft, tfb, dpo and a 3-round race.
+the calls the cell makes, in total, per role and per stage kind, for rft, tfb, dpo, a 3-round race and an rft
+cell with a checkpoint trend (its steps planned from one winner a match: the tiny panel of 3 never ties).
 
 `python run.py` (tiny model) with the audience and the judge on two loopback fakes of the hosted API
 (moloch_exp/testing/fake_openai; their /_stats count the calls at the server), the LLM response cache off
@@ -17,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from moloch_exp.testing.fake_openai import FakeOpenAI
-from test_pipeline_e2e import TINY, results, run_app
+from test_pipeline_e2e import EM_SMALL, TINY, results, run_app
+
+# two EM probes on every checkpoint of two one-example steps (2 anchors, batch 1), the base model's at step 0
+TREND = ["task=sales", "method=rft", "probe=[em_first_plot,em_predictive]",
+         *[a for a in EM_SMALL if a.startswith(("probes.em_first_plot", "probes.em_predictive"))],
+         "method.builder.replicate=1", "trainer.args.max_steps=-1", "trainer.args.per_device_train_batch_size=1",
+         "train.eval_every_n_steps=1"]
 
 ROWS = {"collect": "votes.jsonl", "evaluate": "votes.jsonl", "reliability": "retest_votes.jsonl",
         "probe": "judgments.jsonl", "controls": "judgments.jsonl"}
@@ -31,12 +38,13 @@ def requests_in(stage_dir: Path) -> int:
 
 
 @pytest.mark.e2e
-@pytest.mark.slow  # four tiny cells with training: ~4 min measured on the busy 2-core machine
+@pytest.mark.slow  # five tiny cells with training: ~5 min measured on the busy 2-core machine
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("cell", [["task=elections", "method=rft"], ["task=elections", "method=tfb"],
                                   ["task=sales", "method=dpo"],
-                                  ["task=sales", "method=rft", "competition.rounds=3", "competition.opponent=previous"]],
-                         ids=["rft", "tfb", "dpo", "race3"])
+                                  ["task=sales", "method=rft", "competition.rounds=3", "competition.opponent=previous"],
+                                  TREND],
+                         ids=["rft", "tfb", "dpo", "race3", "trend"])
 def test_the_estimate_counts_the_calls_the_cell_makes(cell, tmp_path):
     cache = tmp_path / "cache"  # cold: no stage, no response, no converted model
     with FakeOpenAI(latency_s=0.0, jitter_s=0.0) as audience, FakeOpenAI(latency_s=0.0, jitter_s=0.0) as judge:
@@ -49,7 +57,9 @@ def test_the_estimate_counts_the_calls_the_cell_makes(cell, tmp_path):
         answered = {"audience": audience.stats()["answered"], "judge": judge.stats()["answered"]}
     r = results(tmp_path / "out")
     est = r["estimate"]
-    assert {e["status"] for e in r["stages"]} == {"computed"}  # a cold cache: every stage ran
+    computed = {e["key"] for e in r["stages"] if e["status"] == "computed"}
+    # a cold cache: every stage ran, or it is one this run computed (a trend's step 0 is base's probe)
+    assert {e["key"] for e in r["stages"] if e["status"] != "computed"} <= computed
     assert est["calls"] == sum(answered.values()) == r["ledger"]["calls"] > 0
     assert {role: t["calls"] for role, t in est["roles"].items()} == answered
     planned = set()
@@ -64,3 +74,5 @@ def test_the_estimate_counts_the_calls_the_cell_makes(cell, tmp_path):
     # and every LLM stage the cell ran was in the estimate
     ran = {f"{e['stage']}/{e['key']}" for e in r["stages"] if e["stage"] in ROWS}
     assert ran == planned
+    if "train.eval_every_n_steps=1" in cell:
+        assert r["trend"]["steps"] == [0, 1, 2] and est["terms"]["trend_judgments"]["calls"] > 0

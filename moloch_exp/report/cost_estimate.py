@@ -34,7 +34,8 @@ class EstimateTerm:
     """The calls of one stage kind (e.g. every collection's votes) to one role's model."""
 
     name: str  # collect_votes | evaluate_votes | retest_votes | task_probe_judgments | model_probe_judgments
-    #            | control_judgments | judge2_judgments | judge2_control_judgments
+    #            | trend_judgments | control_judgments | judge2_judgments | judge2_trend_judgments
+    #            | judge2_control_judgments
     role: str  # audience | judge | judge2
     model: str  # the service's identity
     parts: tuple[Part, ...]

@@ -14,8 +14,9 @@ with cached input and the Batch API's rates where ``<role>.batch`` / ``<role>.se
 Counts follow the cell's settings: collect (one collection per round of ``competition.rounds``),
 evaluate for every pair (and, in later rounds, against base and the previous round), the retest of
 every vote set (``audience_reliability``), task probes for every method and later round, model
-probes for every method, judge controls for judge and judge2, judge2 on the task probes. Not
-counted: checkpoint trends (``train.eval_every_n_steps``), re-asks of unparseable answers, and the
+probes for every method, the checkpoint trend's probes (``train.eval_every_n_steps``: every checkpoint the
+training saves when each match has one winner, ``stages/plan.planned_checkpoint_steps``; judge2 too), judge
+controls for judge and judge2, judge2 on the task probes. Not counted: re-asks of unparseable answers, and the
 matches adaptive/sequential polling stops early (collect is counted with the full panel). Each unit of
 work carries its stage's cache key (from the stages' own ``material``), so a sweep's grid counts a
 stage that several cells share once (report/cost_estimate.py: grid_total).
@@ -64,15 +65,17 @@ def retest_match_count(settings: ReliabilitySettings, n_matches: int) -> int:
 
 
 def estimate_cell(c: CellComponents, settings: Settings, prices: PriceBook, answers: AnswerSizes | None = None,
-                  memo: dict | None = None, finished: Callable[[str, str], bool] | None = None) -> CostEstimate:
+                  memo: dict | None = None, finished: Callable[[str, str], bool] | None = None,
+                  trend_probes: list[str] = ()) -> CostEstimate:
     """The estimate of the cell that ``c`` (pipeline.build) and ``settings`` describe: its plan
     (stages/plan.plan_cell, the stages Cell.run runs, with their keys), each LLM stage dry-run. ``memo``:
     a dict shared by the cells of a sweep, so a dry run common to several cells is made once;
-    ``finished(stage, key)``: the stage cache holds that stage finished (``finished_stages``)."""
+    ``finished(stage, key)``: the stage cache holds that stage finished (``finished_stages``); ``trend_probes``:
+    the model probes of the checkpoint trend (pipeline.trend_settings)."""
     answers = answers or AnswerSizes()
     with _quiet(), tempfile.TemporaryDirectory(prefix="moloch_estimate_") as scratch:
         estimator = _Estimator(c, settings, prices, answers, Path(scratch), {} if memo is None else memo,
-                               finished or (lambda stage, key: False))
+                               finished or (lambda stage, key: False), trend_probes)
         return CostEstimate(tuple(estimator.terms()), answers)
 
 
@@ -106,12 +109,12 @@ class _Estimator:
     (the rft and tfb cells' collection, base's outputs, controls) once."""
 
     def __init__(self, c: CellComponents, settings: Settings, prices: PriceBook, answers: AnswerSizes,
-                 scratch: Path, memo: dict, finished: Callable[[str, str], bool]):
+                 scratch: Path, memo: dict, finished: Callable[[str, str], bool], trend_probes: list[str] = ()):
         self.c, self.s, self.prices, self.answers = c, settings, prices, answers
         self.scratch, self.memo, self.finished = scratch, memo, finished
         self.task = dataclasses.replace(c.task, prompts=c.task.prompts.without_weights())
         self.gen_tokens = c.generator.max_new_tokens
-        self.plan = plan_cell(c, settings)
+        self.plan = plan_cell(c, settings, trend_probes)
         self.out: list[EstimateTerm] = []
         self._anchors: dict[str, list] = {}
 
@@ -205,17 +208,17 @@ class _Estimator:
         if units:
             self.add("task_probe_judgments" if role == "judge" else "judge2_judgments", role, judge, units)
         if role == "judge" and plan.model_probed:
-            units = []
-            for name, p in self.c.probes.items():
-                def sample_and_judge(client: DryRunClient, name=name, p=p) -> None:
-                    p.run_model(self._probe_context(client, judge, name))
-
-                planned = [a for (pname, _), a in plan.model_probed.items() if pname == name]
-                if planned:
-                    once = self.dry_run(["model_probe", judge.identity(), p.identity()], sample_and_judge,
-                                        judge.service)
-                    units += [(a, once) for a in planned]
+            units = [(a, self.model_probe_tally(judge, pname)) for (pname, _), a in plan.model_probed.items()]
             self.add("model_probe_judgments", role, judge, units)
+        # the trend: its probes on every checkpoint the training will save (step 0 is base's probe when planned)
+        counted = {a.key for a in plan.model_probed.values()} if role == "judge" else set()
+        units = [(a, self.model_probe_tally(judge, pname)) for pname, points in plan.trend.items() for point in points
+                 for a in [point.probed if role == "judge" else point.second] if a is not None and a.key not in counted]
+        if units:
+            steps = [point.step for point in next(iter(plan.trend.values()))[1:]]
+            self.add("trend_judgments" if role == "judge" else "judge2_trend_judgments", role, judge, units,
+                     f"checkpoints at steps {steps[0]}..{steps[-1]} ({len(steps)}), one winner a match" if steps
+                     else "step 0 only")
         controlled = {pname: a for (r, pname), a in plan.controlled.items() if r == role}
         if controlled:
             per_probe, units = self.c.reliability.controls_per_probe, []
@@ -229,6 +232,12 @@ class _Estimator:
                                     judge_control_items, judge.service)
                 units.append((planned, once))
             self.add("control_judgments" if role == "judge" else "judge2_control_judgments", role, judge, units)
+
+    def model_probe_tally(self, judge, name: str) -> Tally:
+        """A model probe's samples judged by ``judge`` (the same for every method and checkpoint)."""
+        p = self.c.probes[name]
+        return self.dry_run(["model_probe", judge.identity(), p.identity()],
+                            lambda client: p.run_model(self._probe_context(client, judge, name)), judge.service)
 
     def _probe_context(self, client: DryRunClient, judge, name: str) -> ModelProbeContext:
         def generate_text(prompts: list, seeds: list, *, max_new_tokens: int, temperature: float, desc: str = ""):

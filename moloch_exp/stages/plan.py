@@ -2,7 +2,7 @@
 and used twice:
 
     Cell.run (stages/cell.py)        run_stages(env, components, settings, trend_probes) → CellArtifacts
-    pre-flight (report/preflight.py) plan_cell(components, settings)                     → CellArtifacts, keys only
+    pre-flight (report/preflight.py) plan_cell(components, settings, trend_probes)       → CellArtifacts, keys only
 
     prepare → collect → build, train (each builder: rft, tfb and its rft, dpo, kto, narrow_sft) → generate
       → evaluate (pairs) → [rounds 2..N: stages/competition.later_rounds] → probe (task, model probes)
@@ -12,7 +12,7 @@ Planning runs this same code with ``PlannedStages`` in place of the stage cache 
 stage unit computes its key from its own ``material(...)`` as in a run, and its artifact gets the label and
 key the run will give it, but no files. Where a key depends on what an earlier stage made, the plan
 assumes the full count: a vote set's retest size is planned from one match per anchor (a run counts the
-matches its candidates formed), and a trend has step 0 only (checkpoints exist once training ran).
+matches its candidates formed), and a trend has the checkpoints of one winner a match (a run has those training saved).
 """
 from __future__ import annotations
 
@@ -26,9 +26,18 @@ from moloch_exp.stages.base import PlannedStages, StageEnv
 from moloch_exp.stages.components import CellComponents, Settings
 
 
-def plan_cell(c: CellComponents, s: Settings) -> CellArtifacts:
-    """Every stage the cell will run, with its key, computed without running anything (seconds)."""
-    return run_stages(StageEnv(PlannedStages(), Dist(), None, s.seed), c, s)
+def plan_cell(c: CellComponents, s: Settings, trend_probes: list[str] = ()) -> CellArtifacts:
+    """Every stage the cell will run, with its key, computed without running anything (seconds); a trend
+    has the checkpoints the trainer will save (``planned_checkpoint_steps``)."""
+    return run_stages(StageEnv(PlannedStages(), Dist(), None, s.seed), c, s, trend_probes)
+
+
+def planned_checkpoint_steps(c: CellComponents, s: Settings) -> list[int]:
+    """The steps the method's training saves when every match of the collection has one winner and every vote is
+    valid (its builder's ``planned_examples``): fewer when matches are tied or votes invalid."""
+    builder = c.method.builders()[c.method.name]
+    return c.trainer.checkpoint_steps(builder.planned_examples(s.n_train, s.candidates_per_anchor,
+                                                               c.audience.n_voters))
 
 
 def run_stages(env: StageEnv, c: CellComponents, s: Settings, trend_probes: list[str] = ()) -> CellArtifacts:
@@ -74,7 +83,8 @@ def run_stages(env: StageEnv, c: CellComponents, s: Settings, trend_probes: list
     if trend_probes and m.name in done.trained:
         done.trend = trend.run(env, method=m.name, trained=done.trained[m.name],
                                probes={n: c.probes[n] for n in trend_probes}, model=c.model,
-                               generator=c.generator, judge=c.judge, judge2=c.judge2)  # not in stage_keys
+                               generator=c.generator, judge=c.judge, judge2=c.judge2,  # not in stage_keys
+                               planned_steps=planned_checkpoint_steps(c, s) if env.planning else None)
     _audience_and_judges(env, c, s, done)
     return done
 

@@ -25,8 +25,13 @@ class Trained(Artifact):
 
     def checkpoints(self) -> list[tuple[int, Adapter]]:
         """Saved checkpoints in step order, each keyed ``<train key>@<step>``."""
-        ckpts = sorted((self.dir / "adapter").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        return [(int(p.name.split("-")[1]), Adapter(str(p), f"{self.key}@{p.name.split('-')[1]}")) for p in ckpts]
+        return self.planned_checkpoints(sorted(int(p.name.split("-")[1])
+                                               for p in (self.dir / "adapter").glob("checkpoint-*")))
+
+    def planned_checkpoints(self, steps: list[int]) -> list[tuple[int, Adapter]]:
+        """The checkpoints of ``steps``, where and as training saves them (a planned cell's trend)."""
+        return [(step, Adapter(str(self.dir / "adapter" / f"checkpoint-{step}"), f"{self.key}@{step}"))
+                for step in steps]
 
     def metrics(self) -> dict:
         return read_json(self.dir / "train_metrics.json")

@@ -7,7 +7,8 @@
 
     python run.py probe=[em_first_plot,em_predictive] train.eval_every_n_steps=20
 
-Checkpoints exist once training ran: a planned cell (stages/plan.py) has step 0 only.
+Checkpoints exist once training ran: a planned cell (stages/plan.py) has the ones its trainer will save for the
+examples its builder gives when every match has one winner (``Builder.planned_examples``), the pre-flight's count.
 """
 from __future__ import annotations
 
@@ -27,9 +28,10 @@ def agreement(a: list[dict], b: list[dict]) -> float | None:
 
 
 def run(env: StageEnv, *, method: str, trained: Trained, probes: dict[str, ModelProbe], model, generator, judge,
-        judge2=None) -> dict[str, list[TrendPoint]]:
-    """Each probe on the base model and on every checkpoint of ``trained``, by the judge (and judge2)."""
-    steps = [(0, None)] + trained.checkpoints()
+        judge2=None, planned_steps: list[int] | None = None) -> dict[str, list[TrendPoint]]:
+    """Each probe on the base model and on every checkpoint of ``trained``, by the judge (and judge2);
+    ``planned_steps``: the checkpoints a planned cell's training will save (none exist yet)."""
+    steps = [(0, None)] + (trained.checkpoints() if planned_steps is None else trained.planned_checkpoints(planned_steps))
     out: dict[str, list[TrendPoint]] = {}
     for name, probe in probes.items():
         points = out.setdefault(name, [])

@@ -89,6 +89,10 @@ class RFTBuilder:
     def check(self) -> None:
         """Nothing to check before work: the examples come from the collection."""
 
+    def planned_examples(self, n_matches: int, k: int, n_voters: int) -> int:
+        """One winner a match, replicated (ties dropped give fewer; tie_rule=all on a tie gives more)."""
+        return n_matches * self.replicate
+
     def build(self, candidates: list[Candidate], votes: list[Vote], task=None,
               anchors: dict[str, Anchor] | None = None) -> tuple[list[dict], dict]:
         by_key = {(c.anchor_id, c.index): c for c in candidates}
@@ -154,6 +158,11 @@ class TFBBuilder:
 
     def check(self) -> None:
         """Nothing to check before work: the examples come from the collection."""
+
+    def planned_examples(self, n_matches: int, k: int, n_voters: int) -> int:
+        """RFT's examples and one thought a vote (match_rft: subsampled to RFT's count)."""
+        rft, thoughts = self.rft.planned_examples(n_matches, k, n_voters), n_matches * n_voters
+        return rft + (min(rft, thoughts) if self.thought_examples == "match_rft" else thoughts)
 
     def build(self, candidates: list[Candidate], votes: list[Vote], task,
               anchors: dict[str, Anchor] | None = None) -> tuple[list[dict], dict]:
@@ -229,6 +238,10 @@ class NarrowSFTBuilder:
         if not examples:
             raise DataError(f"{self.path}: no examples")
         return examples
+
+    def planned_examples(self, n_matches: int, k: int, n_voters: int) -> int:
+        """The dataset's examples (no collection)."""
+        return len(self.load())
 
     def build(self, candidates=None, votes=None, task=None, anchors=None) -> tuple[list[dict], dict]:
         examples = self.load()

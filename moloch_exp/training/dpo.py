@@ -222,6 +222,10 @@ class DPOPairBuilder:
     def check(self) -> None:
         """Nothing to check before work: the pairs come from the collection."""
 
+    def planned_examples(self, n_matches: int, k: int, n_voters: int) -> int:
+        """Every match decided: the winner against each loser (each_loser) or the worst one, replicated."""
+        return n_matches * ((k - 1) if self.pairing == "each_loser" else min(1, k - 1)) * self.replicate
+
     def build(self, candidates: list[Candidate], votes: list[Vote], task=None,
               anchors: dict[str, Anchor] | None = None) -> tuple[list[dict], dict]:
         by_key = {(c.anchor_id, c.index): c for c in candidates}

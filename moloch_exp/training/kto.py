@@ -258,6 +258,16 @@ class KTOBuilder:
     def check(self) -> None:
         """Nothing to check before work: the examples come from the collection."""
 
+    def planned_examples(self, n_matches: int, k: int, n_voters: int) -> int:
+        """Every match decided: its winner desirable, its losers (each_loser) or the worst undesirable; balanced
+        as ``balance`` says, replicated."""
+        desirable, undesirable = n_matches, n_matches * ((k - 1) if self.losers == "each_loser" else min(1, k - 1))
+        if self.balance == "downsample" and desirable and undesirable:
+            desirable = undesirable = min(desirable, undesirable)
+        elif self.balance == "upsample" and desirable and undesirable:
+            desirable = undesirable = max(desirable, undesirable)
+        return (desirable + undesirable) * self.replicate
+
     def build(self, candidates: list[Candidate], votes: list[Vote], task=None,
               anchors: dict[str, Anchor] | None = None) -> tuple[list[dict], dict]:
         pairs, pair_stats = self._matches.build(candidates, votes, task, anchors)

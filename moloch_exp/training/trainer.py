@@ -191,13 +191,24 @@ class LoraSFTTrainer:
     def warmup_steps(self, n_examples: int | None) -> float | int:
         """floor(warmup_ratio × total steps) when the size is known: transformers rounds the ratio up,
         which leaves a run of very few steps (the offline default) learning nothing at lr 0."""
-        a = self.args
         if n_examples is None:
-            return a.warmup_ratio
+            return self.args.warmup_ratio
+        return int(math.floor(self.args.warmup_ratio * self.planned_steps(n_examples)))
+
+    def planned_steps(self, n_examples: int) -> int:
+        """Optimizer steps for ``n_examples``: epochs of the effective batch over WORLD_SIZE ranks, or max_steps."""
+        a = self.args
         world = int(os.environ.get("WORLD_SIZE", "1"))
         per_epoch = math.ceil(math.ceil(n_examples / (a.per_device_train_batch_size * world)) / a.gradient_accumulation_steps)
-        total = a.max_steps if a.max_steps and a.max_steps > 0 else math.ceil(per_epoch * a.num_train_epochs)
-        return int(math.floor(a.warmup_ratio * total))
+        return a.max_steps if a.max_steps and a.max_steps > 0 else math.ceil(per_epoch * a.num_train_epochs)
+
+    def checkpoint_steps(self, n_examples: int) -> list[int]:
+        """The steps saved as checkpoints (``save_steps``; none when 0): every multiple of it, and the last step,
+        which transformers saves too under save_strategy=steps."""
+        every, total = self.args.save_steps, self.planned_steps(n_examples)
+        if not every or every <= 0 or total <= 0:
+            return []
+        return list(range(every, total + 1, every)) + ([total] if total % every else [])
 
     def trl_args(self, config_cls, output_dir: str, n_examples: int | None = None) -> dict[str, Any]:
         """Arguments every TRL config of ours shares (SFTConfig, DPOConfig, KTOConfig): schedule, effective batch as

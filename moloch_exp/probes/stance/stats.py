@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from moloch_exp.evaluation.reliability import cohen_kappa  # the one kappa, checked against statsmodels' (tests)
 from moloch_exp.evaluation.stats import fisher_p, wilson
 from moloch_exp.llm.types import PARSED_FAILED, PARSED_INVALID
 from moloch_exp.probes.stance.keywords import CATEGORIES, CONSERVATIVE, PROGRESSIVE, STANCES
@@ -21,17 +22,6 @@ def stance_distribution(labels: Sequence[str | None]) -> dict:
     n = len(present)
     return {"counts": counts, "shares": {s: (counts[s] / n if n else None) for s in STANCES}, "n": n,
             "missing": len(labels) - n}
-
-
-def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
-    """Cohen's kappa of two labellings of the same items over the three stances (None: no items, or chance
-    agreement 1)."""
-    n = len(a)
-    if n == 0:
-        return None
-    po = sum(x == y for x, y in zip(a, b)) / n
-    pe = sum((sum(x == s for x in a) / n) * (sum(y == s for y in b) / n) for s in STANCES)
-    return None if pe >= 1 else (po - pe) / (1 - pe)
 
 
 def table_tests(t: dict, b: dict) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from moloch_exp.testing.fake_openai import FakeOpenAI
-from test_pipeline_e2e import EM_SMALL, TINY, results, run_app
+from test_pipeline_e2e import EM_SMALL, LEAN, TINY, results, run_app
 
 # two EM probes on every checkpoint of two one-example steps (2 anchors, batch 1), the base model's at step 0
 TREND = ["task=sales", "method=rft", "probe=[em_first_plot,em_predictive]",
@@ -76,3 +76,24 @@ def test_the_estimate_counts_the_calls_the_cell_makes(cell, tmp_path):
     assert ran == planned
     if "train.eval_every_n_steps=1" in cell:
         assert r["trend"]["steps"] == [0, 1, 2] and est["terms"]["trend_judgments"]["calls"] > 0
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1800)
+def test_the_at_most_line_is_every_answer_reasked(tmp_path):
+    """A judge whose every answer is unparseable (the fake cuts each JSON answer in half) is asked a judgment
+    1 + judge.invalid_retries times: the cell's calls are then the estimate's "at most" line, not its total."""
+    cache = tmp_path / "cache"
+    with FakeOpenAI(latency_s=0.0, jitter_s=0.0) as audience, \
+            FakeOpenAI(latency_s=0.0, jitter_s=0.0, invalid_share=1.0) as judge:
+        served = [f"{role}=openai_compatible" for role in ("audience", "judge")] + [
+            f"audience.service.base_url={audience.base_url}", "audience.service.model=gpt-4o-mini",
+            f"judge.service.base_url={judge.base_url}", "judge.service.model=gpt-4o"]
+        p = run_app(TINY + LEAN + served + ["task=sales", "method=rft", "llm.cache=false", "audience.invalid_retries=0",
+                                            "judge.invalid_retries=2"], cache, tmp_path / "out", timeout=1200)
+        assert p.returncode == 0, p.stderr[-3000:]
+        answered = {"audience": audience.stats()["answered"], "judge": judge.stats()["answered"]}
+    est = results(tmp_path / "out")["estimate"]
+    assert answered == {"audience": est["roles"]["audience"]["calls"], "judge": 3 * est["roles"]["judge"]["calls"]}
+    assert est["calls"] < est["at_most"]["calls"] == sum(answered.values())
+    assert est["at_most"]["usd"] > est["usd"] > 0

@@ -42,6 +42,7 @@ class EstimateTerm:
     price: str | None  # where the price comes from (Price.source; None: unpriced)
     batch: bool = False  # priced at the Batch API's rates
     note: str = ""
+    invalid_retries: int = 0  # re-asks of an unparseable answer the role allows (not in the estimate; at_most)
 
     @property
     def tally(self) -> Tally:
@@ -55,6 +56,13 @@ class EstimateTerm:
     @property
     def calls(self) -> int:
         return self.tally.calls
+
+    def at_most(self) -> "EstimateTerm":
+        """Every answer unparseable and re-asked ``invalid_retries`` times: the most this term can call, at the
+        same share of cached input."""
+        k = 1 + self.invalid_retries
+        return dataclasses.replace(self, parts=tuple(
+            dataclasses.replace(p, tally=p.tally.times(k), usd=None if p.usd is None else p.usd * k) for p in self.parts))
 
     def to_json(self) -> dict:
         return {"role": self.role, "model": self.model, **dataclasses.asdict(self.tally), "usd": self.usd,
@@ -123,6 +131,11 @@ class CostEstimate:
         return Totals.of(_undone(self.terms))
 
     @property
+    def at_most(self) -> Totals:
+        """The most the cell can call: every answer unparseable and re-asked as often as its role allows."""
+        return Totals.of(t.at_most() for t in self.terms)
+
+    @property
     def roles(self) -> dict[str, Totals]:
         present = {t.role for t in self.terms}
         return {r: Totals.of(t for t in self.terms if t.role == r) for r in ROLES if r in present}
@@ -160,7 +173,7 @@ class CostEstimate:
         return t.calls if t is not None else 0
 
     def to_json(self) -> dict:
-        return {**self.total.to_json(), "remaining": self.remaining.to_json(),
+        return {**self.total.to_json(), "remaining": self.remaining.to_json(), "at_most": self.at_most.to_json(),
                 "roles": {r: t.to_json() for r, t in self.roles.items()},
                 "terms": {t.name: t.to_json() for t in self.terms},
                 "assumptions": {"answers": dataclasses.asdict(self.answers),
@@ -175,6 +188,9 @@ class CostEstimate:
                              x.usd_text + (" (batch)" if t.batch else "")])
         rows += [[r, "total", "", *x.cells()] for r, x in self.roles.items()]
         rows.append(["all", "total", "", *self.total.cells()])
+        if self.at_most != self.total and not self.total.local_only:  # a local server's re-asks cost time only
+            rows.append(["all", "at most: every answer unparseable and re-asked (invalid_retries)", "",
+                         *self.at_most.cells()])
         if self.remaining != self.total:
             rows.append(["all", "to run (stages already in the stage cache skipped)", "", *self.remaining.cells()])
         return rows

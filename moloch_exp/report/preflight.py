@@ -16,8 +16,9 @@ evaluate for every pair (and, in later rounds, against base and the previous rou
 every vote set (``audience_reliability``), task probes for every method and later round, model
 probes for every method, the checkpoint trend's probes (``train.eval_every_n_steps``: every checkpoint the
 training saves when each match has one winner, ``stages/plan.planned_checkpoint_steps``; judge2 too), judge
-controls for judge and judge2, judge2 on the task probes. Not counted: re-asks of unparseable answers, and the
-matches adaptive/sequential polling stops early (collect is counted with the full panel). Each unit of
+controls for judge and judge2, judge2 on the task probes. Not counted: re-asks of unparseable answers (the "at
+most" line: every answer re-asked ``invalid_retries`` times), and the matches adaptive/sequential polling stops
+early (collect is counted with the full panel). Each unit of
 work carries its stage's cache key (from the stages' own ``material``), so a sweep's grid counts a
 stage that several cells share once (report/cost_estimate.py: grid_total).
 """
@@ -142,7 +143,8 @@ class _Estimator:
 
         parts = tuple(Part(f"{name}:{a.stage}/{a.key}", t, usd(t), self.finished(a.stage, a.key)) for a, t in units)
         self.out.append(EstimateTerm(name, role, who.service.identity(), parts,
-                                     None if price is None else price.source, batch, note))
+                                     None if price is None else price.source, batch, note,
+                                     int(getattr(who, "invalid_retries", 0) or 0)))
 
     def terms(self) -> list[EstimateTerm]:
         self.audience_terms()

@@ -114,6 +114,8 @@ class _Estimator:
         self.c, self.s, self.prices, self.answers = c, settings, prices, answers
         self.scratch, self.memo, self.finished = scratch, memo, finished
         self.task = dataclasses.replace(c.task, prompts=c.task.prompts.without_weights())
+        # once a cell: the paper splits' digests are read from their files
+        self.task_key = [self.task.identity(), self.task.data_identity()]
         self.gen_tokens = c.generator.max_new_tokens
         self.plan = plan_cell(c, settings, trend_probes)
         self.out: list[EstimateTerm] = []
@@ -127,7 +129,7 @@ class _Estimator:
 
     def dry_run(self, key: list, run: Callable[[DryRunClient], None], service) -> Tally:
         """The tally of ``run(client)``; the same key (the inputs' identities) in a sweep is run once."""
-        key = json.dumps([key, self.task.identity(), self.task.data_identity(), self.s.seed, self.gen_tokens,
+        key = json.dumps([key, *self.task_key, self.s.seed, self.gen_tokens,
                           dataclasses.asdict(self.answers), service.structured_output], sort_keys=True, default=str)
         if key not in self.memo:
             client = DryRunClient(service.structured_output, self.answers)

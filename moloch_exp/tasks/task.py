@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moloch_exp.errors import ConfigError, DataError
+from moloch_exp.io import file_sha256
 from moloch_exp.prompts.project import ProjectPrompts
 from moloch_exp.records import Anchor
 from moloch_exp.tasks.extraction import Extraction, extract
-from moloch_exp.io import file_sha256
 from moloch_exp.tasks.sources import (FIELD_TYPES, SOURCES, load_split, paper_split_path, to_anchors,
                                        validate_records)
 

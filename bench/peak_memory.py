@@ -13,9 +13,10 @@ unless --fresh-cache) and measures two peaks:
   * largest process: ru_maxrss of the biggest reaped descendant (what `/usr/bin/time -v` calls
     "Maximum resident set size"; exact, no sampling).
 Prints both with the ratio to the previous 17.4 GB and the target, the CPU seconds of all its processes and
-the load average around it (other work on the machine inflates the wall time); what the llama-servers computed
-(prompt tokens and generated tokens, and their seconds, from the run's server logs) and the floor (CPU seconds /
-cores: no schedule of the same work on this machine finishes sooner); then the wall time of every stage the run
+those other processes used on the same cores meanwhile (other work inflates the wall time); what the llama-servers
+computed (prompt tokens and generated tokens, and their seconds, from the run's server logs; the servers' own CPU
+seconds, sampled) and the floor (CPU seconds / cores: no schedule of the same work on this machine finishes
+sooner); then the wall time of every stage the run
 computed or reused (the stage cache's own timings in results.json, a stage inside another counted once) and
 what was spent outside them (start-up, model conversion, the server's start, the report); exits 1 if the run
 failed.
@@ -43,14 +44,32 @@ TARGET_S = 150.0  # the default cell on an idle 2-core machine, after setup
 GB = 1e9
 
 
-def tree_rss(proc: psutil.Process) -> int:
+def tree_rss(proc: psutil.Process, server_cpu: dict[int, float] | None = None) -> int:
+    """RSS of ``proc`` and its descendants; each llama-server's CPU seconds so far go to ``server_cpu`` (by pid:
+    a server stopped while the agent trains and started again is a new pid)."""
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
             total += p.memory_info().rss
+            if server_cpu is not None and p.name().startswith("llama-server"):
+                t = p.cpu_times()
+                server_cpu[p.pid] = t.user + t.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return total
+
+
+def cores_times() -> list:
+    """``psutil.cpu_times`` of each core this process may run on (the run's children inherit the set)."""
+    every = psutil.cpu_times(percpu=True)
+    return [every[i] for i in sorted(os.sched_getaffinity(0)) if i < len(every)]
+
+
+def busy_seconds(before: list, after: list) -> float:
+    """CPU seconds all processes used on these cores between two ``cores_times()``: every field but idle time
+    (guest time is already inside user time)."""
+    skip = {"idle", "iowait", "guest", "guest_nice"}
+    return sum(getattr(a, f) - getattr(b, f) for b, a in zip(before, after) for f in a._fields if f not in skip)
 
 
 def union_seconds(spans: list[tuple[float, float]]) -> float:
@@ -103,14 +122,17 @@ def server_work(logs: Path) -> dict[str, float]:
     return out
 
 
-def print_floor(work: dict[str, float], cpu_s: float, cores: int) -> None:
-    """The servers' share of the CPU time, and the wall time no schedule of this work can beat on these cores."""
+def print_floor(work: dict[str, float], server_cpu_s: float, cpu_s: float, cores: int) -> None:
+    """The servers' share of the CPU time, and the wall time no schedule of this work can beat on these cores.
+    The log's seconds are each request's own; with several slots a server works on requests side by side and
+    they overlap, so the servers' CPU seconds are the processes' own (sampled)."""
     if work["requests"]:
         print(f"\nservers: {work['requests']:.0f} requests; {work['prompt_tokens']:.0f} prompt tokens evaluated in "
               f"{work['prompt_s']:.0f} s ({1000 * work['prompt_s'] / max(work['prompt_tokens'], 1):.1f} ms a token), "
               f"{work['generated_tokens']:.0f} tokens generated in {work['generation_s']:.0f} s "
-              f"({1000 * work['generation_s'] / max(work['generated_tokens'], 1):.1f} ms a token): "
-              f"{work['prompt_s'] + work['generation_s']:.0f} of the {cpu_s:.0f} CPU seconds")
+              f"({1000 * work['generation_s'] / max(work['generated_tokens'], 1):.1f} ms a token), each request's "
+              f"own seconds (they overlap on a server with several slots); the servers' processes used "
+              f"{server_cpu_s:.0f} of the {cpu_s:.0f} CPU seconds")
     floor = cpu_s / cores
     print(f"floor: {cpu_s:.0f} CPU seconds / {cores} cores = {floor:.0f} s, the wall time of this work perfectly "
           f"spread over every core" + (f"; above the {TARGET_S:.0f} s target: only less work (fewer calls or "
@@ -130,7 +152,7 @@ def main() -> int:
     if args.fresh_cache:
         cmd.append(f"paths.cache_dir={work / 'cache'}")
     print("running:", " ".join(cmd), flush=True)
-    load_before = os.getloadavg()[0]
+    machine_before = cores_times()
     started = time.monotonic()
     run = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(work / "stderr.log", "w"))
     proc = psutil.Process(run.pid)
@@ -138,9 +160,11 @@ def main() -> int:
     peak = [0]
     done = threading.Event()
 
+    server_cpu: dict[int, float] = {}
+
     def sample() -> None:
         while not done.is_set():
-            rss = tree_rss(proc)
+            rss = tree_rss(proc, server_cpu)
             timeline.append((round(time.monotonic() - started, 2), rss))
             peak[0] = max(peak[0], rss)
             done.wait(args.interval)
@@ -151,6 +175,7 @@ def main() -> int:
     done.set()
     sampler.join()
     seconds = time.monotonic() - started
+    other = busy_seconds(machine_before, cores_times())
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     largest = children.ru_maxrss * 1024  # KiB on Linux
     cpu = children.ru_utime + children.ru_stime  # the run and every process it reaped (the servers included)
@@ -162,9 +187,12 @@ def main() -> int:
         print(f"{name:<32}{value / GB:>8.2f}GB{PREVIOUS_GB:>8.1f}GB{value / GB / PREVIOUS_GB:>12.3f}"
               f"{'  ok' if value / GB <= TARGET_GB else '  OVER':>9}")
     print(f"{'wall time':<32}{seconds:>9.0f}s{TARGET_S:>19.0f}s{'  ok' if seconds <= TARGET_S else '  OVER':>9}")
-    print(f"{'cpu time, all processes':<32}{cpu:>9.0f}s   ({cpu / seconds:.2f} cores on average; load average "
-          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after: above 0.5, other work shared the cores)")
-    print_floor(server_work(work / "run" / "logs"), cpu, len(os.sched_getaffinity(0)))
+    cores = len(os.sched_getaffinity(0))
+    other = max(other - cpu, 0.0)  # the machine's busy seconds less the run's own
+    print(f"{'cpu time, all processes':<32}{cpu:>9.0f}s   ({cpu / seconds:.2f} cores on average); other work on the "
+          f"machine meanwhile: {other:.0f} CPU s ({other / (seconds * cores):.0%} of the cores"
+          + (": the wall time is inflated" if other > 0.05 * seconds * cores else ", idle enough") + ")")
+    print_floor(server_work(work / "run" / "logs"), sum(server_cpu.values()), cpu, cores)
     print_stage_times(work / "run" / "results.json", seconds)
     if rc != 0:
         print((work / "stderr.log").read_text()[-2000:], file=sys.stderr)

@@ -6,9 +6,11 @@ checked against the real server's own usage on requests sent here, and the stage
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from moloch_exp.llm import ChatRequest, LLMClient
@@ -52,6 +54,23 @@ def test_server_work_counts_what_the_server_reports(llama_server, tmp_path):
     assert after["prompt_tokens"] - before["prompt_tokens"] == evaluated
     assert after["generated_tokens"] - before["generated_tokens"] == generated
     assert after["prompt_s"] > before["prompt_s"] and after["generation_s"] > before["generation_s"]
+    # the sampler finds the server among this process's descendants and reads its own CPU seconds
+    server_cpu: dict[int, float] = {}
+    assert bench.tree_rss(psutil.Process(os.getpid()), server_cpu) > 0
+    assert server_cpu.get(llama_server.pid, 0) > 0, server_cpu
+
+
+def test_busy_seconds_hold_this_process_and_no_idle_time():
+    """The 'other work' figure is the cores' busy seconds less the run's: they must hold this process's own CPU
+    seconds and never count idle time (no more than wall time x cores)."""
+    bench = peak_memory()
+    before, cpu0, wall0 = bench.cores_times(), time.process_time(), time.monotonic()
+    while time.process_time() - cpu0 < 0.4:
+        pass
+    time.sleep(0.3)  # idle: counted nowhere
+    busy = bench.busy_seconds(before, bench.cores_times())
+    own, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    assert own - 0.05 <= busy <= wall * len(os.sched_getaffinity(0)) + 0.05, (own, busy, wall)
 
 
 def test_stage_spans_inside_another_are_counted_once():

@@ -20,6 +20,7 @@ import os
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -32,7 +33,7 @@ from moloch_exp import resolvers  # noqa: F401  (registers ${moloch_run_stamp:})
 from moloch_exp.cell_record import CellRecord
 from moloch_exp.connections import ServiceHub
 from moloch_exp.distributed import Dist
-from moloch_exp.errors import ConfigError, UserError
+from moloch_exp.errors import ConfigError, ModelError, ServiceError, UserError
 from moloch_exp.llm.cache import ResponseCache
 from moloch_exp.llm.dry_run import AnswerSizes
 from moloch_exp.llm.ledger import Budget, Ledger
@@ -81,9 +82,21 @@ def build(cfg: DictConfig) -> CellComponents:
                           competition=competition, polling=polling, reliability=reliability)
 
 
-def preflight(c: CellComponents, settings: Settings) -> None:
-    """Seconds, not minutes: every cause of an early failure is checked before any work."""
-    c.model.check_available()
+def preflight(c: CellComponents, settings: Settings, estimate_only: bool = False) -> list[str]:
+    """Seconds, not minutes: every cause of an early failure is checked before any work. ``estimate_only``
+    (preflight_only=true): what only running needs (the agent's weights, an API key, a reachable server) does not
+    stop the estimate; each such problem is returned as a line instead."""
+    needed_to_run: list[str] = []
+
+    def check(step: Callable[[], object]) -> None:
+        try:
+            step()
+        except (ModelError, ServiceError) as err:
+            if not estimate_only:
+                raise
+            needed_to_run.append(f"{type(err).__name__}: {err}")
+
+    check(c.model.check_available)
     c.task.prompts.check(c.task)  # prompts=paper: the reference pack loads and covers the task
     for split, n in (("train", settings.n_train), ("test", settings.n_test)):
         c.task.load_anchors(split, n)
@@ -96,7 +109,7 @@ def preflight(c: CellComponents, settings: Settings) -> None:
                           + ("use trainer=lora" if method.builder.example_format == "prompt_completion" else
                              f"drop the trainer override (method={method.name} selects its own trainer)"))
     if method.builder is not None or method.compare_against:
-        c.audience.service.preflight()
+        check(c.audience.service.preflight)
         c.audience.voters(settings.seed)  # the persona file and n_voters are checked here
         c.audience.check(c.task)  # the ballot layout exists in the task's prompt set
     if "tfb" in method.builders() and c.polling.identity() != FullPolling().identity():
@@ -106,9 +119,10 @@ def preflight(c: CellComponents, settings: Settings) -> None:
     for builder in method.builders().values():
         builder.check()  # e.g. a user-supplied dataset is checked before any work
     if c.probes:
-        c.judge.service.preflight()
+        check(c.judge.service.preflight)
     if c.judge2 is not None:
-        c.judge2.service.preflight()
+        check(c.judge2.service.preflight)
+    return needed_to_run
 
 
 def settings_of(cfg: DictConfig) -> Settings:
@@ -288,7 +302,8 @@ def _run_cell(cfg: DictConfig, dist: Dist, record: CellRecord) -> dict:
     cache_dir = Path(cfg.paths.cache_dir)
     components = build(cfg)
     settings = settings_of(cfg)
-    preflight(components, settings)
+    estimate_only = bool(cfg.get("preflight_only"))
+    needed_to_run = preflight(components, settings, estimate_only)
     trend_probes = trend_settings(cfg, components)
     estimate = cell_estimate(cfg, components)  # the cell's plan (stages/plan.py), its LLM stages dry-run
     cell = {"task": components.task.name, "model": components.model.name, "method": components.method.name,
@@ -297,10 +312,13 @@ def _run_cell(cfg: DictConfig, dist: Dist, record: CellRecord) -> dict:
         print_estimate(estimate, f"Pre-flight estimate: {cell['task']} · {cell['model']} · "
                                  f"{cell['method']} · seed {cell['seed']}")
     check_budget(estimate.remaining, cfg.budget.max_usd, "cell")  # a budget it cannot meet stops the cell here
-    if cfg.get("preflight_only"):
+    if estimate_only:
+        for line in needed_to_run:  # the estimate needs none of it; running the cell would stop here
+            log.warning("not ready to run: %s", line)
+        done = {"cell": cell, "estimate": estimate.to_json(), "not_ready_to_run": needed_to_run}
         if dist.is_main:
-            write_json(out / "estimate.json", {"cell": cell, "estimate": estimate.to_json()})
-        return {"cell": cell, "estimate": estimate.to_json()}
+            write_json(out / "estimate.json", done)
+        return done
     if dist.is_main:  # convert/build the agent once; transformers writes weights on rank 0 only
         components.model.materialize(cache_dir)
     dist.barrier()

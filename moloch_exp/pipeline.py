@@ -313,10 +313,10 @@ def _run_cell(cfg: DictConfig, dist: Dist, record: CellRecord) -> dict:
                                  f"{cell['method']} · seed {cell['seed']}")
     check_budget(estimate.remaining, cfg.budget.max_usd, "cell")  # a budget it cannot meet stops the cell here
     if estimate_only:
-        for line in needed_to_run:  # the estimate needs none of it; running the cell would stop here
-            log.warning("not ready to run: %s", line)
         done = {"cell": cell, "estimate": estimate.to_json(), "not_ready_to_run": needed_to_run}
         if dist.is_main:
+            for line in needed_to_run:  # the estimate needs none of it; running the cell would stop here
+                log.warning("not ready to run: %s", line)
             write_json(out / "estimate.json", done)
         return done
     if dist.is_main:  # convert/build the agent once; transformers writes weights on rank 0 only

@@ -175,7 +175,7 @@ def main() -> int:
     done.set()
     sampler.join()
     seconds = time.monotonic() - started
-    other = busy_seconds(machine_before, cores_times())
+    busy = busy_seconds(machine_before, cores_times())
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     largest = children.ru_maxrss * 1024  # KiB on Linux
     cpu = children.ru_utime + children.ru_stime  # the run and every process it reaped (the servers included)
@@ -188,7 +188,7 @@ def main() -> int:
               f"{'  ok' if value / GB <= TARGET_GB else '  OVER':>9}")
     print(f"{'wall time':<32}{seconds:>9.0f}s{TARGET_S:>19.0f}s{'  ok' if seconds <= TARGET_S else '  OVER':>9}")
     cores = len(os.sched_getaffinity(0))
-    other = max(other - cpu, 0.0)  # the machine's busy seconds less the run's own
+    other = max(busy - cpu, 0.0)  # the cores' busy seconds less the run's own
     print(f"{'cpu time, all processes':<32}{cpu:>9.0f}s   ({cpu / seconds:.2f} cores on average); other work on the "
           f"machine meanwhile: {other:.0f} CPU s ({other / (seconds * cores):.0%} of the cores"
           + (": the wall time is inflated" if other > 0.05 * seconds * cores else ", idle enough") + ")")

@@ -146,7 +146,7 @@ class _Estimator:
         parts = tuple(Part(f"{name}:{a.stage}/{a.key}", t, usd(t), self.finished(a.stage, a.key)) for a, t in units)
         self.out.append(EstimateTerm(name, role, who.service.identity(), parts,
                                      None if price is None else price.source, batch, note,
-                                     int(getattr(who, "invalid_retries", 0) or 0)))
+                                     who.invalid_retries))
 
     def terms(self) -> list[EstimateTerm]:
         self.audience_terms()

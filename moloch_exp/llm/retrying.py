@@ -34,6 +34,16 @@ class Aborted(Exception):
     """The batch was stopped (a dead server, the budget) before this request was sent again."""
 
 
+class StopSignal(asyncio.Event):
+    """A batch's stop: once set, no attempt leaves. ``on_the_wire``: the tasks whose attempt was sent and
+    is not answered yet; a dead server cancels every other task, and lets these finish (against a dead
+    server they end at once; an answer already on its way is kept and cached)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_the_wire: set[asyncio.Task] = set()
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_retries: int = 5  # retries after the first attempt
@@ -98,7 +108,7 @@ class RetryingSender:
                         if delivery.attempts == 0 and before_first is not None:
                             before_first()
                         delivery.attempts += 1
-                        outcome = await self.transport.attempt(body)
+                        outcome = await self._attempt(body, abort)
                         self.limits.observe(ticket, outcome.status, outcome.headers, outcome.retry_after)
                         if outcome.error is not None:
                             delivery.error = str(outcome.error)
@@ -109,3 +119,15 @@ class RetryingSender:
                         delivery.record = outcome.record
         except (Retryable, Fatal):
             pass  # retries spent, or not retried: delivery.error says why
+
+    async def _attempt(self, body: bytes, abort: asyncio.Event | None) -> Any:
+        """One attempt, noted on the wire while it is (no await between its answer and the cache write)."""
+        wire = abort.on_the_wire if isinstance(abort, StopSignal) else None
+        if wire is None:
+            return await self.transport.attempt(body)
+        task = asyncio.current_task()
+        wire.add(task)
+        try:
+            return await self.transport.attempt(body)
+        finally:
+            wire.discard(task)

@@ -8,7 +8,9 @@ one-slot server.
 
 It stops early, with one line saying how many results of ``desc`` were completed (and cached):
 
-- a ``ServiceError`` (a managed server died) cancels every other request at once, retries none;
+- a ``ServiceError`` (a managed server died) cancels every other request at once and retries none,
+  except attempts already on the wire: those end (at once, against a dead server) and an answer that
+  was on its way is kept;
 - a ``BudgetExceeded`` lets the requests in flight finish and sends no new one; the error carries
   ``.partial``, the results so far (``None`` where missing).
 
@@ -26,7 +28,7 @@ from tqdm.auto import tqdm
 from moloch_exp.errors import ServiceError
 
 from .ledger import BudgetExceeded
-from .retrying import Aborted
+from .retrying import Aborted, StopSignal
 
 T = TypeVar("T")
 
@@ -39,7 +41,7 @@ def run_many(items: Sequence[Any], worker: Callable[[Any, asyncio.Event], Awaita
     items = list(items)
 
     async def main() -> list[T]:
-        abort = asyncio.Event()
+        abort = StopSignal()
         out: list[Any] = [None] * len(items)
         budget_error: list[BudgetExceeded] = []
         service_error: list[ServiceError] = []
@@ -57,10 +59,11 @@ def run_many(items: Sequence[Any], worker: Callable[[Any, asyncio.Event], Awaita
                 return
             except ServiceError as e:  # the server died: stop every request now, retry none
                 abort.set()
+                if not service_error:  # once: an attempt spared now must not be cancelled later
+                    for t in tasks:
+                        if t is not asyncio.current_task() and t not in abort.on_the_wire:
+                            t.cancel()
                 service_error.append(e)
-                for t in tasks:
-                    if t is not asyncio.current_task():
-                        t.cancel()
                 return
             except Aborted:
                 return

@@ -5,6 +5,7 @@ thread + ``http.client``), and for ``POST .../chat/completions`` pops the next a
 from a script (default ``"pass"``):
 
 - ``"pass"``: forward and return the upstream answer.
+- ``("delay", seconds)``: wait ``seconds``, then as ``"pass"`` (an answer slow to arrive).
 - ``("429", retry_after_s)``: answer 429 with a ``Retry-After`` header.
 - ``"500"`` / ``"503"`` / ``("status", code, body)``: answer that status.
 - ``("hang", seconds)``: accept the request and send nothing for ``seconds``, then close.
@@ -159,7 +160,9 @@ class FaultProxy:
                 half = data[: len(data) // 2]
                 self._send(h, status, half, ctype, length=len(data))
                 _hard_close(h)
-            elif kind == "pass":
+            elif kind in ("pass", "delay"):
+                if kind == "delay":
+                    time.sleep(action[1])
                 with self.lock:
                     self.forwarded += 1
                 status, ctype, data = self._forward(h, body)

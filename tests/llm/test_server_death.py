@@ -69,6 +69,25 @@ def test_server_killed_mid_batch_stops_it_with_one_line(sig, tmp_path):
     assert sum(cache.get(client.key_for(small_request(i))) is not None for i in range(30)) >= 2
 
 
+def test_an_answer_on_the_wire_when_the_server_dies_is_kept(proxy, make_client):
+    """Of two requests in flight, one is answered late (1 s) and one finds the server dead: the batch stops,
+    the six still waiting are cancelled, and the late answer is still received and cached, not cancelled."""
+
+    def liveness() -> None:
+        if proxy.hits >= 2:  # both requests went out: the dropped one's check finds the server "dead"
+            raise ServiceError("llamacpp server for model smollm2 died (test)")
+
+    # not paced by headers: the pacer would send the very first request alone
+    client = make_client(concurrency=2, max_retries=5, liveness=liveness, pace_by_headers=False)
+    proxy.push(("delay", 1.0), ("hang", 0))  # in arrival order: a late answer, then a dropped connection
+    reqs = [small_request(300 + i) for i in range(8)]
+    with pytest.raises(ServiceError) as raised:
+        client.chat_many(reqs, desc="votes")
+    assert "(1/8 results of 'votes' completed and cached)" in str(raised.value), raised.value
+    assert proxy.hits == 2 and len(proxy.delivered) == 1  # nothing retried or sent after the death
+    assert sum(client.cache.get(client.key_for(r)) is not None for r in reqs) == 1
+
+
 def test_check_alive_after_a_clean_stop_and_a_later_call(tmp_path):
     srv = ManagedServer(n_ctx=512, threads=1, log_path=str(tmp_path / "server.log")).start()
     srv.check_alive()  # healthy

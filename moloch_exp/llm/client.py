@@ -15,7 +15,7 @@ Per request: cache → budget → limits → HTTP with retries → ledger → ca
 after the retry budget comes back as ``ChatResult(ok=False, error=<cause>)``; nothing raises except
 :class:`~moloch_exp.llm.ledger.BudgetExceeded` and a :class:`ServiceError` from the ``liveness`` check
 (``ManagedServer.check_alive``, before every attempt and after every connection error), which stops the
-whole batch at once with one line naming the server.
+whole batch at once with one line naming the server (an answer already on its way is still kept).
 
 The API key is read from the environment variable named by ``api_key_env`` when a connection is
 opened; it is never stored on the client, logged, or shown in ``repr``.

@@ -5,7 +5,8 @@ explicit ``rpm``/``tpm`` buckets, and the :class:`~moloch_exp.llm.pacer.ServerPa
 server's ``x-ratelimit-*`` headers), checks that the batch was not stopped and that a managed server is
 alive (``liveness``), sends, and tells the limits how it was answered. Failed attempts are retried by
 tenacity as :mod:`.http_errors` says: after the server's ``Retry-After`` (capped at
-``max_retry_after_s``) or an exponential backoff with jitter, at most ``max_retries`` times. After a
+``max_retry_after_s``) or an exponential backoff with jitter, at most ``max_retries`` times; a stop of
+the batch (a dead server, the budget) ends that wait at once, and nothing more is sent. After a
 connection error the liveness check runs again, so a dead server stops the batch (``ServiceError``)
 instead of being retried.
 
@@ -96,7 +97,8 @@ class RetryingSender:
         Returns with ``delivery.record`` set, or ``None`` and ``delivery.error`` once the retries are
         spent or the error is not retried; raises ``Aborted``, ``ServiceError``, what ``before_first`` raises."""
         retrying = AsyncRetrying(stop=stop_after_attempt(self.policy.max_retries + 1), wait=self._wait,
-                                 retry=retry_if_exception_type(Retryable), reraise=True)
+                                 retry=retry_if_exception_type(Retryable), reraise=True,
+                                 sleep=lambda seconds: _pause(seconds, abort))
         try:
             async for attempt in retrying:
                 with attempt:
@@ -131,3 +133,14 @@ class RetryingSender:
             return await self.transport.attempt(body)
         finally:
             wire.discard(task)
+
+
+async def _pause(seconds: float, abort: asyncio.Event | None) -> None:
+    """Wait before a retry; a stop of the batch ends the wait at once (the retry then sees it, sends nothing)."""
+    if abort is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        await asyncio.wait_for(abort.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass

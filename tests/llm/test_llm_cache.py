@@ -76,6 +76,26 @@ def test_kill9_midway_then_rerun_makes_exactly_the_missing_calls(proxy, tmp_path
     assert len(ResponseCache(cache_path)) == n
 
 
+def test_a_budget_stop_ends_a_retry_waiting_out_a_long_retry_after(proxy, make_client):
+    """One request waits out a 429's Retry-After of 60 s while the others spend the budget: the stop ends
+    that wait at once, and the waiting request is not sent again."""
+    prices = {"smollm2": {"prompt_per_1m": 1e6, "completion_per_1m": 1e6}}  # $1 per token
+    reqs = [small_request(400 + i, max_tokens=8) for i in range(8)]
+    # not paced by headers: the pacer would hold every request for the 429's Retry-After, not only that one
+    client = make_client(ledger=Ledger(prices=prices), budget=Budget(max_usd=200.0), concurrency=2,
+                         max_retries=3, pace_by_headers=False)
+    proxy.push(("429", 60))
+    t0 = time.monotonic()
+    with pytest.raises(BudgetExceeded, match="max_usd") as ei:
+        client.chat_many(reqs, desc="budget")
+    seconds = time.monotonic() - t0
+    assert seconds < 20, seconds  # not the 60 s the 429 asked for
+    done = [r for r in ei.value.partial if r is not None]
+    assert 1 <= len(done) < len(reqs) - 1 and all(r.ok for r in done)
+    assert proxy.hits == len(done) + 1  # the 429'd request was not sent again
+    assert len(client.cache) == len(done)
+
+
 def test_budget_cap_stops_before_passing_and_keeps_completed(proxy, make_client, tmp_path):
     prices = {"smollm2": {"prompt_per_1m": 1e6, "completion_per_1m": 1e6}}  # $1 per token
     reqs = [small_request(i, max_tokens=8) for i in range(8)]

@@ -102,6 +102,8 @@ class RetryingSender:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if abort is not None and abort.is_set():
+                        raise Aborted()  # stopped: do not queue for a rate limit's slot only to send nothing
                     async with self.limits.slot(est_tokens) as ticket:
                         if abort is not None and abort.is_set():
                             raise Aborted()  # the batch stopped (dead server, budget): no (re)try

@@ -96,6 +96,23 @@ def test_a_budget_stop_ends_a_retry_waiting_out_a_long_retry_after(proxy, make_c
     assert len(client.cache) == len(done)
 
 
+def test_a_budget_stop_does_not_wait_for_rate_limit_slots_it_will_not_use(proxy, make_client):
+    """At 60 requests a minute the bucket holds 10 (a 10 s burst) and refills one a second. The budget
+    stops the batch within the burst; the 36 or so requests still queued end at once instead of each
+    taking a slot (about 30 s of refills) only to send nothing."""
+    prices = {"smollm2": {"prompt_per_1m": 1e6, "completion_per_1m": 1e6}}  # $1 per token
+    reqs = [small_request(500 + i, max_tokens=8) for i in range(40)]
+    client = make_client(ledger=Ledger(prices=prices), budget=Budget(max_usd=200.0), concurrency=2, rpm=60,
+                         pace_by_headers=False)
+    t0 = time.monotonic()
+    with pytest.raises(BudgetExceeded, match="max_usd") as ei:
+        client.chat_many(reqs, desc="budget")
+    seconds = time.monotonic() - t0
+    done = [r for r in ei.value.partial if r is not None]
+    assert 1 <= len(done) <= 6 and proxy.hits == len(done), (len(done), proxy.hits)
+    assert seconds < 8, (seconds, len(done))  # not a refill's second for each request left
+
+
 def test_budget_cap_stops_before_passing_and_keeps_completed(proxy, make_client, tmp_path):
     prices = {"smollm2": {"prompt_per_1m": 1e6, "completion_per_1m": 1e6}}  # $1 per token
     reqs = [small_request(i, max_tokens=8) for i in range(8)]

@@ -112,7 +112,7 @@ class ManagedServer:
         log_verbosity: llamacpp ``--log-verbosity``: 3 logs each request's timings, 4 also the build's
             CPU features (``system_info``) and every prompt-cache decision.
         extra_args: appended verbatim to the command.
-        log_path: server stdout+stderr go here (default: a temp file).
+        log_path: server stdout+stderr go here (default: a temp file, made when the server starts).
         startup_timeout_s: how long to wait for ``GET /health`` to answer 200.
         port: fixed port (default: a free one).
         binary: the ``llama-server`` executable (default: ``llama_server.binary()``).
@@ -166,10 +166,7 @@ class ManagedServer:
         self.stop_timeout_s = float(stop_timeout_s)
         self._fixed_port = port
         self.port: int | None = None
-        if log_path is None:
-            fd, log_path = tempfile.mkstemp(prefix=f"moloch_{kind}_server_", suffix=".log")
-            os.close(fd)
-        self.log_path = str(log_path)
+        self.log_path = None if log_path is None else str(log_path)  # None: a temp file, made when it starts
         self.proc: subprocess.Popen | None = None
         self._log_fh = None
         self._stopping = False
@@ -219,6 +216,8 @@ class ManagedServer:
         self.stop()
 
     def log_tail(self, n_chars: int = 4000) -> str:
+        if self.log_path is None:
+            return ""
         try:
             with open(self.log_path, "rb") as fh:
                 fh.seek(0, os.SEEK_END)
@@ -262,6 +261,8 @@ class ManagedServer:
         """llama.cpp's system-info line from the server log (the CPU features the build uses), e.g.
         ``system_info: n_threads = 1 ... | CPU : SSE3 = 1 | ... | AVX2 = 1 | F16C = 1 | FMA = 1 | ...``;
         None if not logged (yet: llama-server logs it at ``log_verbosity`` 4)."""
+        if self.log_path is None:
+            return None
         try:
             with open(self.log_path, encoding="utf-8", errors="replace") as fh:
                 lines = [ln[ln.index("system_info: "):].strip() for ln in fh if "system_info: " in ln]
@@ -306,6 +307,9 @@ class ManagedServer:
 
     def _spawn(self, port: int) -> None:
         cmd = self.command(port)
+        if self.log_path is None:
+            fd, self.log_path = tempfile.mkstemp(prefix=f"moloch_{self.kind}_server_", suffix=".log")
+            os.close(fd)
         self._log_fh = open(self.log_path, "ab", buffering=0)
         self._log_fh.write(f"$ {' '.join(cmd)}\n".encode())
         in_main = threading.current_thread() is threading.main_thread()

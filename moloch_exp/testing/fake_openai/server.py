@@ -156,8 +156,11 @@ class FakeOpenAIProcess:
         port_file = Path(self._tmp.name) / "port"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        options = dataclasses.asdict(self.options)
+        # its files under our temporary directory: a child stopped by a signal cannot clean up its own
+        options["storage_dir"] = options["storage_dir"] or str(Path(self._tmp.name) / "files")
         cmd = [sys.executable, "-m", "moloch_exp.testing.fake_openai", "--port", str(self.requested_port),
-               "--port-file", str(port_file), "--options-json", json.dumps(dataclasses.asdict(self.options))]
+               "--port-file", str(port_file), "--options-json", json.dumps(options)]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s

@@ -23,7 +23,6 @@ opened; it is never stored on the client, logged, or shown in ``repr``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any, Callable, Sequence
 
@@ -36,7 +35,7 @@ from .metering import Meter
 from .pacer import ServerPacer
 from .reasking import ask_until_parsed
 from .request_body import RequestMapping
-from .retrying import Delivery, RetryingSender, RetryPolicy
+from .retrying import Delivery, RetryingSender, RetryPolicy, StopSignal
 from .run_many import run_many
 from .structured import STRUCTURED_MODES
 from .transport import EndpointUnreachable, HttpTransport
@@ -187,7 +186,7 @@ class LLMClient:
         """One chat call (cache → budget → limits → retried HTTP). Never raises except BudgetExceeded."""
         return await self._achat(req, None)
 
-    async def _achat(self, req: ChatRequest, abort: asyncio.Event | None) -> ChatResult:
+    async def _achat(self, req: ChatRequest, abort: StopSignal | None) -> ChatResult:
         key = self.key_for(req)
         hit = self.meter.lookup(key)
         if hit is not None:
@@ -205,7 +204,7 @@ class LLMClient:
         return await self._aparse(req, parse, invalid_retries, None)
 
     async def _aparse(self, req: ChatRequest, parse: Callable[[str], Any], invalid_retries: int,
-                      abort: asyncio.Event | None) -> Parsed:
+                      abort: StopSignal | None) -> Parsed:
         return await ask_until_parsed(lambda r: self._achat(r, abort), req, parse, invalid_retries,
                                       lambda: self._ledger.record_invalid(self.model))
 

@@ -90,7 +90,7 @@ class RetryingSender:
             return min(float(retry_after), self.policy.max_retry_after_s)
         return self._backoff(rs)
 
-    async def send(self, body: bytes, est_tokens: int, delivery: Delivery, abort: asyncio.Event | None = None,
+    async def send(self, body: bytes, est_tokens: int, delivery: Delivery, abort: StopSignal | None = None,
                    before_first: Callable[[], Any] | None = None, label: str = "") -> None:
         """Deliver ``body`` into ``delivery``. ``before_first`` runs once, just before the first attempt
         leaves (the budget's reservation: it may raise ``BudgetExceeded``, and then nothing is sent).
@@ -124,20 +124,19 @@ class RetryingSender:
         except (Retryable, Fatal):
             pass  # retries spent, or not retried: delivery.error says why
 
-    async def _attempt(self, body: bytes, abort: asyncio.Event | None) -> Any:
+    async def _attempt(self, body: bytes, abort: StopSignal | None) -> Any:
         """One attempt, noted on the wire while it is (no await between its answer and the cache write)."""
-        wire = abort.on_the_wire if isinstance(abort, StopSignal) else None
-        if wire is None:
+        if abort is None:
             return await self.transport.attempt(body)
         task = asyncio.current_task()
-        wire.add(task)
+        abort.on_the_wire.add(task)
         try:
             return await self.transport.attempt(body)
         finally:
-            wire.discard(task)
+            abort.on_the_wire.discard(task)
 
 
-async def _pause(seconds: float, abort: asyncio.Event | None) -> None:
+async def _pause(seconds: float, abort: StopSignal | None) -> None:
     """Wait before a retry; a stop of the batch ends the wait at once (the retry then sees it, sends nothing)."""
     if abort is None:
         await asyncio.sleep(seconds)

@@ -33,7 +33,7 @@ from .retrying import Aborted, StopSignal
 T = TypeVar("T")
 
 
-def run_many(items: Sequence[Any], worker: Callable[[Any, asyncio.Event], Awaitable[T]], desc: str,
+def run_many(items: Sequence[Any], worker: Callable[[Any, StopSignal], Awaitable[T]], desc: str,
              concurrency: int, progress: bool, on_exit: Callable[[], Awaitable[None]],
              refresh_s: float = 0.5) -> list[T]:
     """A result's ``ok`` and ``cached`` are counted on the bar. ``on_exit``: awaited on the loop at the end

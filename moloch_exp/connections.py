@@ -63,6 +63,10 @@ class LLMService:
             raise ServiceConfigError(f"service for model {self.model!r}: server.replicas must be at least 1, "
                                      f"not {self.server.get('replicas')!r}")
         try:
+            llama_server.sampling_id(self.server.get("sampling"))
+        except (TypeError, ValueError) as err:
+            raise ServiceConfigError(f"service for model {self.model!r}: {err}") from None
+        try:
             BatchSettings(**dict(self.batch_settings or {}))
         except (TypeError, ValueError) as err:
             raise ServiceConfigError(f"service for model {self.model!r}: batch_settings: {err}") from None
@@ -92,14 +96,15 @@ class LLMService:
 
     def identity(self) -> str:
         """What names this model in caches, ledgers and prices (never a key or a port). A managed llama.cpp
-        model is named by the server kind, its build (``llama_server.build_id``: source commit and binary digest)
-        and the GGUF file."""
+        model is named by the server kind, its build (``llama_server.build_id``: source commit and binary digest),
+        the sampling it applies to what a request does not name (``llama_server.sampling_id``) and the GGUF file."""
         if self.managed == "llamacpp":
             try:
                 build = llama_server.build_id()
             except (FileNotFoundError, OSError, subprocess.SubprocessError) as err:
                 raise ServiceConfigError(str(err)) from None
-            return f"llama-server:{build}:{Path(self.model_path).name}"
+            sampling = llama_server.sampling_id(self.server.get("sampling"))
+            return f"llama-server:{build}:{sampling}:{Path(self.model_path).name}"
         return self.model
 
     def preflight(self) -> None:

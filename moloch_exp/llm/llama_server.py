@@ -15,7 +15,13 @@ The binary is built by ``scripts/setup.sh`` from the llama.cpp that the pinned l
   (``--slot-prompt-similarity``); idle slots are saved to a host-memory prompt cache that any slot can load
   (``--cache-ram`` MiB), so a prefix evaluated in one slot is copied, not evaluated again, into another;
 - ``--cache-reuse N`` (off by default): reuse cached chunks after a mismatch by shifting them. The shifted
-  cells were computed after another prefix, so the answer then depends on the request before it.
+  cells were computed after another prefix, so the answer then depends on the request before it;
+- ``--top-k``, ``--top-p``, ``--min-p`` (``sampling``): what the server applies to a request that does not name
+  them. A request names its temperature (and top_p where set), never top_k or min_p, so these are part of
+  what an answer means: llama.cpp's own defaults (``LLAMACPP_SAMPLING``: top_k 40, top_p 0.95, min_p 0.05,
+  applied in that order before the temperature) keep a vote "at temperature 0.7" among the 40 likeliest
+  tokens; ``PLAIN_SAMPLING`` (0, 1, 0) is the OpenAI protocol's meaning, the temperature alone. The
+  response cache's identity of a managed llama.cpp model names them (``sampling_id``).
 """
 from __future__ import annotations
 
@@ -27,11 +33,33 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Mapping
 
-__all__ = ["BINARY_ENV", "binary", "build_id", "command"]
+__all__ = ["BINARY_ENV", "LLAMACPP_SAMPLING", "PLAIN_SAMPLING", "binary", "build_id", "command", "sampling_id"]
 
 BINARY_ENV = "MOLOCH_LLAMA_SERVER"
 NAME = "llama-server"
+#: llama-server's defaults for a request that does not name them (and this project's, written out in
+#: conf/audience/local.yaml and conf/judge/local.yaml, so that a run samples as every earlier one did)
+LLAMACPP_SAMPLING = {"top_k": 40, "top_p": 0.95, "min_p": 0.05}
+#: the OpenAI protocol's meaning: the request's temperature (and top_p) alone
+PLAIN_SAMPLING = {"top_k": 0, "top_p": 1.0, "min_p": 0.0}
+
+
+def _sampling(sampling: Mapping | None) -> dict:
+    """``sampling`` over LLAMACPP_SAMPLING, checked: only top_k, top_p and min_p."""
+    given = dict(sampling or {})
+    unknown = sorted(set(given) - set(LLAMACPP_SAMPLING))
+    if unknown:
+        raise ValueError(f"server.sampling takes top_k, top_p and min_p, not {', '.join(unknown)}")
+    merged = {**LLAMACPP_SAMPLING, **{k: v for k, v in given.items() if v is not None}}
+    return {"top_k": int(merged["top_k"]), "top_p": float(merged["top_p"]), "min_p": float(merged["min_p"])}
+
+
+def sampling_id(sampling: Mapping | None = None) -> str:
+    """``top_k40-top_p0.95-min_p0.05``: the sampling a server applies, for the response cache's identity."""
+    s = _sampling(sampling)
+    return f"top_k{s['top_k']}-top_p{s['top_p']:g}-min_p{s['min_p']:g}"
 
 
 def binary() -> str:
@@ -76,8 +104,10 @@ def build_id(path: str | None = None) -> str:
 
 def command(binary_path: str, model: str, alias: str, host: str, port: int, n_ctx: int, n_parallel: int,
             threads: int, threads_batch: int, chat_template: str | None = None, cache_ram_mib: int = 256,
-            slot_similarity: float = 0.1, cache_reuse: int = 0, log_verbosity: int = 3) -> list[str]:
+            slot_similarity: float = 0.1, cache_reuse: int = 0, log_verbosity: int = 3,
+            sampling: Mapping | None = None) -> list[str]:
     """The ``llama-server`` command line (see the module docstring for what each option buys)."""
+    top = _sampling(sampling)
     cmd = [
         binary_path, "--model", str(model), "--alias", alias,
         "--host", host, "--port", str(port),
@@ -86,6 +116,7 @@ def command(binary_path: str, model: str, alias: str, host: str, port: int, n_ct
         "--cache-ram", str(cache_ram_mib), "--slot-prompt-similarity", str(slot_similarity),
         "--cache-reuse", str(cache_reuse),
         "--log-verbosity", str(log_verbosity), "--no-webui", "--metrics",
+        "--top-k", str(top["top_k"]), "--top-p", str(top["top_p"]), "--min-p", str(top["min_p"]),
     ]  # fmt: skip
     if chat_template:
         cmd += ["--chat-template", chat_template]

@@ -6,7 +6,7 @@
 Prices come from the ``genai-prices`` package's snapshot (offline data shipped with the pinned version;
 its ``UpdatePrices`` downloader is never started, so pricing needs no network). A model is looked up
 by the API's URL first (``https://api.openai.com/v1`` → openai), then by its name alone; a model
-served by a managed local server (``llama-server:<build>:<file>.gguf``, a managed vLLM) costs nothing but local
+served by a managed local server (``llama-server:<build>:<sampling>:<file>.gguf``, a managed vLLM) costs nothing but local
 compute and is priced as free. A model found nowhere is **unpriced** (``None``), never $0.
 
 Rates are per million tokens: input, cached input (a prompt prefix the API served from its prompt

@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import httpx
 
@@ -109,6 +109,8 @@ class ManagedServer:
         slot_similarity: llamacpp: a request goes to the idle slot whose cached prompt covers more than this
             share of it (``--slot-prompt-similarity``); 0: least recently used slot.
         cache_reuse: llamacpp ``--cache-reuse`` (0: off; see ``llama_server.py`` for why).
+        sampling: llamacpp: top_k, top_p, min_p for requests that do not name them (default: llama.cpp's own,
+            ``llama_server.LLAMACPP_SAMPLING``; ``PLAIN_SAMPLING``: the temperature alone).
         log_verbosity: llamacpp ``--log-verbosity``: 3 logs each request's timings, 4 also the build's
             CPU features (``system_info``) and every prompt-cache decision.
         extra_args: appended verbatim to the command.
@@ -131,6 +133,7 @@ class ManagedServer:
         cache_ram_mib: int = 256,
         slot_similarity: float = 0.1,
         cache_reuse: int = 0,
+        sampling: Mapping | None = None,
         log_verbosity: int = 3,
         extra_args: Sequence[str] = (),
         log_path: str | None = None,
@@ -159,6 +162,10 @@ class ManagedServer:
         self.cache_ram_mib = int(cache_ram_mib)
         self.slot_similarity = float(slot_similarity)
         self.cache_reuse = int(cache_reuse)
+        self.sampling = dict(sampling or {})
+        if self.sampling and not local:
+            raise ValueError("sampling is a llama.cpp server option (vLLM takes the request's and the model's)")
+        llama_server.sampling_id(self.sampling)  # an unknown key fails here, not when the server starts
         self.log_verbosity = int(log_verbosity)
         self.binary = binary or (llama_server.binary() if kind == "llamacpp" else None)
         self.extra_args = [str(a) for a in extra_args]
@@ -195,7 +202,7 @@ class ManagedServer:
             cmd = llama_server.command(self.binary, self.model, self.model_name, HOST, port, self.n_ctx,
                                        int(self.n_parallel or 1), self.threads or cores, self.threads_batch or cores,
                                        self.chat_format, self.cache_ram_mib, self.slot_similarity, self.cache_reuse,
-                                       self.log_verbosity)
+                                       self.log_verbosity, self.sampling)
         else:
             cmd = [
                 "vllm", "serve", str(self.model),

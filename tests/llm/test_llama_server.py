@@ -4,7 +4,8 @@
   next-token distribution, computed here by hand with transformers from the same GGUF, and the weighted score
   is the one computed by hand from that distribution;
 - every JSON-schema feature the vote and judge schemas use is enforced by the server's grammar;
-- the response-cache identity names the server kind and the binary's build.
+- the server samples as its ``sampling`` option says (llama.cpp's defaults, or the temperature alone);
+- the response-cache identity names the server kind, the binary's build and the sampling.
 
     pytest tests/llm/test_llama_server.py -q
 """
@@ -98,11 +99,14 @@ def test_the_grammar_enforces_every_schema_feature_the_project_uses(llama_server
     assert all(p.status == "ok" and 0 <= p.value <= 100 for p in scores), [(p.raw, p.error) for p in scores]
 
 
-def test_identity_names_the_server_kind_and_the_build(tmp_path, monkeypatch):
+def test_identity_names_the_server_kind_the_build_and_the_sampling(tmp_path, monkeypatch):
     service = LLMService(model="smollm2", managed="llamacpp")
     ident = service.identity()
     build = server_build.build_id()
     assert ident.startswith("llama-server:") and build in ident and ident.endswith(".gguf")
+    assert ":top_k40-top_p0.95-min_p0.05:" in ident  # the sampling it applies to what a request does not name
+    plain = LLMService(model="smollm2", managed="llamacpp", server={"sampling": server_build.PLAIN_SAMPLING})
+    assert plain.identity() == ident.replace("top_k40-top_p0.95-min_p0.05", "top_k0-top_p1-min_p0")
     assert build.split("-b")[1].split("-")[1] != "unknown"  # the vendored llama.cpp commit, from --version
     # another build of the same source (here: the same binary with one byte more) is another identity
     other = tmp_path / "llama-server"
@@ -112,6 +116,60 @@ def test_identity_names_the_server_kind_and_the_build(tmp_path, monkeypatch):
     monkeypatch.setenv(server_build.BINARY_ENV, str(other))
     assert LLMService(model="smollm2", managed="llamacpp").identity() != ident
     assert LLMService(model="gpt-4o", base_url="https://api.openai.com/v1").identity() == "gpt-4o"
+
+
+def test_the_server_samples_as_its_sampling_option_says(llama_server, tmp_path):
+    """A request names its temperature, never top_k or min_p: the server's ``sampling`` decides those. The session's
+    server has llama.cpp's defaults (top_k 40, top_p 0.95, min_p 0.05, as conf/*/local.yaml); a server with
+    ``PLAIN_SAMPLING`` samples the model's whole distribution at the same temperature, as the OpenAI protocol
+    means. The same 100 seeded one-token requests at temperature 1 on a prompt whose 20 likeliest first tokens
+    hold about half the mass: under the defaults at most 40 distinct tokens can appear (25 did when measured);
+    plain, more than 40 do (64), and tokens outside the 20 likeliest come up as often as the model gives them."""
+    import httpx
+    from scipy.stats import binom
+
+    from moloch_exp.llm import ManagedServer
+
+    prompt = [{"role": "user", "content": "Say one random word."}]
+    n = 100
+    reqs = [ChatRequest(messages=prompt, max_tokens=1, temperature=1.0, seed=s) for s in range(n)]
+
+    def sample(base_url: str) -> tuple[list[str], dict, dict]:
+        client = LLMClient(base_url, "smollm2", timeout_s=120, progress=False)
+        [greedy] = client.chat_many([ChatRequest(messages=prompt, max_tokens=1, temperature=0.0, top_logprobs=20)])
+        texts = [r.text for r in client.chat_many(reqs)]
+        params = httpx.get(base_url.removesuffix("/v1") + "/slots", timeout=10).json()[0]["params"]
+        return texts, dict(greedy.top_logprobs[0]), params
+
+    truncated, top20, params = sample(llama_server.base_url)
+    assert (params["top_k"], round(params["top_p"], 6), round(params["min_p"], 6)) == (40, 0.95, 0.05), params
+    with ManagedServer(n_ctx=1024, threads=1, model_name="smollm2", sampling=server_build.PLAIN_SAMPLING,
+                       log_path=str(tmp_path / "plain.log")) as plain_server:
+        plain, plain_top20, params = sample(plain_server.base_url)
+    assert (params["top_k"], params["top_p"], params["min_p"]) == (0, 1.0, 0.0), params
+    assert plain_top20.keys() == top20.keys()  # the same model and distribution; only the sampling differs
+    assert len(set(truncated)) <= 40 < len(set(plain)), (len(set(truncated)), len(set(plain)))
+    tail = 1.0 - sum(math.exp(lp) for lp in top20.values())  # the model's mass outside its 20 likeliest tokens
+    low, high = binom.interval(0.999, n, tail)
+    assert low <= sum(t not in top20 for t in plain) <= high, (sum(t not in top20 for t in plain), tail)
+    assert sum(t not in top20 for t in truncated) < low  # min_p cuts most of that tail
+
+
+def test_a_bad_sampling_option_is_refused_before_anything_starts():
+    with pytest.raises(ValueError, match="top_k, top_p and min_p, not temperature"):
+        server_build.command("llama-server", "m.gguf", "m", "127.0.0.1", 1, 512, 1, 1, 1,
+                             sampling={"temperature": 0.5})
+    from moloch_exp.connections import ServiceConfigError
+
+    with pytest.raises(ServiceConfigError, match="service for model 'smollm2': server.sampling takes"):
+        LLMService(model="smollm2", managed="llamacpp", server={"sampling": {"topk": 5}})
+    cmd = server_build.command("llama-server", "m.gguf", "m", "127.0.0.1", 1, 512, 1, 1, 1,
+                               sampling=server_build.PLAIN_SAMPLING)
+    assert cmd[cmd.index("--top-k") + 1] == "0" and cmd[cmd.index("--min-p") + 1] == "0.0"
+    from moloch_exp.llm import ManagedServer
+
+    with pytest.raises(ValueError, match="llama.cpp server option"):
+        ManagedServer(kind="vllm", model="Qwen/Qwen3-8B", sampling=server_build.PLAIN_SAMPLING)
 
 
 @pytest.mark.server

